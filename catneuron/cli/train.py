@@ -1,0 +1,52 @@
+"""`catneuron train`: unsupervised training, one process or Downpour SGD on Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from catneuron import runs
+from catneuron.cli.app import app
+from catneuron.cli.options import resolve_config
+from catneuron.data.sources import open_source
+from catneuron.errors import UserError
+from catneuron.model import config as configs
+from catneuron.train import checkpoint
+from catneuron.train.trainer import Trainer
+
+
+@app.command()
+def train(
+    data: str = typer.Option(..., help="Image folder (recursive), WebDataset shards, or 'embedded'."),
+    preset: str = typer.Option(None, help="Preset: tiny, small or paper (default small)."),
+    config: str = typer.Option(None, help="A YAML config file."),
+    steps: int = typer.Option(1000, help="Train until this many steps in total."),
+    out: Path = typer.Option(Path("runs/train"), help="Run folder."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its checkpoint."),
+    minutes: float = typer.Option(None, help="Stop after this many minutes (checkpoint kept)."),
+    lr: float = typer.Option(None, help="Learning rate (overrides the config)."),
+    optimizer: str = typer.Option(None, help="adagrad or sgd (overrides the config)."),
+    seed: int = typer.Option(None, help="Random seed (overrides the config)."),
+    no_lcn: bool = typer.Option(False, "--no-lcn", help="The paper's ablation: stages without LCN."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+) -> None:
+    """Train the network on unlabeled images."""
+    dev = runs.device(device)
+    if resume:
+        if not runs.checkpoint_path(out).is_file():
+            raise UserError(f"--resume: {out} has no checkpoint to resume from")
+        ckpt_config = checkpoint.read_config(runs.checkpoint_path(out))
+        source = open_source(data, ckpt_config.model.input_size, ckpt_config.model.channels)
+        trainer = Trainer.resume(out, source, dev)
+    else:
+        cfg = resolve_config(preset, config)
+        train_overrides = {k: v for k, v in {"lr": lr, "optimizer": optimizer, "seed": seed}.items() if v is not None}
+        cfg = configs.replace(cfg, train=train_overrides, model={"lcn": False} if no_lcn else {})
+        if runs.checkpoint_path(out).is_file():
+            raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
+        source = open_source(data, cfg.model.input_size, cfg.model.channels)
+        trainer = Trainer(cfg, source, out, dev, data_spec=data)
+    print(f"training {trainer.config.preset} on {source.description} into {out}")
+    result = trainer.fit(steps, max_seconds=minutes * 60 if minutes else None)
+    print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")

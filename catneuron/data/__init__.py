@@ -1,0 +1,1 @@
+"""Data: image folders, the embedded corpus, video frames, WebDataset shards, concept sets."""

@@ -1,0 +1,87 @@
+"""Reading images from disk: recursive listing, decoding, square crop, resize, grey or colour."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from catneuron.errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".pgm", ".ppm", ".gif", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(root: str | Path, flag: str = "--data") -> list[Path]:
+    """Every image file under `root` (recursive, sorted); a single image file is a list of one."""
+    root = Path(root)
+    if root.is_file():
+        return [root] if root.suffix.lower() in IMAGE_EXTENSIONS else []
+    if not root.is_dir():
+        raise UserError(f"{flag} {root}: no such file or folder")
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def to_square(image: Image.Image, size: int, channels: int) -> np.ndarray:
+    """Centre-crop to a square, resize to size x size, convert to grey or RGB: uint8 (channels, size, size)."""
+    image = image.convert("L" if channels == 1 else "RGB")
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
+def read_image(path: str | Path, size: int, channels: int) -> np.ndarray:
+    """One image as uint8 (channels, size, size); raises ValueError if it cannot be decoded."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_square(image, size, channels)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+@dataclass
+class ImageSet:
+    """Decoded images in memory, uint8 (N, C, S, S), with the files they came from and those skipped."""
+
+    images: np.ndarray
+    paths: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def read_images(paths: Iterable[Path], size: int, channels: int, workers: int = 4) -> ImageSet:
+    """Decode many images in threads (PIL releases the GIL); corrupt files are skipped and listed."""
+    paths = list(paths)
+
+    def one(path: Path) -> np.ndarray | str:
+        try:
+            return read_image(path, size, channels)
+        except ValueError as e:
+            return str(e)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        decoded = list(pool.map(one, paths))
+    good = [(p, a) for p, a in zip(paths, decoded, strict=True) if isinstance(a, np.ndarray)]
+    skipped = [(p, a) for p, a in zip(paths, decoded, strict=True) if isinstance(a, str)]
+    images = np.stack([a for _, a in good]) if good else np.zeros((0, channels, size, size), np.uint8)
+    return ImageSet(images, [p for p, _ in good], skipped)
+
+
+def read_folder(root: str | Path, size: int, channels: int, flag: str = "--data") -> ImageSet:
+    """All images under a folder; a UserError naming the flag if there are none that decode."""
+    paths = list_images(root, flag)
+    if not paths:
+        raise UserError(f"{flag} {root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    found = read_images(paths, size, channels)
+    if not len(found):
+        raise UserError(f"{flag} {root}: none of the {len(paths)} image files could be decoded")
+    return found

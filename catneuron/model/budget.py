@@ -1,0 +1,34 @@
+"""Parameters and FLOPs per layer, computed from the config alone (nothing is allocated)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from catneuron.model.config import ModelConfig, stage_shapes
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    stage: int
+    sublayer: str
+    shape: str
+    parameters: int
+    flops: int
+
+
+def layer_rows(model: ModelConfig) -> list[LayerRow]:
+    """Forward FLOPs per image, multiply-add = 2: encoder and decoder each 2*L*maps*fan_in;
+    pooling 2*k^2 per unit (square, add) + sqrt; LCN two Gaussian windows over all maps per unit."""
+    rows = []
+    for sh, cfg in zip(stage_shapes(model), model.stages, strict=True):
+        linear = 2 * sh.positions * sh.maps * sh.fan_in
+        half = sh.parameters // 2
+        fshape = f"{sh.maps}x{sh.filter_size}x{sh.filter_size}"
+        pshape = f"{sh.maps}x{sh.pool_size}x{sh.pool_size}"
+        pooled_units = sh.maps * sh.pool_size**2
+        rows.append(LayerRow(sh.index, "filter (W1)", fshape, half, linear))
+        rows.append(LayerRow(sh.index, "pool (L2)", pshape, 0, pooled_units * (2 * cfg.pool**2 + 1)))
+        if model.lcn:
+            rows.append(LayerRow(sh.index, "norm (LCN)", pshape, 0, pooled_units * (4 * sh.maps * cfg.lcn_size**2 + 4)))
+        rows.append(LayerRow(sh.index, "decoder (W2)", f"{sh.in_channels}x{sh.in_size}x{sh.in_size}", half, linear))
+    return rows

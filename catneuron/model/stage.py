@@ -1,0 +1,74 @@
+"""One stage of the network: local filtering, L2 pooling, local contrast normalization, and its objective."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from catneuron.model.config import StageConfig
+from catneuron.model.lcn import LocalContrastNorm
+from catneuron.model.local import LocalDecoder, LocallyConnected2d
+from catneuron.model.pooling import L2Pool2d
+
+SUBLAYERS = ("filter", "pool", "norm")
+
+
+@dataclass
+class StageOutput:
+    """The three sublayers' activations and the stage's two objective terms (means over the batch)."""
+
+    filter: Tensor
+    pool: Tensor
+    norm: Tensor
+    reconstruction: Tensor
+    sparsity: Tensor
+
+    @property
+    def loss(self) -> Tensor:
+        return self.reconstruction + self.sparsity
+
+
+class Stage(nn.Module):
+    """Reconstruction TICA on untied locally connected filters (Le et al. 2012, eq. 1):
+
+        ||W2 W1^T x - x||^2 + lambda * sum_j sqrt(eps + H_j (W1^T x)^2)
+
+    summed over a stage's positions and averaged over the batch (the paper sums over examples; the
+    mean keeps the learning rate independent of the batch size). `lcn=False` is the paper's no-LCN
+    ablation: the stage outputs its pooled responses as they are.
+    """
+
+    def __init__(self, in_channels: int, input_size: int, cfg: StageConfig, sparsity: float = 0.1,
+                 eps: float = 1e-2, lcn: bool = True, memory_budget: int = 1 << 30) -> None:
+        super().__init__()
+        args = (in_channels, cfg.maps, input_size, cfg.kernel, cfg.stride, memory_budget)
+        self.encoder = LocallyConnected2d(*args)
+        self.decoder = LocalDecoder(*args)
+        self.pool = L2Pool2d(cfg.pool, cfg.pool_stride, eps)
+        self.norm = LocalContrastNorm(cfg.maps, cfg.lcn_size) if lcn else nn.Identity()
+        self.sparsity_weight = sparsity
+
+    def forward(self, x: Tensor, objective: bool = True) -> StageOutput:
+        h = self.encoder(x)
+        pooled = self.pool(h)
+        normed = self.norm(pooled)
+        if not objective:
+            zero = h.new_zeros(())
+            return StageOutput(h, pooled, normed, zero, zero)
+        batch = x.shape[0]
+        residual = self.decoder(h) - x
+        reconstruction = (residual * residual).sum() / batch
+        sparsity = self.sparsity_weight * pooled.sum() / batch
+        return StageOutput(h, pooled, normed, reconstruction, sparsity)
+
+    @torch.no_grad()
+    def normalize_weights(self, which: str) -> None:
+        """Project filters to unit norm: encoder rows ("encoder") or also decoder columns ("both")."""
+        if which in ("encoder", "both"):
+            w = self.encoder.weight
+            w /= w.norm(dim=2, keepdim=True).clamp_min(1e-12)
+        if which == "both":
+            w = self.decoder.weight
+            w /= w.norm(dim=1, keepdim=True).clamp_min(1e-12)

@@ -1,0 +1,86 @@
+"""The run folder: where a training run keeps its config, checkpoint, metrics and results.
+
+    RUN/config.json             the full config and the data it was trained on
+    RUN/checkpoint.safetensors  weights, optimizer state, RNG (see catneuron.train.checkpoint)
+    RUN/metrics.jsonl           one JSON object per logged training step
+    RUN/results/                analysis outputs: <concept>.json from `evaluate`, CSVs
+    RUN/figures/                PNG pictures
+    RUN/report/                 the HTML report
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from catneuron.errors import UserError
+from catneuron.model.network import Network
+from catneuron.train import checkpoint
+
+CHECKPOINT = "checkpoint.safetensors"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+def checkpoint_path(run: str | Path) -> Path:
+    return Path(run) / CHECKPOINT
+
+
+def results_dir(run: str | Path) -> Path:
+    path = Path(run) / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def figures_dir(run: str | Path) -> Path:
+    path = Path(run) / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_network(run: str | Path, device: str = "cpu") -> tuple[Network, checkpoint.Checkpoint]:
+    """The trained network of a run (eval mode), and its checkpoint record."""
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: no such run folder")
+    ckpt = checkpoint.load(checkpoint_path(run))
+    net = Network(ckpt.config.model)
+    net.load_state_dict(ckpt.model)
+    return net.to(device).eval(), ckpt
+
+
+def read_metrics(run: str | Path) -> list[dict]:
+    path = Path(run) / METRICS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    return rows
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def device(name: str) -> torch.device:
+    """`--device`: cpu, cuda, cuda:N or auto (cuda when there is one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: no CUDA device is available here")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name}: not a device name (cpu, cuda, cuda:N, auto)") from None

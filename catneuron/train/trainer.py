@@ -1,0 +1,125 @@
+"""The single-process trainer: minibatch SGD or Adagrad on the sum of the stage objectives."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from catneuron import runs
+from catneuron.data.sources import BatchSource
+from catneuron.errors import UserError
+from catneuron.model.config import Config, to_dict
+from catneuron.model.network import Network
+from catneuron.model.stage import StageOutput
+from catneuron.train import checkpoint
+from catneuron.train.progress import Progress
+
+
+def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
+    if config.train.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=config.train.lr)
+    return torch.optim.SGD(params, lr=config.train.lr)
+
+
+def loss_terms(outputs: list[StageOutput]) -> dict[str, float]:
+    """The objective's terms by stage, as plain floats for logs: recon_1, sparsity_1, ..."""
+    terms = {}
+    for i, out in enumerate(outputs, start=1):
+        terms[f"recon_{i}"] = float(out.reconstruction.detach())
+        terms[f"sparsity_{i}"] = float(out.sparsity.detach())
+    terms["loss"] = sum(terms.values())
+    return terms
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped_early: bool
+    last: dict
+
+
+class Trainer:
+    """Trains a Network from a BatchSource into a run folder, resumable from its checkpoint."""
+
+    def __init__(self, config: Config, source: BatchSource, run: str | Path, device: str | torch.device = "cpu",
+                 data_spec: str = "") -> None:
+        self.config, self.source, self.run = config, source, Path(run)
+        self.device = torch.device(device)
+        self.data_spec = data_spec or source.description
+        torch.manual_seed(config.train.seed)
+        self.network = Network(config.model).to(self.device)
+        self.network.normalize_weights()
+        self.optimizer = make_optimizer(config, self.network.parameters())
+        self.step = 0
+
+    @classmethod
+    def resume(cls, run: str | Path, source: BatchSource, device: str | torch.device = "cpu") -> Trainer:
+        ckpt = checkpoint.load(runs.checkpoint_path(run))
+        trainer = cls(ckpt.config, source, run, device, ckpt.extra.get("data", ""))
+        trainer.network.load_state_dict(ckpt.model)
+        if ckpt.optimizer is not None:
+            trainer.optimizer.load_state_dict(ckpt.optimizer)
+        if ckpt.rng is not None:
+            torch.set_rng_state(ckpt.rng)
+        trainer.step = ckpt.step
+        return trainer
+
+    def train_step(self, images: torch.Tensor) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        outputs = self.network(images.to(self.device, non_blocking=True))
+        self.network.loss(outputs).backward()
+        self.optimizer.step()
+        self.network.normalize_weights()
+        self.step += 1
+        return loss_terms(outputs)
+
+    def save(self) -> None:
+        self.run.mkdir(parents=True, exist_ok=True)
+        checkpoint.save(runs.checkpoint_path(self.run), self.config, self.step, self.network, self.optimizer,
+                        extra={"data": self.data_spec})
+
+    def fit(self, steps: int, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
+        """Train until `steps` total steps (or `max_seconds`), logging and checkpointing as configured.
+
+        Ctrl-C saves a checkpoint before it propagates, so `--resume` loses nothing.
+        """
+        if steps < self.step:
+            raise UserError(f"--steps {steps}: the run is already at step {self.step}")
+        self.run.mkdir(parents=True, exist_ok=True)
+        runs.write_json(self.run / runs.CONFIG, {"config": to_dict(self.config), "data": self.data_spec})
+        t = self.config.train
+        bar = Progress(steps, "step", enabled=progress)
+        batches = self.source.batches(t.batch_size, t.seed, start_step=self.step)
+        start, start_step, last = time.monotonic(), self.step, {}
+        stopped_early = False
+        try:
+            with open(self.run / runs.METRICS, "a") as metrics:
+                while self.step < steps:
+                    terms = self.train_step(next(batches))
+                    elapsed = time.monotonic() - start
+                    rate = (self.step - start_step) * t.batch_size / max(elapsed, 1e-9)
+                    last = {"step": self.step, "images_per_s": rate, "elapsed_s": elapsed} | terms
+                    if self.step % t.log_every == 0 or self.step == steps:
+                        metrics.write(json.dumps(last) + "\n")
+                        metrics.flush()
+                    remaining = (steps - self.step) * t.batch_size / max(rate, 1e-9)
+                    if max_seconds is not None:
+                        remaining = min(remaining, max_seconds - elapsed)
+                    shown = {k: v for k, v in terms.items() if k.startswith(("recon", "sparsity"))}
+                    bar.update(self.step, rate, "img", shown, eta=remaining)
+                    if self.step % t.checkpoint_every == 0:
+                        self.save()
+                    if max_seconds is not None and elapsed >= max_seconds:
+                        stopped_early = self.step < steps
+                        break
+        except KeyboardInterrupt:
+            self.save()
+            raise
+        self.save()
+        if last:
+            bar.update(self.step, last["images_per_s"], "img", {"loss": last["loss"]}, eta=0, final=True)
+        return TrainResult(self.step, stopped_early, last)

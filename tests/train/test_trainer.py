@@ -1,0 +1,78 @@
+"""The single-process trainer: learning on real images, checkpoints, exact resume."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from catneuron import runs
+from catneuron.data.embedded import EmbeddedCorpus
+from catneuron.data.sources import ArraySource
+from catneuron.model.config import PRESETS, replace
+from catneuron.train import checkpoint
+from catneuron.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def corpus() -> EmbeddedCorpus:
+    return EmbeddedCorpus(size=16)
+
+
+def test_training_lowers_the_objective_on_real_images(corpus, tmp_path):
+    config = replace(PRESETS["tiny"], train={"batch_size": 50})
+    trainer = Trainer(config, corpus, tmp_path / "run")
+    fixed = next(corpus.batches(200, seed=99))
+    with torch.no_grad():
+        before = float(trainer.network.loss(trainer.network(fixed)))
+    trainer.fit(150, progress=False)
+    with torch.no_grad():
+        after = float(trainer.network.loss(trainer.network(fixed)))
+    assert after < 0.8 * before
+
+
+@pytest.mark.parametrize("optimizer", ["adagrad", "sgd"])
+def test_resume_continues_exactly(corpus, tmp_path, optimizer):
+    config = replace(PRESETS["tiny"], train={"optimizer": optimizer, "lr": 0.01, "log_every": 1,
+                                             "checkpoint_every": 1000})
+    straight = Trainer(config, corpus, tmp_path / "straight")
+    straight.fit(12, progress=False)
+    first = Trainer(config, corpus, tmp_path / "resumed")
+    first.fit(7, progress=False)
+    second = Trainer.resume(tmp_path / "resumed", corpus)
+    assert second.step == 7
+    second.fit(12, progress=False)
+    a = [json.loads(x) for x in (tmp_path / "straight" / runs.METRICS).read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "resumed" / runs.METRICS).read_text().splitlines()]
+    assert [r["step"] for r in b] == list(range(1, 13))
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["loss"] == pytest.approx(rb["loss"], rel=1e-6, abs=1e-6)
+    for (name, p), q in zip(straight.network.named_parameters(), second.network.parameters(), strict=True):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_checkpoint_round_trip_and_atomicity(tmp_path):
+    config = PRESETS["tiny"]
+    source = ArraySource(np.random.default_rng(0).integers(0, 255, (30, 1, 16, 16), dtype=np.uint8), "random")
+    trainer = Trainer(config, source, tmp_path)
+    trainer.fit(3, progress=False)
+    assert not list(tmp_path.glob(".*tmp*")), "temporary files left behind"
+    ckpt = checkpoint.load(runs.checkpoint_path(tmp_path))
+    assert ckpt.step == 3 and ckpt.config == config
+    assert checkpoint.read_config(runs.checkpoint_path(tmp_path)) == config
+    net, _ = runs.load_network(tmp_path)
+    for (name, p), q in zip(net.named_parameters(), trainer.network.parameters(), strict=True):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    runs.checkpoint_path(tmp_path).write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception, match="not a readable checkpoint"):
+        runs.load_network(tmp_path)
+
+
+def test_max_seconds_stops_early_with_a_checkpoint(corpus, tmp_path):
+    trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)
+    result = trainer.fit(10**6, max_seconds=0.5, progress=False)
+    assert result.stopped_early and 0 < result.step < 10**6
+    assert checkpoint.load(runs.checkpoint_path(tmp_path)).step == result.step

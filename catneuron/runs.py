@@ -65,13 +65,21 @@ def read_metrics(run: str | Path) -> list[dict]:
     return rows
 
 
-def write_json(path: str | Path, data: dict) -> None:
-    """Write JSON atomically (temporary file, then rename)."""
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write a file atomically (temporary file in the same folder, then rename): readers never see half of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
+    if isinstance(data, bytes):
+        tmp.write_bytes(data)
+    else:
+        tmp.write_text(data)
     os.replace(tmp, path)
+
+
+def write_json(path: str | Path, data: dict) -> None:
+    """Write JSON atomically."""
+    write_atomic(path, json.dumps(data, indent=2))
 
 
 def device(name: str) -> torch.device:

@@ -7,27 +7,30 @@ import sys
 from catneuron.cli.app import app
 from catneuron.errors import UserError
 
-# Importing a command module registers its sub-command on `app`.
-from catneuron.cli import info, train  # noqa: E402,F401  isort: skip
+# Importing a command module registers its sub-command on `app`; one module per line.
+from catneuron.cli import demo  # noqa: E402,F401  isort: skip
+from catneuron.cli import evaluate  # noqa: E402,F401  isort: skip
+from catneuron.cli import finetune  # noqa: E402,F401  isort: skip
+from catneuron.cli import info  # noqa: E402,F401  isort: skip
+from catneuron.cli import ingest  # noqa: E402,F401  isort: skip
+from catneuron.cli import report  # noqa: E402,F401  isort: skip
+from catneuron.cli import train  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2, never a traceback."""
+    """Entry point: bad input becomes one line on stderr and exit status 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except UserError as e:
         print(f"catneuron: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("catneuron: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as e:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
+    except Exception as e:
+        # typer vendors click: its usage errors (unknown option, missing argument) carry these two.
+        if hasattr(e, "format_message") and hasattr(e, "exit_code"):
+            print(f"catneuron: error: {e.format_message()}", file=sys.stderr)
             sys.exit(e.exit_code)
-        if isinstance(e, (click.ClickException, click.exceptions.Abort)):
-            message = e.format_message() if isinstance(e, click.ClickException) else "aborted"
-            print(f"catneuron: error: {message}", file=sys.stderr)
-            sys.exit(2)
         raise
+    sys.exit(code if isinstance(code, int) else 0)

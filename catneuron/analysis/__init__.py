@@ -1,0 +1,1 @@
+"""Analysis: selectivity scans and baselines, stimuli, invariance, fine-tuning."""

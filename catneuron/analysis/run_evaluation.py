@@ -1,0 +1,80 @@
+"""Evaluating a run folder: load its network and training data, scan a concept, write JSON and figures."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from catneuron import runs
+from catneuron.analysis import figures
+from catneuron.analysis.activations import UnitIndex, unit_activations
+from catneuron.analysis.evaluate import LabelledImages, evaluate
+from catneuron.data.images import read_folder
+from catneuron.data.sources import open_source
+from catneuron.errors import UserError
+from catneuron.model.network import Network
+
+
+def concept_slug(concept: str) -> str:
+    """A file-name-safe form of a user's concept name."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", concept).strip("_")
+    return slug or "concept"
+
+
+def labelled_folders(positives: str, negatives: str, size: int, channels: int) -> LabelledImages:
+    """Images of both folders at the model's input size and channels (grey and colour both accepted)."""
+    pos = read_folder(positives, size, channels, flag="--positives")
+    neg = read_folder(negatives, size, channels, flag="--negatives")
+    for found, flag in ((pos, "--positives"), (neg, "--negatives")):
+        if found.skipped:
+            print(f"catneuron: {flag}: skipped {len(found.skipped)} unreadable image(s)")
+    images = np.concatenate([pos.images, neg.images]).astype(np.float32) / 255.0
+    labels = np.array([1] * len(pos) + [0] * len(neg), dtype=np.int64)
+    return LabelledImages(images, labels)
+
+
+def neuron_values(network: Network, images: np.ndarray, neuron: str) -> np.ndarray:
+    index = UnitIndex(network)
+    unit = next(u for u in range(len(index)) if str(index.neuron(u)) == neuron)
+    return torch.cat([a[:, unit] for a in unit_activations(network, images)]).numpy()
+
+
+def write_figures(run: Path, network: Network, test: LabelledImages, result: dict) -> dict[str, str]:
+    """Histogram and top stimuli of the best neuron, stage-1 filters, training curves; paths relative to run."""
+    out = runs.figures_dir(run)
+    slug = concept_slug(result["concept"])
+    best = result["best_neuron"]
+    values = neuron_values(network, test.images, best["id"])
+    made = {
+        "histogram": figures.histogram(values, test.labels, best["threshold"],
+                                       f"{best['id']}: {result['concept']} vs distractors", result["concept"],
+                                       out / f"{slug}_histogram.png"),
+        "top_stimuli": figures.image_grid(test.images[np.argsort(-values)[:24]], out / f"{slug}_top_stimuli.png",
+                                          f"top stimuli of {best['id']} in the test set"),
+        "filters": figures.first_stage_filters(network, out / "stage1_filters.png"),
+        "training_curves": figures.training_curves(runs.read_metrics(run), out / "training_curves.png"),
+    }
+    return {name: str(path.relative_to(run)) for name, path in made.items() if path is not None}
+
+
+def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters: int = 100_000,
+                 training_data: str | None = None, json_path: str | Path | None = None) -> dict:
+    """Scan the run's network for `concept`; write results/<concept>.json, figures, and `json_path` if given."""
+    run = Path(run)
+    network, _ = runs.load_network(run)
+    data = training_data or json.loads((run / runs.CONFIG).read_text())["data"]
+    model = network.config
+    try:
+        source = open_source(data, model.input_size, model.channels)
+    except UserError as e:
+        raise UserError(f"linear-filter baseline needs the run's training data: {e}") from None
+    result = evaluate(network, test, concept, source.batches(500, seed=12345), n_filters=n_filters)
+    result["figures"] = write_figures(run, network, test, result)
+    runs.write_json(runs.results_dir(run) / f"{concept_slug(concept)}.json", result)
+    if json_path:
+        runs.write_json(json_path, result)
+    return result

@@ -1,0 +1,54 @@
+"""evaluate() on a tiny trained network: the JSON contract, and labels never reaching the trainer."""
+
+import numpy as np
+import pytest
+import torch
+
+from catneuron.analysis.evaluate import LabelledImages, evaluate
+from catneuron.data.embedded import EmbeddedCorpus
+from catneuron.model.config import PRESETS
+from catneuron.train.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def corpus() -> EmbeddedCorpus:
+    return EmbeddedCorpus(size=16)
+
+
+def test_evaluate_writes_the_documented_fields(corpus, tmp_path):
+    trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)
+    trainer.fit(5, progress=False)
+    test = corpus.test_set()
+    result = evaluate(trainer.network.eval(), LabelledImages(test.images, test.labels), "faces",
+                      corpus.batches(100, seed=1), n_filters=300)
+    assert result["n_positive"] == 100 and result["n_negative"] == 184
+    for key in ("id", "stage", "sublayer", "accuracy", "threshold", "auc"):
+        assert key in result["best_neuron"]
+    assert [r["stage"] for r in result["best_by_stage"]] == [1, 2, 3]
+    assert max(r["accuracy"] for r in result["best_by_stage"]) == result["best_neuron"]["accuracy"]
+    assert result["baselines"]["best_first_stage"] == result["best_by_stage"][0]["accuracy"]
+    assert result["baselines"]["random_guess"] == pytest.approx(184 / 284)
+    for value in list(result["baselines"].values()) + [result["heldout_accuracy"]]:
+        assert 0 <= value <= 1
+    assert result["baselines_detail"]["linear_filter"]["n_filters"] == 300
+    accs = [r["accuracy"] for r in result["top_neurons"]]
+    assert accs == sorted(accs, reverse=True) and accs[0] == result["best_neuron"]["accuracy"]
+
+
+def test_labels_never_reach_the_trainer(tmp_path):
+    """Training is a function of the unlabeled stream alone: scrambling every label changes no weight."""
+    weights = []
+    for scramble in (False, True):
+        corpus = EmbeddedCorpus(size=16)
+        if scramble:  # what a label leak would feed on: the test labels and the face/non-face split
+            rng = np.random.default_rng(0)
+            corpus.test_set = lambda *a, **k: (_ for _ in ()).throw(AssertionError("trainer read the test set"))
+            corpus.test_faces = rng.permutation(corpus.test_faces)
+            corpus.test_nonfaces = rng.permutation(corpus.test_nonfaces)
+        trainer = Trainer(PRESETS["tiny"], corpus, tmp_path / str(scramble))
+        trainer.fit(4, progress=False)
+        weights.append([p.detach().clone() for p in trainer.network.parameters()])
+    for a, b in zip(*weights, strict=True):
+        torch.testing.assert_close(a, b)
+    batch = next(EmbeddedCorpus(size=16).batches(10, seed=0))
+    assert isinstance(batch, torch.Tensor) and batch.shape == (10, 1, 16, 16)

@@ -1,0 +1,150 @@
+"""Speed and memory of the locally connected layer (encoder W1 + decoder W2, forward + backward).
+
+Prints, per shape, GFLOP/s of catneuron's layer, of the obvious `F.unfold` + `bmm`, of the
+broadcast-multiply recipe common on forums, and of this machine's dense float32 matmul, all
+measured in the same run, with each implementation's peak memory (measured in a fresh process).
+FLOPs counted: 12 * positions * maps * fan_in * batch (encoder and decoder; forward 2, backward 4).
+
+    python benchmarks/local_layer.py [--shapes small paper] [--rows N]
+
+At the paper's shape the reference implementations need 26+ GB, so every implementation is also
+timed on a band of `--rows` output rows (same window size, maps and batch): the rates compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from catneuron.model.local import LocalDecoder, LocallyConnected2d
+
+SHAPES = {  # channels, input size, kernel, stride, maps, batch
+    "small": (1, 32, 8, 1, 8, 100),
+    "paper": (3, 200, 18, 1, 8, 100),
+}
+
+
+def flops(c: int, size: int, k: int, s: int, maps: int, batch: int) -> float:
+    positions = ((size - k) // s + 1) ** 2
+    return 12.0 * positions * maps * c * k * k * batch
+
+
+def ours(c, size, k, s, maps, batch):
+    enc, dec = LocallyConnected2d(c, maps, size, k, s), LocalDecoder(c, maps, size, k, s)
+    x = torch.randn(batch, c, size, size, requires_grad=True)
+    return lambda: dec(enc(x)).square().sum().backward()
+
+
+def unfold_bmm(c, size, k, s, maps, batch):
+    o = (size - k) // s + 1
+    w1 = torch.randn(o * o, maps, c * k * k, requires_grad=True)
+    w2 = torch.randn(o * o, c * k * k, maps, requires_grad=True)
+    x = torch.randn(batch, c, size, size, requires_grad=True)
+
+    def step():
+        patches = F.unfold(x, k, stride=s).permute(2, 1, 0)  # L, P, B
+        codes = torch.bmm(w1, patches)
+        rec = torch.bmm(w2, codes).permute(2, 1, 0)  # B, P, L
+        F.fold(rec, (size, size), k, stride=s).square().sum().backward()
+    return step
+
+
+def broadcast(c, size, k, s, maps, batch):
+    o = (size - k) // s + 1
+    w1 = torch.randn(1, o * o, maps, c * k * k, requires_grad=True)
+    w2 = torch.randn(1, o * o, maps, c * k * k, requires_grad=True)
+    x = torch.randn(batch, c, size, size, requires_grad=True)
+
+    def step():
+        patches = F.unfold(x, k, stride=s).transpose(1, 2).unsqueeze(2)  # B, L, 1, P
+        codes = (patches * w1).sum(-1)  # B, L, O
+        rec = (codes.unsqueeze(-1) * w2).sum(2)  # B, L, P
+        F.fold(rec.transpose(1, 2), (size, size), k, stride=s).square().sum().backward()
+    return step
+
+
+IMPLS = {"catneuron": ours, "unfold+bmm": unfold_bmm, "broadcast": broadcast}
+
+
+def band(shape: tuple, rows: int | None) -> tuple:
+    """The same layer on an input just tall enough for `rows` output rows (square inputs: a smaller image)."""
+    c, size, k, s, maps, batch = shape
+    if rows is None:
+        return shape
+    return (c, min(size, k + s * (rows - 1)), k, s, maps, batch)
+
+
+def time_one(impl: str, shape: tuple, repeats: int) -> dict:
+    step = IMPLS[impl](*shape)
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    seconds = (time.perf_counter() - start) / repeats
+    return {"seconds": seconds, "gflops": flops(*shape) / seconds / 1e9,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def dense_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def in_subprocess(impl: str, shape: tuple, repeats: int) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--one", impl, json.dumps(shape), str(repeats)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:80]}
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--rows", type=int, default=12, help="output rows of the band used at the paper shape")
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        impl, shape, repeats = args.one
+        print(json.dumps(time_one(impl, tuple(json.loads(shape)), int(repeats))))
+        return
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    dense = dense_gflops()
+    print(f"dense float32 matmul 2048^3: {dense:.1f} GFLOP/s")
+    for name in args.shapes:
+        full = SHAPES[name]
+        cases = [("full", full)]
+        if name == "paper":
+            cases.append((f"{args.rows}-row band", band(full, args.rows)))
+        for label, shape in cases:
+            print(f"\n{name} stage-1 shape {shape} (C, size, k, stride, maps, batch), {label}: "
+                  f"{flops(*shape) / 1e9:.1f} GFLOP per step")
+            results = {}
+            for impl in IMPLS:
+                if label == "full" and name == "paper" and impl != "catneuron":
+                    print(f"  {impl:12s} skipped at full size: needs > 24 GB (see the band below)")
+                    continue
+                results[impl] = r = in_subprocess(impl, shape, repeats=1 if name == "paper" else 5)
+                if "error" in r:
+                    print(f"  {impl:12s} failed: {r['error']}")
+                    continue
+                print(f"  {impl:12s} {r['seconds']:8.3f} s/step {r['gflops']:7.1f} GFLOP/s "
+                      f"({r['gflops'] / dense:5.1%} of dense)  peak {r['peak_mb']:,.0f} MB")
+            base = results.get("unfold+bmm", {})
+            if "gflops" in base and "gflops" in results.get("catneuron", {}):
+                print(f"  catneuron / unfold+bmm: {results['catneuron']['gflops'] / base['gflops']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

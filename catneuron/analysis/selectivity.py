@@ -56,32 +56,39 @@ def scan(batches: Batches) -> Scan:
         high = a_max if high is None else torch.maximum(high, a_max)
     if low is None:
         raise ValueError("empty test set")
-    cuts = thresholds(low, high)
+    cuts = thresholds(low, high).T.contiguous()  # (U, T), sorted per unit
     units = low.shape[0]
-    above = torch.zeros(2, N_THRESHOLDS, units, dtype=torch.float64)  # [negatives, positives]
+    # below[c, u, i]: how many images of class c have exactly i of unit u's thresholds under them.
+    below = torch.zeros(2, units, N_THRESHOLDS + 1, dtype=torch.float64)
     hist = torch.zeros(2, units, AUC_BINS, dtype=torch.float64)
     counts = torch.zeros(2, dtype=torch.float64)
     width = (high - low).double().clamp_min(1e-30)
-    offsets = torch.arange(units) * AUC_BINS
+    offsets = torch.arange(units).unsqueeze(1)
     for acts, labels in batches():
-        acts = acts.double()
         labels = labels.long()
         for cls in (0, 1):
-            a = acts[labels == cls]
-            if not len(a):
+            a = acts[labels == cls].double().T.contiguous()  # (U, b)
+            if not a.shape[1]:
                 continue
-            counts[cls] += len(a)
-            above[cls] += (a.unsqueeze(1) > cuts.unsqueeze(0)).sum(0)
-            bins = ((a - low.double()) / width * AUC_BINS).long().clamp_(0, AUC_BINS - 1)
-            hist[cls].view(-1).index_add_(0, (bins + offsets).reshape(-1),
-                                          torch.ones(bins.numel(), dtype=torch.float64))
+            counts[cls] += a.shape[1]
+            n_below = torch.searchsorted(cuts, a)  # thresholds strictly below each value
+            _count(below[cls], n_below + offsets * (N_THRESHOLDS + 1))
+            bins = ((a - low.double().unsqueeze(1)) / width.unsqueeze(1) * AUC_BINS).long().clamp_(0, AUC_BINS - 1)
+            _count(hist[cls], bins + offsets * AUC_BINS)
+    # above[c, k, u]: images of class c whose value exceeds threshold k = those with more than k below.
+    above = below.flip(2).cumsum(2).flip(2)[:, :, 1:].transpose(1, 2)
     n_neg, n_pos = counts.tolist()
     correct = above[1] + (n_neg - above[0])  # true positives + true negatives, (T, U)
     best = correct.argmax(0)
     accuracy = correct.gather(0, best.unsqueeze(0))[0] / (n_neg + n_pos)
-    return Scan(accuracy=accuracy.numpy(), threshold=cuts.gather(0, best.unsqueeze(0))[0].numpy(),
+    return Scan(accuracy=accuracy.numpy(), threshold=cuts.T.gather(0, best.unsqueeze(0))[0].numpy(),
                 auc=binned_auc(hist[1], hist[0]).numpy(), low=low.double().numpy(),
                 high=high.double().numpy(), n_positive=int(n_pos), n_negative=int(n_neg))
+
+
+def _count(table: torch.Tensor, flat_index: torch.Tensor) -> None:
+    """table.view(-1)[i] += 1 for every i in flat_index (repeats counted)."""
+    table.view(-1).index_add_(0, flat_index.reshape(-1), torch.ones(flat_index.numel(), dtype=table.dtype))
 
 
 def binned_auc(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:

@@ -62,11 +62,16 @@ def folder_source(root: str, size: int, channels: int) -> tuple[ArraySource, Ima
 
 
 def open_source(spec: str, size: int, channels: int) -> BatchSource:
-    """`--data`: a folder of images or `embedded` (further kinds register in this function)."""
+    """`--data`: a folder of images, WebDataset shards (a brace pattern, a .tar, or a folder of .tar files,
+    streamed), or `embedded` (further kinds register in this function)."""
     if spec == "embedded":
         from catneuron.data.embedded import EmbeddedCorpus
 
         return EmbeddedCorpus(size=size, channels=channels).training_source()
+    from catneuron.data.shards import ShardSource, is_shard_spec
+
+    if is_shard_spec(spec):
+        return ShardSource.open(spec, size, channels)
     source, found = folder_source(spec, size, channels)
     if found.skipped:
         print(f"catneuron: skipped {len(found.skipped)} unreadable image(s) under {spec}")

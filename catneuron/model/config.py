@@ -27,7 +27,8 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The network. `detach_stages`: each stage's objective trains only its own weights (see docs/model.md)."""
+    """The network. `detach_stages`: each stage's objective trains only its own weights (see docs/model.md).
+    `encoder`: "linear" (the paper's) or "sigmoid" (the deep-autoencoder baseline)."""
 
     input_size: int = 32
     channels: int = 1
@@ -37,6 +38,7 @@ class ModelConfig:
     lcn: bool = True
     detach_stages: bool = True
     weight_norm: str = "none"
+    encoder: str = "linear"
     memory_budget_mb: int = 1024
 
 
@@ -61,6 +63,9 @@ class Config:
 
 OPTIMIZERS = ("adagrad", "sgd")
 WEIGHT_NORMS = ("none", "encoder", "both")
+# "linear" is the paper's TICA filtering; "sigmoid" codes sigmoid(W1^T x) make the stages the
+# locally connected deep (sigmoid) autoencoder the paper compares against.
+ENCODERS = ("linear", "sigmoid")
 
 PRESETS: dict[str, Config] = {
     # A step in a few milliseconds: for tests.
@@ -152,6 +157,8 @@ def validate(config: Config, source: str = "config") -> Config:
     if m.weight_norm not in WEIGHT_NORMS:
         raise UserError(f"{source}: model.weight_norm must be one of {', '.join(WEIGHT_NORMS)}, "
                         f"got {m.weight_norm!r}")
+    if m.encoder not in ENCODERS:
+        raise UserError(f"{source}: model.encoder must be one of {', '.join(ENCODERS)}, got {m.encoder!r}")
     size = m.input_size
     for i, s in enumerate(m.stages, start=1):
         for name in ("maps", "kernel", "stride", "pool", "pool_stride", "lcn_size"):

@@ -37,11 +37,12 @@ class Stage(nn.Module):
 
     summed over a stage's positions and averaged over the batch (the paper sums over examples; the
     mean keeps the learning rate independent of the batch size). `lcn=False` is the paper's no-LCN
-    ablation: the stage outputs its pooled responses as they are.
+    ablation: the stage outputs its pooled responses as they are. `encoder="sigmoid"` codes
+    sigmoid(W1^T x) instead of W1^T x: the paper's locally connected deep-autoencoder baseline.
     """
 
     def __init__(self, in_channels: int, input_size: int, cfg: StageConfig, sparsity: float = 0.1,
-                 eps: float = 1e-2, lcn: bool = True, memory_budget: int = 1 << 30) -> None:
+                 eps: float = 1e-2, lcn: bool = True, memory_budget: int = 1 << 30, encoder: str = "linear") -> None:
         super().__init__()
         args = (in_channels, cfg.maps, input_size, cfg.kernel, cfg.stride, memory_budget)
         self.encoder = LocallyConnected2d(*args)
@@ -49,9 +50,12 @@ class Stage(nn.Module):
         self.pool = L2Pool2d(cfg.pool, cfg.pool_stride, eps)
         self.norm = LocalContrastNorm(cfg.maps, cfg.lcn_size) if lcn else nn.Identity()
         self.sparsity_weight = sparsity
+        self.sigmoid = encoder == "sigmoid"
 
     def forward(self, x: Tensor, objective: bool = True) -> StageOutput:
         h = self.encoder(x)
+        if self.sigmoid:
+            h = torch.sigmoid(h)
         pooled = self.pool(h)
         normed = self.norm(pooled)
         if not objective:

@@ -109,3 +109,9 @@ def test_weight_norm_projects_filters_to_unit_norm():
     for stage in net.stages:
         torch.testing.assert_close(stage.encoder.weight.norm(dim=2), torch.ones_like(stage.encoder.weight[..., 0]))
         torch.testing.assert_close(stage.decoder.weight.norm(dim=1), torch.ones_like(stage.decoder.weight[:, 0]))
+
+
+def test_sigmoid_encoder_codes_are_sigmoids_of_the_linear_filter():
+    linear, sigmoid = tiny_network(), tiny_network(encoder="sigmoid")
+    images = torch.rand(2, 1, 16, 16, dtype=torch.float64)
+    torch.testing.assert_close(sigmoid(images)[0].filter, torch.sigmoid(linear(images)[0].filter))

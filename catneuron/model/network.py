@@ -62,17 +62,19 @@ class Network(nn.Module):
         self.shapes: list[StageShape] = stage_shapes(config)
         budget = config.memory_budget_mb << 20
         self.stages = nn.ModuleList(
-            Stage(sh.in_channels, sh.in_size, cfg, config.sparsity, config.eps, config.lcn, budget)
+            Stage(sh.in_channels, sh.in_size, cfg, config.sparsity, config.eps, config.lcn, budget, config.encoder)
             for sh, cfg in zip(self.shapes, config.stages, strict=True)
         )
 
-    def forward(self, images: Tensor, objective: bool = True) -> list[StageOutput]:
+    def forward(self, images: Tensor, objective: bool = True, detach: bool | None = None) -> list[StageOutput]:
+        """`detach` overrides `config.detach_stages`: supervised fine-tuning needs gradients through every stage."""
+        detach = self.config.detach_stages if detach is None else detach
         x = standardize(images)
         outputs = []
         for stage in self.stages:
             out = stage(x, objective)
             outputs.append(out)
-            x = out.norm.detach() if self.config.detach_stages else out.norm
+            x = out.norm.detach() if detach else out.norm
         return outputs
 
     def loss(self, outputs: list[StageOutput]) -> Tensor:

@@ -12,6 +12,7 @@ import torch
 from catneuron import runs
 from catneuron.analysis import figures
 from catneuron.analysis.activations import UnitIndex, unit_activations
+from catneuron.analysis.concepts import ratio_subsample
 from catneuron.analysis.evaluate import LabelledImages, evaluate
 from catneuron.data.images import read_folder
 from catneuron.data.sources import open_source
@@ -25,16 +26,34 @@ def concept_slug(concept: str) -> str:
     return slug or "concept"
 
 
-def labelled_folders(positives: str, negatives: str, size: int, channels: int) -> LabelledImages:
-    """Images of both folders at the model's input size and channels (grey and colour both accepted)."""
-    pos = read_folder(positives, size, channels, flag="--positives")
-    neg = read_folder(negatives, size, channels, flag="--negatives")
-    for found, flag in ((pos, "--positives"), (neg, "--negatives")):
-        if found.skipped:
-            print(f"catneuron: {flag}: skipped {len(found.skipped)} unreadable image(s)")
-    images = np.concatenate([pos.images, neg.images]).astype(np.float32) / 255.0
-    labels = np.array([1] * len(pos) + [0] * len(neg), dtype=np.int64)
-    return LabelledImages(images, labels)
+def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int
+                 ) -> list[tuple[str, LabelledImages]]:
+    """One labelled set per concept against the shared distractors, at the model's size and channels.
+
+    The first concept (the face set) keeps every image and sets the positive:negative ratio; the
+    others are subsampled to the same ratio, as the paper does for cats and bodies.
+    """
+    neg = _read(negatives, "--negatives", size, channels)
+    sets, ratio = [], None
+    for name, folder in concepts:
+        pos = _read(folder, "--positives", size, channels)
+        if ratio is None:
+            ratio = len(neg) / len(pos)
+            keep_pos, keep_neg = np.arange(len(pos)), np.arange(len(neg))
+        else:
+            keep_pos, keep_neg = ratio_subsample(len(pos), len(neg), ratio)
+        images = np.concatenate([pos[keep_pos], neg[keep_neg]]).astype(np.float32) / 255.0
+        labels = np.array([1] * len(keep_pos) + [0] * len(keep_neg), dtype=np.int64)
+        sets.append((name, LabelledImages(images, labels)))
+    return sets
+
+
+def _read(folder: str, flag: str, size: int, channels: int) -> np.ndarray:
+    """Grey and colour both accepted: converted to the model's channels and resized to its input."""
+    found = read_folder(folder, size, channels, flag=flag)
+    if found.skipped:
+        print(f"catneuron: {flag} {folder}: skipped {len(found.skipped)} unreadable image(s)")
+    return found.images
 
 
 def neuron_values(network: Network, images: np.ndarray, neuron: str) -> np.ndarray:

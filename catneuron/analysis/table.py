@@ -50,3 +50,39 @@ def print_table(results: list[dict], console: Console | None = None) -> None:
         console.print(table)
     console.print("held-out: unit and threshold chosen on one half of the test set, scored on the other. "
                   "The paper's numbers come from 10M 200x200 frames, 1e9 parameters and 3 days on 16,000 cores.")
+
+
+FULL_ROWS = (("random_guess", "random guess"), ("random_weights", "same network, random weights"),
+             ("linear_filter", "best linear filter"), ("best_first_stage", "best first-stage neuron"),
+             ("best_neuron", "best neuron"), ("heldout", "best neuron, held-out threshold"),
+             ("no_lcn", "best neuron, no LCN"), ("sigmoid_ae", "deep autoencoder (sigmoid), best neuron"),
+             ("kmeans", "K-means, best centroid"), ("no_faces", "trained without faces"))
+
+
+def full_row_values(row: dict) -> dict[str, float]:
+    """One concept's accuracies by Table 1 row key, from build_table's output."""
+    main = row["network"]
+    values = dict(main["baselines"]) | {"best_neuron": main["best_neuron"]["accuracy"],
+                                        "heldout": main["heldout_accuracy"]}
+    for key in ("no_lcn", "sigmoid_ae", "kmeans", "no_faces"):
+        if key in row:
+            values[key] = row[key]["accuracy"]
+    return values
+
+
+def print_full_table(summary: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    concepts = summary["concepts"]
+    table = Table(title=f"Table 1 ({summary['steps']} training steps per model)")
+    table.add_column("")
+    for concept in concepts:
+        table.add_column(f"{concept} %", justify="right")
+        table.add_column("paper %", justify="right")
+    values = {c: full_row_values(row) for c, row in concepts.items()}
+    for key, label in FULL_ROWS:
+        cells = []
+        for concept in concepts:
+            ours, paper = values[concept].get(key), PAPER_TABLE.get(concept, {}).get(key)
+            cells += ["" if ours is None else f"{100 * ours:.1f}", "" if paper is None else f"{paper:.1f}"]
+        table.add_row(label, *cells)
+    console.print(table)

@@ -3,9 +3,7 @@
 import json
 import sys
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from catneuron.cli import main
 
@@ -43,19 +41,10 @@ def test_info_prints_parameters_without_allocating(monkeypatch, capsys):
     assert code == 0 and "942,217,920" in out
 
 
-def write_images(folder, count: int, seed: int, corrupt: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True)
-    for i in range(count):
-        Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    for i in range(corrupt):
-        (folder / f"bad{i}.jpg").write_bytes(b"\xff\xd8 truncated")
-
-
-def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path):
-    write_images(tmp_path / "data" / "a", 30, 0, corrupt=2)
-    write_images(tmp_path / "pos", 12, 1)
-    write_images(tmp_path / "neg", 22, 2)
+def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path, image_folder):
+    image_folder(tmp_path / "data" / "a", 30, 0, corrupt=2)
+    image_folder(tmp_path / "pos", 12, 1)
+    image_folder(tmp_path / "neg", 22, 2)
     out = tmp_path / "run"
     code, stdout, _ = run(monkeypatch, capsys, "train", "--data", str(tmp_path / "data"), "--preset", "tiny",
                           "--steps", "4", "--out", str(out))
@@ -84,3 +73,38 @@ def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     assert "Table 1, faces" in stdout and "best linear filter" in stdout and "81.7" in stdout
     result = json.loads((tmp_path / "demo" / "results" / "faces.json").read_text())
     assert result["positive_fraction"] == pytest.approx(100 / 284)
+
+
+def test_evaluate_several_concepts_keeps_the_first_ratio(monkeypatch, capsys, tmp_path, image_folder):
+    for name, count, seed in (("data", 30, 0), ("faces", 10, 1), ("cats", 25, 2), ("neg", 20, 3)):
+        image_folder(tmp_path / name, count, seed)
+    out = tmp_path / "run"
+    assert run(monkeypatch, capsys, "train", "--data", str(tmp_path / "data"), "--preset", "tiny", "--steps", "2",
+               "--out", str(out))[0] == 0
+    code, stdout, _ = run(monkeypatch, capsys, "evaluate", str(out), "--positives", f"faces={tmp_path / 'faces'}",
+                          "--positives", f"cats={tmp_path / 'cats'}", "--negatives", str(tmp_path / "neg"),
+                          "--linear-filters", "20")
+    assert code == 0 and "Table 1, faces" in stdout and "Table 1, cats" in stdout
+    faces = json.loads((out / "results" / "faces.json").read_text())
+    cats = json.loads((out / "results" / "cats.json").read_text())
+    assert (faces["n_positive"], faces["n_negative"]) == (10, 20)
+    assert (cats["n_positive"], cats["n_negative"]) == (10, 20)
+
+
+def test_table_trains_every_comparison_model(monkeypatch, capsys, tmp_path, image_folder):
+    for name, count, seed in (("data", 30, 0), ("control", 30, 4), ("faces", 10, 1), ("neg", 20, 3)):
+        image_folder(tmp_path / name, count, seed)
+    out = tmp_path / "table"
+    code, stdout, _ = run(monkeypatch, capsys, "table", "--data", str(tmp_path / "data"), "--control-data",
+                          str(tmp_path / "control"), "--positives", f"faces={tmp_path / 'faces'}", "--negatives",
+                          str(tmp_path / "neg"), "--preset", "tiny", "--steps", "2", "--out", str(out),
+                          "--linear-filters", "20", "--centroids", "5")
+    assert code == 0
+    for label in ("best linear filter", "no LCN", "sigmoid", "K-means", "trained without faces", "81.7"):
+        assert label in stdout
+    summary = json.loads((out / "table.json").read_text())
+    row = summary["concepts"]["faces"]
+    assert set(row) == {"network", "no_lcn", "sigmoid_ae", "kmeans", "no_faces"}
+    for name in ("network", "no_lcn", "sigmoid_ae", "no_faces"):
+        assert (out / name / "checkpoint.safetensors").is_file()
+    assert row["kmeans"]["n_centroids"] == 5

@@ -1,0 +1,70 @@
+"""The whole Table 1 for a corpus: the network and the paper's comparison models, trained and scanned alike.
+
+Rows: random guess, random weights, best linear filter, best first-stage neuron, best neuron (and
+its held-out accuracy), the no-LCN network, a locally connected deep autoencoder with sigmoid units,
+K-means centroids, and the same network trained on a corpus with the faces removed. Every model is
+trained with the same number of steps, so the comparison is of the same budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from catneuron import runs
+from catneuron.analysis.evaluate import LabelledImages
+from catneuron.analysis.kmeans import fit_centroids, kmeans_record
+from catneuron.analysis.run_evaluation import evaluate_run
+from catneuron.data.sources import open_source
+from catneuron.model.config import Config, validate
+from catneuron.train.trainer import Trainer
+
+VARIANTS: dict[str, dict] = {
+    "no_lcn": {"lcn": False},
+    "sigmoid_ae": {"encoder": "sigmoid", "sparsity": 0.0},
+}
+
+
+def variant_config(config: Config, name: str) -> Config:
+    return validate(dataclasses.replace(config, model=dataclasses.replace(config.model, **VARIANTS[name])))
+
+
+def train_model(config: Config, data: str, out: Path, steps: int) -> Path:
+    """Train (or resume to) `steps` steps in `out`."""
+    model = config.model
+    source = open_source(data, model.input_size, model.channels)
+    if runs.checkpoint_path(out).is_file():
+        trainer = Trainer.resume(out, source)
+    else:
+        trainer = Trainer(config, source, out, data_spec=data)
+    trainer.fit(steps)
+    return out
+
+
+def best_record(result: dict) -> dict:
+    return result["best_neuron"] | {"heldout_accuracy": result["heldout_accuracy"]}
+
+
+def build_table(out: Path, config: Config, data: str, control_data: str | None,
+                concepts: list[tuple[str, LabelledImages]], steps: int, n_filters: int = 100_000,
+                n_centroids: int = 1000, kmeans_images: int = 20_000) -> dict:
+    """Train the models into out/<name>/, scan each for every concept, write out/table.json."""
+    models = {"network": config} | {name: variant_config(config, name) for name in VARIANTS}
+    trained = {name: train_model(cfg, data, out / name, steps) for name, cfg in models.items()}
+    if control_data:
+        trained["no_faces"] = train_model(config, control_data, out / "no_faces", steps)
+    model = config.model
+    side = max(8, model.input_size // 2)
+    batches = open_source(data, model.input_size, model.channels).batches(500, seed=54321)
+    centroids = fit_centroids(batches, kmeans_images, n_centroids, side)
+    table: dict[str, dict] = {}
+    for concept, test in concepts:
+        main = evaluate_run(trained["network"], test, concept, n_filters)
+        row = {"network": main, "kmeans": kmeans_record(centroids, test, side)}
+        for name, run in trained.items():
+            if name != "network":
+                row[name] = best_record(evaluate_run(run, test, concept, n_filters=1000))
+        table[concept] = row
+    summary = {"steps": steps, "data": data, "control_data": control_data, "concepts": table}
+    runs.write_json(out / "table.json", summary)
+    return summary

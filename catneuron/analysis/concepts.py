@@ -1,0 +1,38 @@
+"""Several concepts against one distractor set, each at the face set's positive:negative ratio."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from catneuron.errors import UserError
+
+
+def parse_concepts(values: list[str], default_name: str) -> list[tuple[str, str]]:
+    """`--positives` values: `NAME=DIR` or a bare `DIR` (named `default_name`); names must be distinct."""
+    pairs = []
+    for value in values:
+        name, sep, folder = value.partition("=")
+        pairs.append((name, folder) if sep and name else (default_name, value))
+    names = [n for n, _ in pairs]
+    if len(set(names)) != len(names):
+        raise UserError(f"--positives: concept names repeat ({', '.join(names)}); write NAME=DIR")
+    return pairs
+
+
+def ratio_subsample(n_positive: int, n_negative: int, ratio: float, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Indices keeping as many images as possible with negatives = round(positives * ratio).
+
+    `ratio` is the reference set's negatives per positive (the face set's, as the paper keeps it
+    for cats and bodies). Whichever side is short limits the other; the kept subsets are random.
+    """
+    positives = min(n_positive, int(np.floor((n_negative + 0.5) / ratio)))
+    while positives > 0 and round(positives * ratio) > n_negative:
+        positives -= 1
+    if positives <= 0:
+        raise UserError(f"too few images to keep the ratio 1:{ratio:.3g} ({n_positive} positives, "
+                        f"{n_negative} negatives)")
+    negatives = round(positives * ratio)
+    rng = np.random.default_rng([seed, 5])
+    return (np.sort(rng.choice(n_positive, positives, replace=False)),
+            np.sort(rng.choice(n_negative, negatives, replace=False)))

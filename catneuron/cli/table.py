@@ -1,0 +1,35 @@
+"""`catneuron table`: the whole Table 1 for a corpus, comparison models included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from catneuron.analysis.ablations import build_table
+from catneuron.analysis.concepts import parse_concepts
+from catneuron.analysis.run_evaluation import concept_sets
+from catneuron.analysis.table import print_full_table
+from catneuron.cli.app import app
+from catneuron.cli.options import resolve_config
+
+
+@app.command()
+def table(
+    data: str = typer.Option(..., help="Unlabeled training data (folder, shards or 'embedded')."),
+    positives: list[str] = typer.Option(..., help="NAME=DIR per concept (the first sets the ratio)."),
+    negatives: str = typer.Option(..., help="Folder of distractor images."),
+    control_data: str = typer.Option(None, help="The same corpus with faces removed (e.g. ingest --exclude-faces)."),
+    preset: str = typer.Option(None, help="Preset (default small)."),
+    config: str = typer.Option(None, help="A YAML config file."),
+    steps: int = typer.Option(2000, help="Training steps for every model (the same budget)."),
+    out: Path = typer.Option(Path("runs/table"), help="Folder for the models and table.json (resumable)."),
+    linear_filters: int = typer.Option(100_000, help="Random training images tried as linear filters."),
+    centroids: int = typer.Option(1000, help="K-means centroids."),
+) -> None:
+    """Train the network, its no-LCN and sigmoid-autoencoder variants and the no-face control; scan them all."""
+    cfg = resolve_config(preset, config)
+    sets = concept_sets(parse_concepts(positives, "faces"), negatives, cfg.model.input_size, cfg.model.channels)
+    summary = build_table(out, cfg, data, control_data, sets, steps, linear_filters, centroids)
+    print_full_table(summary)
+    print(f"table: {out / 'table.json'}")

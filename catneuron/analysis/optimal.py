@@ -168,7 +168,7 @@ def random_starts(n: int, shape: tuple[int, ...], seed: int = 0, dtype: torch.dt
     return project(x - x.flatten(1).mean(dim=1).view(-1, *([1] * len(shape))))
 
 
-def optimal_stimulus(network: Network, neuron: NeuronId, starts: int = 8, steps: int = 200, seed: int = 0,
+def optimal_stimulus(network: Network, neuron: NeuronId, starts: int = 8, steps: int = 300, seed: int = 0,
                      **options: float) -> Ascent:
     """x* for one neuron of `network`: `starts` random starts, the best in `Ascent.best`.
 

@@ -1,10 +1,20 @@
 """Optimal stimulus: the projected line search stays on the sphere, never decreases f, and finds known optima."""
 
+import pytest
 import torch
 
-from catneuron.analysis.optimal import ascend, optimal_stimulus, project, random_starts
+from catneuron.analysis.optimal import ascend, optimal_stimulus, project, random_starts, to_display
 from catneuron.model.config import PRESETS
 from catneuron.model.network import Network, NeuronId
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tensors here are tiny: intra-op threads only add hand-offs, which cost seconds on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_network() -> Network:
@@ -32,6 +42,11 @@ def test_line_search_keeps_unit_norm_and_increases_a_network_neuron_monotonicall
     with torch.no_grad():
         torch.testing.assert_close(net.neuron(result.x, neuron), result.values)
     assert [c.value for c in result.starts] == result.values.tolist()
+    # Shown in [0, 1], the stimulus gives the same activation: the network standardizes every image.
+    shown = to_display(result.x[0])
+    assert shown.min() == 0 and shown.max() == 1
+    with torch.no_grad():
+        torch.testing.assert_close(net.neuron(shown[None], neuron)[0], result.values[0], rtol=1e-4, atol=1e-4)
     assert all(p.requires_grad for p in net.parameters())  # switched off during the search only
 
 

@@ -30,6 +30,15 @@ def train(
     seed: int = typer.Option(None, help="Random seed (overrides the config)."),
     no_lcn: bool = typer.Option(False, "--no-lcn", help="The paper's ablation: stages without LCN."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    replicas: int = typer.Option(1, help="Downpour SGD on Ray: model replicas (1 and no --address: no Ray)."),
+    ps_shards: int = typer.Option(1, help="Downpour: parameter-server shards."),
+    fetch_every: int = typer.Option(1, help="Downpour: a replica fetches parameters every P steps."),
+    push_every: int = typer.Option(1, help="Downpour: a replica pushes its accumulated gradients every G steps."),
+    address: str = typer.Option(None, help="Downpour: join the Ray cluster at this address (e.g. auto)."),
+    on_replica_failure: str = typer.Option("replace", help="Downpour: replace a dead replica, or continue "
+                                           "with the others."),
+    ps_snapshot_minutes: float = typer.Option(5.0, help="Downpour: shards snapshot their state to RUN/ps this "
+                                              "often."),
 ) -> None:
     """Train the network on unlabeled images."""
     dev = runs.device(device)
@@ -47,6 +56,19 @@ def train(
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
         source = open_source(data, cfg.model.input_size, cfg.model.channels)
         trainer = Trainer(cfg, source, out, dev, data_spec=data)
-    print(f"training {trainer.config.preset} on {source.description} into {out}")
-    result = trainer.fit(steps, max_seconds=minutes * 60 if minutes else None)
+    runner, how = trainer, ""
+    if replicas < 1:
+        raise UserError(f"--replicas {replicas}: must be at least 1")
+    if replicas > 1 or address is not None:
+        from catneuron.train.downpour import Downpour, DownpourOptions
+
+        if on_replica_failure not in ("replace", "continue"):
+            raise UserError(f"--on-replica-failure {on_replica_failure}: choose replace or continue")
+        runner = Downpour(trainer, DownpourOptions(replicas, ps_shards, fetch_every, push_every, address,
+                                                   on_replica_failure == "replace", ps_snapshot_minutes * 60))
+        how = f" with Downpour SGD ({replicas} replicas, {ps_shards} parameter shards)"
+    elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
+        raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
+    print(f"training {trainer.config.preset} on {source.description} into {out}{how}")
+    result = runner.fit(steps, max_seconds=minutes * 60 if minutes else None)
     print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")

@@ -1,0 +1,354 @@
+"""Downpour SGD on Ray (Dean et al. 2012; Le et al. 2012): model replicas on their own portions of the data,
+asynchronously against parameters sharded over parameter-server actors.
+
+Each replica runs the single-process trainer's model and loss code; it fetches fresh parameters from
+every shard each `fetch_every` steps and pushes the gradient it accumulated to every shard each
+`push_every` steps; the shards apply it with the config's optimizer (catneuron.train.downpour_ps).
+Nothing waits for anything else: the driver only hands each replica its next chunk of steps (about a
+second of work), writes the metrics and checkpoints, and replaces replicas that die. With one
+replica, one shard and P = G = 1, this is the single-process trainer, step for step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from safetensors.torch import safe_open
+
+from catneuron import runs
+from catneuron.data.sources import ArraySource, BatchSource
+from catneuron.errors import UserError
+from catneuron.model.config import Config, to_dict
+from catneuron.model.network import Network
+from catneuron.train import checkpoint
+from catneuron.train.downpour_ps import ParameterShard, Piece, gather, layout, scatter, snapshot_name
+from catneuron.train.progress import Progress
+from catneuron.train.ray_env import ray_session
+from catneuron.train.trainer import Trainer, TrainResult, loss_terms
+
+PS_DIR = "ps"
+
+
+@dataclass(frozen=True)
+class DownpourOptions:
+    """N replicas, K shards, fetch every P steps, push every G steps; docs/distributed.md says what they trade."""
+
+    replicas: int = 2
+    ps_shards: int = 1
+    fetch_every: int = 1
+    push_every: int = 1
+    address: str | None = None
+    replace_failed: bool = True
+    snapshot_seconds: float = 300.0
+    chunk_seconds: float = 1.0
+
+    def validate(self) -> DownpourOptions:
+        for flag, value in (("--replicas", self.replicas), ("--ps-shards", self.ps_shards),
+                            ("--fetch-every", self.fetch_every), ("--push-every", self.push_every)):
+            if value < 1:
+                raise UserError(f"{flag} {value}: must be at least 1")
+        if self.snapshot_seconds <= 0:
+            raise UserError(f"--ps-snapshot-minutes {self.snapshot_seconds / 60:g}: must be positive")
+        return self
+
+
+def replica_stream(source: BatchSource, seed: int, replica: int, replicas: int) -> tuple[BatchSource, int]:
+    """Replica `replica`'s own portion of the data, and the seed of its stream.
+
+    Sources that can split (WebDataset shards) give each replica its share of the shards; images in
+    memory are dealt out (every N-th image); other streams (the embedded corpus) are reseeded per replica.
+    Replica 0 of 1 sees exactly what the single-process trainer sees.
+    """
+    if replicas == 1:
+        return source, seed
+    split = getattr(source, "split", None)
+    if split is not None:
+        return split(replica, replicas), seed
+    if isinstance(source, ArraySource):
+        return ArraySource(source.images[replica::replicas], f"{source.description}, replica {replica}",
+                           source.flip), seed
+    return source, seed + replica
+
+
+class Replica:
+    """A Ray actor: one model replica computing gradients on its own data with parameters that may be stale."""
+
+    def __init__(self, config: Config, source: BatchSource, index: int, replicas: int, start_step: int,
+                 shards: list, pieces: list[list[Piece]], fetch_every: int, push_every: int, threads: int) -> None:
+        torch.set_num_threads(threads)
+        self.network = Network(config.model)
+        self.params = list(self.network.parameters())
+        stream, seed = replica_stream(source, config.train.seed, index, replicas)
+        self.batches = stream.batches(config.train.batch_size, seed, start_step)
+        self.shards, self.pieces = shards, pieces
+        self.fetch_every, self.push_every = fetch_every, push_every
+        self.versions = [0] * len(shards)
+        self.since_fetch, self.accumulated = fetch_every, 0
+
+    def work(self, max_steps: int, max_seconds: float) -> dict:
+        """Up to `max_steps` steps, returning early (at a push) after `max_seconds`; all pushes delivered on return."""
+        import ray
+
+        start = time.monotonic()
+        terms: list[dict[str, float]] = []
+        pending: list = []
+        fetched = pushed = 0
+        while len(terms) < max_steps:
+            if self.since_fetch >= self.fetch_every:
+                fetched += self._fetch()
+            outputs = self.network(next(self.batches))
+            self.network.loss(outputs).backward()  # gradients add up in .grad until the push
+            terms.append(loss_terms(outputs))
+            self.since_fetch += 1
+            self.accumulated += 1
+            if self.accumulated >= self.push_every:
+                pushed += self._push(pending)
+            if not self.accumulated and time.monotonic() - start >= max_seconds:
+                break
+        if self.accumulated:
+            pushed += self._push(pending)
+        return {"terms": terms, "seconds": time.monotonic() - start, "fetched_bytes": fetched,
+                "pushed_bytes": pushed, "staleness": ray.get(pending)}
+
+    def _fetch(self) -> int:
+        import ray
+
+        replies = ray.get([shard.fetch.remote() for shard in self.shards])
+        for k, (version, flat) in enumerate(replies):
+            self.versions[k] = version
+            scatter(flat, self.pieces[k], self.params)
+        self.since_fetch = 0
+        return sum(flat.nbytes for _, flat in replies)
+
+    def _push(self, pending: list) -> int:
+        grads = [p.grad for p in self.params]
+        size = 0
+        for k, shard in enumerate(self.shards):
+            flat = gather(grads, self.pieces[k])
+            pending.append(shard.push.remote(flat, self.versions[k]))
+            size += flat.nbytes
+        for p in self.params:
+            p.grad = None
+        self.accumulated = 0
+        return size
+
+
+def _saved_positions(trainer: Trainer, replicas: int) -> list[int] | None:
+    """Where each replica's stream stood at the checkpoint being resumed, if it was a run with as many."""
+    path = runs.checkpoint_path(trainer.run)
+    if trainer.step == 0 or not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        positions = json.loads((f.metadata() or {}).get("extra", "{}")).get("replica_steps")
+    return positions if isinstance(positions, list) and len(positions) == replicas else None
+
+
+class Downpour:
+    """Runs a Trainer's model, data and run folder with Downpour SGD; `fit` and the checkpoint are the Trainer's."""
+
+    def __init__(self, trainer: Trainer, options: DownpourOptions) -> None:
+        self.options = options.validate()
+        if trainer.device.type != "cpu":
+            raise UserError(f"--device {trainer.device}: Downpour replicas run on CPU in this version")
+        self.trainer = trainer
+        self.session = uuid.uuid4().hex[:8]
+        self.pieces = layout(trainer.network, options.ps_shards)
+        self.base_step = trainer.step // options.replicas
+        self.positions = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas
+        self.incarnations = [0] * options.replicas
+        self.shard_states: list[dict] = []
+
+    def actor_name(self, kind: str, index: int, incarnation: int = 0) -> str:
+        """Actors are named, so `ray list actors` (or a test) can find them: catneuron-<session>-<kind>-<i>-<n>."""
+        return f"catneuron-{self.session}-{kind}-{index}-{incarnation}"
+
+    def fit(self, steps: int, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
+        """Train until `steps` steps in all (one step: one replica's minibatch), as Trainer.fit does.
+
+        Ctrl-C writes a checkpoint from the shards before it propagates.
+        """
+        t = self.trainer
+        if steps < t.step:
+            raise UserError(f"--steps {steps}: the run is already at step {t.step}")
+        t.run.mkdir(parents=True, exist_ok=True)
+        runs.write_json(t.run / runs.CONFIG, {"config": to_dict(t.config), "data": t.data_spec})
+        ps_dir = t.run / PS_DIR
+        ps_dir.mkdir(exist_ok=True)
+        for old in ps_dir.glob("shard-*.safetensors"):
+            old.unlink()  # the checkpoint is where a new session starts from
+        with ray_session(self.options.address):
+            import ray
+
+            shards, loaded = zip(*(self._start_shard(k) for k in range(self.options.ps_shards)), strict=True)
+            self.shards = list(shards)
+            ray.get(list(loaded))  # every shard holds its rows before the first fetch
+            self.source = ray.put(t.source)
+            self.cpus, self.threads = self._replica_resources()
+            self.replicas = {i: self._start_replica(i) for i in range(self.options.replicas)}
+            try:
+                result = self._loop(steps, max_seconds, progress)
+                self.save()
+            except KeyboardInterrupt:
+                self.save()
+                raise
+            finally:
+                for actor in [*self.replicas.values(), *self.shards]:
+                    ray.kill(actor)  # a Ray instance that outlives the run gets its CPUs back
+        return result
+
+    def _start_shard(self, k: int) -> tuple:
+        import ray
+
+        t = self.trainer
+        params = list(t.network.parameters())
+        state = {}
+        for key, value in t.optimizer.state[params[0]].items():
+            values = [t.optimizer.state[p][key] for p in params]
+            if value.shape == params[0].shape:
+                state[key] = gather(values, self.pieces[k])
+            else:  # a per-tensor count (Adagrad's step): the same for all of them
+                state[key] = value.detach().numpy().copy()
+        actor = ray.remote(ParameterShard).options(
+            name=self.actor_name("ps", k), num_cpus=0, max_restarts=-1, max_task_retries=-1)
+        path = t.run.resolve() / PS_DIR / snapshot_name(k, self.options.ps_shards)
+        shard = actor.remote(t.config, self.pieces[k], str(path), self.options.snapshot_seconds)
+        return shard, shard.load.remote(gather(params, self.pieces[k]), state)
+
+    def _replica_resources(self) -> tuple[float, int]:
+        """CPUs per replica (a fair share, at most one node's) and torch threads to match."""
+        import ray
+
+        total = ray.cluster_resources().get("CPU", 1.0)
+        largest = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
+        cpus = math.floor(min(total / self.options.replicas, largest) * 1e4) / 1e4  # Ray's resource precision
+        return cpus, max(1, int(cpus))
+
+    def _start_replica(self, i: int):
+        import ray
+
+        start = self.base_step if hasattr(self.trainer.source, "split") else self.positions[i]
+        self.positions[i] = start
+        actor = ray.remote(Replica).options(name=self.actor_name("replica", i, self.incarnations[i]),
+                                            num_cpus=self.cpus, max_restarts=0)
+        o = self.options
+        return actor.remote(self.trainer.config, self.source, i, o.replicas, start, self.shards, self.pieces,
+                            o.fetch_every, o.push_every, self.threads)
+
+    def _replica_died(self, i: int, error: Exception) -> None:
+        del self.replicas[i]
+        if self.options.replace_failed:
+            self.incarnations[i] += 1
+            self.replicas[i] = self._start_replica(i)
+            what = "replaced"
+        elif self.replicas:
+            what = f"going on with {len(self.replicas)} replica(s)"
+        else:
+            raise RuntimeError("every replica died") from error
+        print(f"catneuron: replica {i} died ({type(error).__name__}): {what}", file=sys.stderr)
+
+    def _loop(self, steps: int, max_seconds: float | None, progress: bool) -> TrainResult:
+        import ray
+        from ray.exceptions import RayActorError
+
+        t, cfg = self.trainer, self.trainer.config.train
+        bar = Progress(steps, "step", enabled=progress)
+        start, start_step = time.monotonic(), t.step
+        pending: dict = {}
+        granted, rates, moved, last = 0, {}, {"fetched": 0, "pushed": 0}, {}
+
+        def grant(i: int) -> None:
+            nonlocal granted
+            free = steps - t.step - granted
+            if free <= 0 or (max_seconds is not None and time.monotonic() - start >= max_seconds):
+                return
+            n = -(-free // len(self.replicas))
+            pending[self.replicas[i].work.remote(n, self.options.chunk_seconds)] = (i, n)
+            granted += n
+
+        for i in self.replicas:
+            grant(i)
+        with open(t.run / runs.METRICS, "a") as metrics:
+            while pending:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                i, n = pending.pop(ref)
+                granted -= n
+                try:
+                    report = ray.get(ref)
+                except RayActorError as e:
+                    self._replica_died(i, e)
+                    if i in self.replicas:
+                        grant(i)
+                    continue
+                self.positions[i] += len(report["terms"])
+                rates[i] = len(report["terms"]) / max(report["seconds"], 1e-9)
+                moved["fetched"] += report["fetched_bytes"]
+                moved["pushed"] += report["pushed_bytes"]
+                stale = report["staleness"]
+                elapsed = time.monotonic() - start
+                images = (t.step + len(report["terms"]) - start_step) * cfg.batch_size
+                stats = {"images_per_s": images / max(elapsed, 1e-9), "elapsed_s": elapsed,
+                         "replicas": len(self.replicas),
+                         "replica_steps_per_s": {str(k): rates[k] for k in sorted(rates)},
+                         "staleness_mean": float(np.mean(stale)) if stale else 0.0,
+                         "staleness_max": int(max(stale, default=0)),
+                         "fetched_bytes": moved["fetched"], "pushed_bytes": moved["pushed"],
+                         "bytes_per_image": (moved["fetched"] + moved["pushed"]) / max(images, 1)}
+                for terms in report["terms"]:
+                    t.step += 1
+                    last = {"step": t.step, **stats, **terms}
+                    if t.step % cfg.log_every == 0 or t.step == steps:
+                        metrics.write(json.dumps(last) + "\n")
+                    if t.step % cfg.checkpoint_every == 0:
+                        self.save()
+                metrics.flush()
+                eta = (steps - t.step) * cfg.batch_size / max(stats["images_per_s"], 1e-9)
+                if max_seconds is not None:
+                    eta = min(eta, max_seconds - elapsed)
+                self._show(bar, last, eta)
+                grant(i)
+        if last:
+            bar.update(t.step, last["images_per_s"], "img", {"loss": last["loss"]}, eta=0, final=True)
+        return TrainResult(t.step, t.step < steps, last)
+
+    @staticmethod
+    def _show(bar: Progress, last: dict, eta: float) -> None:
+        """Loss, staleness, traffic per image and each replica's step rate (the slowest and fastest beyond 4)."""
+        rates = last["replica_steps_per_s"]
+        shown = {"loss": last["loss"], "stale": last["staleness_mean"], "KB/img": last["bytes_per_image"] / 1024}
+        if len(rates) <= 4:
+            shown |= {f"r{k} st/s": v for k, v in rates.items()}
+        else:
+            shown |= {"min st/s": min(rates.values()), "max st/s": max(rates.values())}
+        bar.update(last["step"], last["images_per_s"], "img", shown, eta=eta)
+
+    def save(self) -> None:
+        """Assemble the shards' rows into the Trainer's network and optimizer, and write its checkpoint."""
+        import ray
+
+        t = self.trainer
+        states = ray.get([shard.state.remote() for shard in self.shards])
+        params = list(t.network.parameters())
+        for pieces, state in zip(self.pieces, states, strict=True):
+            scatter(state["param"], pieces, params)
+        for key, value in states[0]["optim"].items():
+            if value.ndim == 1:
+                targets = [t.optimizer.state[p].setdefault(key, torch.zeros_like(p)) for p in params]
+                for pieces, state in zip(self.pieces, states, strict=True):
+                    scatter(state["optim"][key], pieces, targets)
+            else:  # per-tensor counts: the most any shard has seen
+                count = torch.tensor(max(s["optim"][key] for s in states))
+                for p in params:
+                    t.optimizer.state[p][key] = count.clone()
+        self.shard_states = [{"version": s["version"], "restored_from": s["restored_from"]} for s in states]
+        o = self.options
+        extra = {"data": t.data_spec, "replica_steps": self.positions,
+                 "downpour": {"replicas": o.replicas, "ps_shards": o.ps_shards, "fetch_every": o.fetch_every,
+                              "push_every": o.push_every}}
+        checkpoint.save(runs.checkpoint_path(t.run), t.config, t.step, t.network, t.optimizer, extra=extra)

@@ -1,0 +1,157 @@
+"""Parameter-server shards for Downpour SGD: each holds a slice of every parameter tensor and its optimizer state.
+
+Every tensor is cut along its first dimension (positions, for the locally connected weights) into K
+near-equal row ranges, and shard k holds range k of every tensor: the shards are balanced to a row
+whatever the model, and a filter's weights (one position's rows) never straddle two shards, so the
+weight-norm projection runs inside a shard. A shard keeps its rows as one flat tensor and applies
+`make_optimizer(config, [flat])`: Adagrad and SGD work element by element, so this is the very update
+the single-process trainer makes, value for value.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+from torch import nn
+
+from catneuron.model.config import Config
+from catneuron.model.stage import Stage
+from catneuron.train.trainer import make_optimizer
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows [start, stop) of parameter `param` (index in `network.parameters()`), at `offset` in a shard's flat."""
+
+    param: int
+    name: str
+    start: int
+    stop: int
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def numel(self) -> int:
+        return int(np.prod(self.shape))
+
+
+def layout(network: nn.Module, shards: int) -> list[list[Piece]]:
+    """Which rows of which tensor each of `shards` shards holds."""
+    pieces: list[list[Piece]] = [[] for _ in range(shards)]
+    offsets = [0] * shards
+    for index, (name, p) in enumerate(network.named_parameters()):
+        bounds = np.linspace(0, p.shape[0], shards + 1).round().astype(int)
+        for k in range(shards):
+            shape = (int(bounds[k + 1] - bounds[k]), *p.shape[1:])
+            piece = Piece(index, name, int(bounds[k]), int(bounds[k + 1]), shape, offsets[k])
+            pieces[k].append(piece)
+            offsets[k] += piece.numel
+    return pieces
+
+
+def shard_size(pieces: list[Piece]) -> int:
+    return sum(p.numel for p in pieces)
+
+
+def gather(tensors: list[torch.Tensor], pieces: list[Piece]) -> np.ndarray:
+    """One shard's rows of full-size tensors (weights, gradients, optimizer sums), as its flat array."""
+    return np.concatenate([tensors[p.param].detach()[p.start:p.stop].reshape(-1).numpy() for p in pieces])
+
+
+def scatter(flat: np.ndarray, pieces: list[Piece], tensors: list[torch.Tensor]) -> None:
+    """Write one shard's flat array into its rows of full-size tensors (in place)."""
+    for p in pieces:
+        np.copyto(tensors[p.param].detach()[p.start:p.stop].numpy(), flat[p.offset:p.offset + p.numel].reshape(p.shape))
+
+
+def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file(tensors, str(tmp), metadata=metadata)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ParameterShard:
+    """A Ray actor (created with max_restarts): applies pushed gradients, serves fetches, snapshots itself.
+
+    `load` gives a new shard its rows and writes a first snapshot at once, so a shard always has one:
+    when Ray restarts a dead shard (this constructor again, same arguments) it comes back with the state
+    of its last snapshot, and the pushes after it are lost, as a dead machine's would be. The
+    constructor's arguments stay small, so Ray has nothing large to keep for restarts.
+    """
+
+    def __init__(self, config: Config, pieces: list[Piece], snapshot_path: str, snapshot_seconds: float) -> None:
+        torch.set_num_threads(1)
+        self.config, self.pieces = config, pieces
+        self.snapshot_path, self.snapshot_seconds = Path(snapshot_path), snapshot_seconds
+        self.restored_from: int | None = None  # the version of the snapshot this shard came back from
+        if self.snapshot_path.is_file():
+            tensors = load_file(str(self.snapshot_path))
+            with safe_open(str(self.snapshot_path), framework="pt") as f:
+                self.restored_from = int(f.metadata()["version"])
+            state = {k[len("optim."):]: v.numpy() for k, v in tensors.items() if k.startswith("optim.")}
+            self._set(tensors["param"].numpy(), state, self.restored_from)
+
+    def load(self, param: np.ndarray, state: dict[str, np.ndarray]) -> None:
+        """The initial rows and optimizer state (from the trainer), snapshotted before any push."""
+        self._set(param, state, 0)
+        self.snapshot()
+
+    def _set(self, param: np.ndarray, state: dict[str, np.ndarray], version: int) -> None:
+        self.version = version
+        self.param = torch.tensor(param)
+        self.optimizer = make_optimizer(self.config, [self.param])
+        self.optimizer.state[self.param] = {k: torch.tensor(v) for k, v in state.items()}
+        self.grad = torch.zeros_like(self.param)
+        self.stages = self._stage_views()
+        self.last_snapshot = time.monotonic()
+
+    def _stage_views(self) -> list[SimpleNamespace]:
+        """This shard's rows of each stage's encoder and decoder, shaped so Stage.normalize_weights applies."""
+        stages: dict[str, SimpleNamespace] = {}
+        for p in self.pieces:
+            prefix, module, _ = p.name.rsplit(".", 2)
+            view = self.param[p.offset:p.offset + p.numel].view(p.shape)
+            setattr(stages.setdefault(prefix, SimpleNamespace()), module, SimpleNamespace(weight=view))
+        return list(stages.values())
+
+    def fetch(self) -> tuple[int, np.ndarray]:
+        """(version, rows): Ray copies the array out when the call returns, before any later push runs."""
+        return self.version, self.param.numpy()
+
+    def push(self, grad: np.ndarray, fetched_version: int) -> int:
+        """Apply one replica's accumulated gradient; returns its staleness (versions behind at push)."""
+        np.copyto(self.grad.numpy(), grad)
+        self.param.grad = self.grad
+        self.optimizer.step()
+        self.param.grad = None
+        if self.config.model.weight_norm != "none":
+            for stage in self.stages:
+                Stage.normalize_weights(stage, self.config.model.weight_norm)
+        staleness = max(0, self.version - fetched_version)
+        self.version += 1
+        if time.monotonic() - self.last_snapshot >= self.snapshot_seconds:
+            self.snapshot()
+        return staleness
+
+    def snapshot(self) -> None:
+        tensors = {"param": self.param} | {f"optim.{k}": v for k, v in self.optimizer.state[self.param].items()}
+        _save_atomic(self.snapshot_path, tensors, {"version": str(self.version)})
+        self.last_snapshot = time.monotonic()
+
+    def state(self) -> dict:
+        """Everything a checkpoint needs from this shard, and whether it was restored from a snapshot."""
+        return {"version": self.version, "restored_from": self.restored_from, "param": self.param.numpy(),
+                "optim": {k: v.numpy() for k, v in self.optimizer.state[self.param].items()}}
+
+
+def snapshot_name(index: int, shards: int) -> str:
+    return f"shard-{index}-of-{shards}.safetensors"

@@ -1,0 +1,86 @@
+"""Starting Ray for a training run: a private local instance that talks to nothing but this machine, or an
+existing cluster by address.
+
+Ray 2.60 left to itself, even with `_node_ip_address="127.0.0.1"`:
+- guesses a "remotely reachable" node address by connecting a UDP socket towards 8.8.8.8
+  (`services.resolve_ip_for_localhost`, and the C++ side); `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` makes
+  it keep the loopback address it was given;
+- has its dashboard process ask the cloud-metadata address 169.254.169.254 (and resolve
+  metadata.google.internal) at start, whatever the usage-stats setting
+  (`UsageStatsHead.run` -> `get_cluster_config_to_report`); those requests go through `requests`, so an
+  HTTP proxy on a closed loopback port, with loopback exempt, turns them into an immediate local refusal;
+- enables token authentication for new local clusters and writes the token to ~/.ray/auth_token;
+  `RAY_AUTH_MODE=disabled` keeps it off (a private loopback instance has no one to keep out).
+tests/train/test_downpour.py proves, under strace, that a local run connects to nothing outside 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+LOOPBACK = "127.0.0.1"
+# Port 9 (discard) on loopback: nothing listens there, so a metadata request fails at once, locally.
+_CLOSED_PROXY = f"http://{LOOPBACK}:9"
+_NO_PROXY = f"{LOOPBACK},localhost,::1"
+LOCAL_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+    "http_proxy": _CLOSED_PROXY, "HTTP_PROXY": _CLOSED_PROXY,
+    "no_proxy": _NO_PROXY, "NO_PROXY": _NO_PROXY,
+}
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set variables for the processes Ray spawns while inside; put the caller's environment back after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def local_ray(num_cpus: int | None = None) -> Iterator[None]:
+    """A private Ray instance on loopback for the duration of the block: no dashboard, no usage stats, no
+    auth token, no traffic off this machine; shut down (all its processes) on exit."""
+    with _environment(LOCAL_ENV):
+        import ray
+        import ray._private.ray_constants as ray_constants
+
+        # The variable is read when ray is first imported; a caller may have imported it already.
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address=LOOPBACK,
+                 log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator[None]:
+    """Ray for one run: the instance already running in this process (left running), the cluster at
+    `address` (disconnected after), or a private local one (stopped after)."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+    elif address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        try:
+            yield
+        finally:
+            ray.shutdown()
+    else:
+        with local_ray():
+            yield

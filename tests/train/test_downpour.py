@@ -1,0 +1,246 @@
+"""Downpour SGD on a local Ray: equal to the single-process trainer at N=K=P=G=1, learning with N=2 and K=2,
+surviving a killed replica and a killed parameter shard, and a local run that touches nothing off loopback.
+
+One Ray instance serves the module (it costs seconds and ~400 MiB to start); runs are a few dozen steps
+of the `tiny` preset.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ray = pytest.importorskip("ray")
+
+from catneuron import runs  # noqa: E402
+from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
+from catneuron.model.config import PRESETS, replace  # noqa: E402
+from catneuron.train import checkpoint  # noqa: E402
+from catneuron.train.downpour import Downpour, DownpourOptions  # noqa: E402
+from catneuron.train.ray_env import local_ray  # noqa: E402
+from catneuron.train.trainer import Trainer  # noqa: E402
+
+pytestmark = pytest.mark.slow
+RAY_PROCESS = re.compile(rb"ray::|/ray/core/src/ray/|ray/dashboard/|ray/_private/(log_monitor|workers)|monitor\.py")
+
+
+def ray_processes(marker: bytes = b"") -> list[int]:
+    """Live Ray processes (optionally: whose command line holds `marker`), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if RAY_PROCESS.search(cmdline) and marker in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def wait_gone(marker: bytes = b"", seconds: float = 30) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (left := ray_processes(marker)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    """A private Ray for this module's tests; afterwards, none of its processes may be left."""
+    # A short temp dir of our own: Ray's socket paths must stay under 108 bytes, and it marks our processes.
+    temp = tempfile.mkdtemp(prefix="cnray-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = temp
+    try:
+        with local_ray(num_cpus=2):
+            yield
+        assert not wait_gone(temp.encode()), "Ray processes outlived the tests"
+    finally:
+        os.environ.pop("RAY_TMPDIR", None)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def corpus() -> EmbeddedCorpus:
+    return EmbeddedCorpus(size=16)
+
+
+def tiny(**train):
+    return replace(PRESETS["tiny"], train={"checkpoint_every": 1000, **train})
+
+
+def objective(run: Path, images: torch.Tensor) -> float:
+    net, _ = runs.load_network(run)
+    with torch.no_grad():
+        return float(net.loss(net(images)))
+
+
+def objective_of(trainer: Trainer, images: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(trainer.network.loss(trainer.network(images)))
+
+
+def kill_when(trainer: Downpour, name: str, at_step: int, restart: bool = False) -> threading.Thread:
+    """Kill actor `name` of a running Downpour once the run has passed `at_step` (from another thread)."""
+    def run() -> None:
+        while trainer.trainer.step < at_step:
+            time.sleep(0.05)
+        ray.kill(ray.get_actor(name), no_restart=not restart)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_one_replica_one_shard_is_the_single_process_trainer(local, corpus, tmp_path):
+    # Weight normalization on: the shard's projection of its rows must be the network's own.
+    config = replace(tiny(log_every=1), model={"weight_norm": "both"})
+    single = Trainer(config, corpus, tmp_path / "single")
+    single.fit(6, progress=False)
+    downpour = Downpour(Trainer(config, corpus, tmp_path / "downpour"), DownpourOptions(replicas=1, ps_shards=1))
+    downpour.fit(6, progress=False)
+
+    a, b = runs.read_metrics(tmp_path / "single"), runs.read_metrics(tmp_path / "downpour")
+    assert [r["step"] for r in b] == list(range(1, 7))
+    for ra, rb in zip(a, b, strict=True):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-6)
+        assert rb["staleness_max"] == 0
+    ours = checkpoint.load(runs.checkpoint_path(tmp_path / "downpour"))
+    for name, p in single.network.state_dict().items():
+        torch.testing.assert_close(ours.model[name], p, msg=name)
+    theirs = single.optimizer.state_dict()["state"]
+    for index, state in theirs.items():
+        for key, value in state.items():
+            torch.testing.assert_close(ours.optimizer["state"][index][key], value, msg=f"{index}.{key}")
+    # The single-process trainer resumes the Downpour checkpoint.
+    assert Trainer.resume(tmp_path / "downpour", corpus).step == 6
+
+
+def test_two_replicas_two_shards_lower_the_objective(local, corpus, tmp_path):
+    fixed = next(corpus.batches(200, seed=99))
+    run = tmp_path / "run"
+    downpour = Downpour(Trainer(tiny(), corpus, run),
+                        DownpourOptions(replicas=2, ps_shards=2, fetch_every=2, push_every=2))
+    before = objective_of(downpour.trainer, fixed)
+    result = downpour.fit(80, progress=False)
+    assert result.step == 80
+    assert objective(run, fixed) < 0.8 * before
+    last = runs.read_metrics(run)[-1]
+    assert set(last["replica_steps_per_s"]) == {"0", "1"}
+    assert last["fetched_bytes"] > 0 and last["pushed_bytes"] > 0 and last["staleness_max"] >= 0
+    assert sorted(p.name for p in (run / "ps").iterdir()) == ["shard-0-of-2.safetensors", "shard-1-of-2.safetensors"]
+
+
+@pytest.mark.parametrize("replace_failed", [True, False], ids=["replaced", "others-go-on"])
+def test_a_killed_replica_does_not_stop_the_run(local, corpus, tmp_path, replace_failed):
+    fixed = next(corpus.batches(200, seed=99))
+    run = tmp_path / "run"
+    downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(replicas=2, replace_failed=replace_failed))
+    before = objective_of(downpour.trainer, fixed)
+    killer = kill_when(downpour, downpour.actor_name("replica", 0), at_step=15)
+    result = downpour.fit(80, progress=False)
+    killer.join(timeout=5)
+    assert result.step == 80
+    assert downpour.incarnations[0] == (1 if replace_failed else 0)
+    assert len(downpour.replicas) == (2 if replace_failed else 1)
+    assert objective(run, fixed) < 0.8 * before
+
+
+def test_a_killed_shard_restarts_from_its_snapshot(local, corpus, tmp_path):
+    fixed = next(corpus.batches(200, seed=99))
+    run = tmp_path / "run"
+    downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(replicas=1, ps_shards=2, snapshot_seconds=0.05))
+    before = objective_of(downpour.trainer, fixed)
+    killer = kill_when(downpour, downpour.actor_name("ps", 1), at_step=20, restart=True)
+    result = downpour.fit(80, progress=False)
+    killer.join(timeout=5)
+    assert result.step == 80
+    assert downpour.shard_states[0]["restored_from"] is None
+    assert downpour.shard_states[1]["restored_from"] > 0  # a snapshot taken during the run, not the initial one
+    assert objective(run, fixed) < 0.8 * before
+
+
+def _connected_addresses(trace: str) -> set[str]:
+    ipv4 = re.findall(r'inet_addr\("([^"]+)"\)', trace)
+    ipv6 = re.findall(r'inet_pton\(AF_INET6, "([^"]+)"', trace)
+    return set(ipv4) | set(ipv6)
+
+
+def _is_loopback(address: str) -> bool:
+    ip = ipaddress.ip_address(address)
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return (mapped or ip).is_loopback
+
+
+def _driver(root: int, marker: bytes) -> int:
+    """The Python process under `root` (strace's child, not the shells on the way) running `marker`."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        todo = [root]
+        while todo:
+            pid = todo.pop()
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if argv[0] == sys.executable.encode() and marker in argv:
+                    return pid
+                todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            except OSError:
+                continue
+        time.sleep(0.1)
+    raise AssertionError("the training process did not start")
+
+
+def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path):
+    """`catneuron train --replicas 2` under strace (in a network namespace of its own where one can be made):
+    every address any of its processes connects or sends to is in 127.0.0.0/8, no token lands in $HOME,
+    Ctrl-C leaves a checkpoint, and no Ray process is left behind."""
+    if shutil.which("strace") is None or subprocess.run(["strace", "-f", "-o", "/dev/null", "true"]).returncode:
+        pytest.skip("strace is not usable here")
+    isolate = []
+    if shutil.which("unshare") and shutil.which("ip") and subprocess.run(
+            ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0:
+        isolate = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    home, run, trace = tmp_path / "home", tmp_path / "run", tmp_path / "trace.txt"
+    home.mkdir()
+    temp = tempfile.mkdtemp(prefix="cnray-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(home), "RAY_TMPDIR": temp}
+    entry = "from catneuron.cli import main; main()"
+    command = [*isolate, "strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect,sendto,sendmsg",
+               "-o", str(trace), sys.executable, "-c", entry,
+               "train", "--data", "embedded", "--preset", "tiny", "--steps", "100000", "--replicas", "2",
+               "--out", str(run)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        driver = _driver(proc.pid, entry.encode())
+        deadline = time.monotonic() + 240
+        while not runs.read_metrics(run) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert runs.read_metrics(run), "no training step logged"
+        os.kill(driver, signal.SIGINT)  # what Ctrl-C sends (Ray's own processes block it)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    left = wait_gone(temp.encode())
+    shutil.rmtree(temp, ignore_errors=True)
+    assert proc.returncode == 130, output.decode()[-2000:]
+    ckpt = checkpoint.load(runs.checkpoint_path(run))
+    assert ckpt.step >= runs.read_metrics(run)[-1]["step"]
+    addresses = _connected_addresses(trace.read_text())
+    assert addresses, "strace saw no connections: the check proves nothing"
+    assert {a for a in addresses if not _is_loopback(a)} == set()
+    assert not (home / ".ray").exists(), "Ray wrote under $HOME"
+    assert not left, f"Ray processes left behind: {left}"

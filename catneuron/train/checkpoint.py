@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +29,7 @@ class Checkpoint:
     optimizer: dict | None
     rng: torch.Tensor | None
     extra: dict
+    extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -54,10 +55,16 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
 
 
 def save(path: str | Path, config: Config, step: int, model: torch.nn.Module,
-         optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None) -> None:
-    """Write atomically: a temporary file in the same folder, fsync, then rename over `path`."""
+         optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None,
+         extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, then rename over `path`.
+
+    `extra_tensors`: further named tensors that belong with the weights (e.g. a classifier on top), kept
+    apart from `model.*` so that loading the network ignores them.
+    """
     path = Path(path)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors |= {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
     meta = {"format": FORMAT, "config": json.dumps(to_dict(config)), "step": str(step),
             "extra": json.dumps(extra or {})}
     if optimizer is not None:
@@ -102,4 +109,5 @@ def load(path: str | Path) -> Checkpoint:
     optimizer = _optimizer_state(optim, json.loads(meta["optimizer"])) if "optimizer" in meta else None
     return Checkpoint(config=from_dict(json.loads(meta["config"]), source=str(path)), step=int(meta["step"]),
                       model=model, optimizer=optimizer, rng=tensors.get("rng.torch"),
-                      extra=json.loads(meta.get("extra", "{}")))
+                      extra=json.loads(meta.get("extra", "{}")),
+                      extra_tensors={k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")})

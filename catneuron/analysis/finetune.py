@@ -143,7 +143,8 @@ def train_jointly(network: Network, head: Classifier, train: LabelledSet, val: L
             hits.append(top_k(logits.detach(), labels, 1))
             step += 1
             rate = step * schedule.batch_size / max(time.monotonic() - start, 1e-9)
-            bar.update(step, rate, "img", {"epoch": epoch, "loss": losses[-1]}, final=step == bar.total)
+            bar.update(step, rate, "img", {"epoch": epoch, "loss": losses[-1]},
+                       eta=(bar.total - step) * schedule.batch_size / rate, final=step == bar.total)
         with torch.no_grad():
             val_logits = head(batched_features(network, val.images, device=device).to(device)).cpu()
         history.append({"phase": 2, "epoch": epoch, "loss": float(np.mean(losses)),

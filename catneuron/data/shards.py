@@ -118,44 +118,59 @@ def assignment(shards: int, replica: int, replicas: int, worker: int, workers: i
 
 
 class _Stream(IterableDataset):
-    """Endless uint8 samples of one replica, in the loader worker that iterates it."""
+    """Endless uint8 samples of one replica, in the loader worker that iterates it.
+
+    The first epoch is decoded from the shards; if a worker's share fits in its part of `cache_bytes`,
+    later epochs replay it from memory in a fresh random order, since decoding costs more CPU than a
+    small model's training step and would otherwise starve it on a few cores.
+    """
 
     def __init__(self, shards: list[Path], size: int, channels: int, seed: int, start_step: int, buffer: int,
-                 replica: int, replicas: int, flip: bool) -> None:
+                 replica: int, replicas: int, flip: bool, cache_bytes: int) -> None:
         self.shards, self.size, self.channels = shards, size, channels
         self.seed, self.start_step, self.buffer = seed, start_step, buffer
-        self.replica, self.replicas, self.flip = replica, replicas, flip
+        self.replica, self.replicas, self.flip, self.cache_bytes = replica, replicas, flip, cache_bytes
+
+    def _read(self, epoch: int, worker: int, workers: int) -> Iterator[np.ndarray]:
+        # The same order in every replica and worker (seed, start_step, epoch): the split is a partition.
+        order = np.random.default_rng([self.seed, self.start_step, epoch]).permutation(len(self.shards))
+        part, stride, offset = assignment(len(order), self.replica, self.replicas, worker, workers)
+        for index in order[part]:
+            for n, (_, data) in enumerate(shard_images(self.shards[index])):
+                if n % stride == offset:
+                    try:
+                        yield decode(data, self.size, self.channels)
+                    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                        continue
 
     def __iter__(self) -> Iterator[np.ndarray]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         rng = np.random.default_rng([self.seed, self.start_step, self.replica, worker])
         buffer: list[np.ndarray] = []
+        cache: list[np.ndarray] | None = [] if self.cache_bytes > 0 else None
+        cached = False
         for epoch in itertools.count():
-            # The same order in every replica and worker (seed, start_step, epoch): the split is a partition.
-            order = np.random.default_rng([self.seed, self.start_step, epoch]).permutation(len(self.shards))
-            part, stride, offset = assignment(len(order), self.replica, self.replicas, worker, workers)
+            images = (cache[i] for i in rng.permutation(len(cache))) if cached else self._read(epoch, worker, workers)
             seen = 0
-            for index in order[part]:
-                for n, (_, data) in enumerate(shard_images(self.shards[index])):
-                    if n % stride != offset:
-                        continue
-                    try:
-                        image = decode(data, self.size, self.channels)
-                    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-                        continue
-                    seen += 1
-                    if self.flip and rng.random() < 0.5:
-                        image = np.ascontiguousarray(image[..., ::-1])
-                    buffer.append(image)
-                    if len(buffer) >= self.buffer:  # a buffer of 1 keeps the order
-                        i = int(rng.integers(len(buffer)))
-                        buffer[i], buffer[-1] = buffer[-1], buffer[i]
-                        yield buffer.pop()
+            for image in images:
+                seen += 1
+                if cache is not None and not cached:
+                    cache.append(image)
+                    if len(cache) * image.nbytes > self.cache_bytes // workers:
+                        cache = None  # too big: stream every epoch
+                if self.flip and rng.random() < 0.5:
+                    image = np.ascontiguousarray(image[..., ::-1])
+                buffer.append(image)
+                if len(buffer) >= self.buffer:  # a buffer of 1 keeps the order
+                    i = int(rng.integers(len(buffer)))
+                    buffer[i], buffer[-1] = buffer[-1], buffer[i]
+                    yield buffer.pop()
             if not seen:  # nothing (left) to read: drain the buffer and end
                 rng.shuffle(buffer)
                 yield from buffer
                 return
+            cached = cache is not None
 
 
 class ShardSource:
@@ -164,18 +179,20 @@ class ShardSource:
     `start_step` cannot replay a stream exactly without reading everything before it; instead the
     shard order, shuffle buffer and flips are reseeded with (seed, start_step), so a resumed run
     continues on a fresh, reproducible shuffle of the corpus. Replicas must share seed and start_step
-    for their shards to partition the corpus.
+    for their shards to partition the corpus. Each loader worker keeps its decoded share in memory
+    (`cache_mb` in all) when it fits, and replays it, reshuffled, from the second epoch on.
     """
 
     def __init__(self, shards: list[Path], size: int, channels: int, description: str = "", workers: int = 2,
-                 buffer: int = 1000, replica: int = 0, num_replicas: int = 1, flip: bool = True) -> None:
+                 buffer: int = 1000, replica: int = 0, num_replicas: int = 1, flip: bool = True,
+                 cache_mb: int = 1024) -> None:
         if not shards:
             raise UserError(f"{description or '--data'}: no shards")
         if not 0 <= replica < num_replicas:
             raise UserError(f"replica {replica}: must be in [0, {num_replicas})")
         self.shards, self.size, self.channels = list(shards), size, channels
         self.workers, self.buffer, self.replica, self.num_replicas = workers, buffer, replica, num_replicas
-        self.flip = flip
+        self.flip, self.cache_mb = flip, cache_mb
         self.description = description or f"{len(self.shards)} shards"
 
     @classmethod
@@ -199,11 +216,11 @@ class ShardSource:
     def split(self, replica: int, num_replicas: int) -> ShardSource:
         """The same source restricted to one replica's share of the shards (Downpour's data parallelism)."""
         return ShardSource(self.shards, self.size, self.channels, f"{self.description}, replica {replica}",
-                           self.workers, self.buffer, replica, num_replicas, self.flip)
+                           self.workers, self.buffer, replica, num_replicas, self.flip, self.cache_mb)
 
     def batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
         stream = _Stream(self.shards, self.size, self.channels, seed, start_step, self.buffer, self.replica,
-                         self.num_replicas, self.flip)
+                         self.num_replicas, self.flip, self.cache_mb << 20)
         loader = DataLoader(stream, batch_size=batch_size, num_workers=self.workers, drop_last=True,
                             prefetch_factor=4 if self.workers else None)
         yielded = False

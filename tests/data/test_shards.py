@@ -154,3 +154,13 @@ def test_a_folder_of_images_is_still_a_folder_source(tmp_path):
     for i in range(3):
         Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.png")
     assert isinstance(open_source(str(tmp_path), 16, 1), ArraySource)
+
+
+@pytest.mark.parametrize("cache_mb", [0, 1])
+def test_later_epochs_replay_the_same_samples_streamed_or_cached(tmp_path, cache_mb):
+    make_corpus(tmp_path, 2, 4)
+    source = ShardSource(list_shards(str(tmp_path)), 8, 1, workers=0, buffer=1, flip=False, cache_mb=cache_mb)
+    batches = source.batches(8, seed=0)
+    epochs = [next(batches).mean(dim=(1, 2, 3)) for _ in range(3)]
+    assert all(torch.equal(e.sort().values, epochs[0].sort().values) for e in epochs)
+    assert not all(torch.equal(e, epochs[0]) for e in epochs[1:])  # reshuffled

@@ -13,7 +13,9 @@ import hashlib
 import io
 import json
 import multiprocessing
+import signal
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -249,18 +251,29 @@ def _write_summary(out: Path, settings: Settings, paths: list[Path], records: di
     return stats
 
 
-def _results(tasks: list[tuple[int, Path, tuple[int, ...]]], settings: Settings, workers: int,
-             detector: Detector) -> Iterator[FileResult]:
-    """Results in input order, decoded in `workers` processes (inline for one)."""
+Task = tuple[int, Path, tuple[int, ...]]  # input index, path, census patches per frame
+
+
+def _shard_results(shards: Iterable[list[Task]], settings: Settings, workers: int,
+                   detector: Detector) -> Iterator[Iterator[FileResult]]:
+    """Each shard's results in input order, decoded in `workers` processes (inline for one); two shards
+    ahead are queued so workers never wait at a shard boundary, and no more, so memory stays bounded."""
     work = partial(_run_task, settings=settings, detector=detector)
     if workers <= 1:
-        yield from map(work, tasks)
+        for tasks in shards:
+            yield map(work, tasks)
         return
-    with multiprocessing.get_context().Pool(workers) as pool:
-        yield from pool.imap(work, tasks, chunksize=4)
+    # Workers ignore Ctrl-C: the main process gets it, and leaving `with` terminates them.
+    with multiprocessing.get_context().Pool(workers, signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:
+        window: deque[Iterator[FileResult]] = deque()
+        for tasks in shards:
+            window.append(pool.imap(work, tasks, chunksize=4))
+            if len(window) > 2:
+                yield window.popleft()
+        yield from window
 
 
-def _run_task(task: tuple[int, Path, tuple[int, ...]], settings: Settings, detector: Detector) -> FileResult:
+def _run_task(task: Task, settings: Settings, detector: Detector) -> FileResult:
     return process_file(*task, settings=settings, detector=detector)
 
 
@@ -277,16 +290,17 @@ def ingest(sources: Iterable[str], out: str | Path, settings: Settings = Setting
     slots = settings.frames_per_video
     allocation = allocate_patches(settings.census, len(paths) * slots, settings.seed)
     todo = [i for i in range(n_shards) if i not in records]
-    tasks = [(f, paths[f], tuple(allocation.get(f * slots + j, 0) for j in range(slots)))
-             for i in todo for f in range(i * settings.shard_files, min((i + 1) * settings.shard_files, len(paths)))]
-    bar = Progress(len(tasks), "files", enabled=progress)
+    spans = {i: range(i * settings.shard_files, min((i + 1) * settings.shard_files, len(paths))) for i in todo}
+    shard_tasks = ([(f, paths[f], tuple(allocation.get(f * slots + j, 0) for j in range(slots))) for f in spans[i]]
+                   for i in todo)
+    total_files = sum(len(span) for span in spans.values())
+    bar = Progress(total_files, "files", enabled=progress)
     start, files_done, new_samples, errors = time.monotonic(), 0, 0, 0
-    results = _results(tasks, settings, workers, detector)
+    results = _shard_results(shard_tasks, settings, workers, detector)
     for i in todo:
-        record = ShardRecord(shard_name(i), i * settings.shard_files, min((i + 1) * settings.shard_files, len(paths)))
+        record = ShardRecord(shard_name(i), spans[i].start, spans[i].stop)
         samples: list[Sample] = []
-        for index in range(record.first, record.stop):
-            result = next(results)
+        for index, result in zip(spans[i], next(results), strict=True):
             files_done += 1
             if result.error:
                 record.errors.append([str(paths[index]), result.error])
@@ -310,7 +324,7 @@ def ingest(sources: Iterable[str], out: str | Path, settings: Settings = Setting
                 samples.append(Sample(f"{index:09d}_{j:03d}", s.jpeg, s.meta))
             elapsed = time.monotonic() - start
             bar.update(files_done, (new_samples + len(samples)) / max(elapsed, 1e-9), "samples", {"errors": errors},
-                       eta=(len(tasks) - files_done) * elapsed / files_done)
+                       eta=(total_files - files_done) * elapsed / files_done)
         record.samples = len(samples)
         record.bytes = write_shard(out / record.name, samples)
         write_json(out / RECORDS / record.name.replace(".tar", ".json"), asdict(record))

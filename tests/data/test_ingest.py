@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
+import subprocess
 import sys
 
 import numpy as np
@@ -148,6 +150,32 @@ def test_resume_after_an_interrupted_run_redoes_only_missing_shards(corpus, refe
     assert again.stats["this_run"]["samples"] == 0
     with pytest.raises(UserError, match="--out .*size 32 -> 16"):
         ingest([str(corpus[0])], tmp_path, Settings(size=16, census=300, shard_files=5), progress=False)
+
+
+KILLED_ON_THIRD_SHARD = """
+import os, signal, sys
+import catneuron.data.ingest as m
+from catneuron.data.ingest import Settings, ingest
+real, done = m.write_shard, []
+def write(path, samples):
+    if len(done) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    done.append(path)
+    return real(path, samples)
+def white_is_a_face(grey):
+    return [(0, 0, 5, 5)] if grey.min() >= 250 else []
+m.write_shard = write
+ingest([sys.argv[1]], sys.argv[2], Settings(size=32, census=300, shard_files=5), workers=2, progress=False,
+       detector=white_is_a_face)
+"""
+
+
+def test_resume_after_sigkill_with_worker_processes(corpus, reference, tmp_path):
+    killed = subprocess.run([sys.executable, "-c", KILLED_ON_THIRD_SHARD, str(corpus[0]), str(tmp_path)])
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list(tmp_path.glob("*.tar"))) == 2
+    ingest([str(corpus[0])], tmp_path, SETTINGS, detector=white_is_a_face, progress=False)
+    assert shard_bytes(tmp_path) == shard_bytes(reference[0])
 
 
 def test_bad_input_is_a_user_error(tmp_path):

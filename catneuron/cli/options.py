@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from catneuron.analysis.stimuli import check_neuron
 from catneuron.errors import UserError
 from catneuron.model import config as configs
+from catneuron.model.network import Network, NeuronId
 
 
 def resolve_config(preset: str | None, config_file: str | None) -> configs.Config:
@@ -13,3 +15,13 @@ def resolve_config(preset: str | None, config_file: str | None) -> configs.Confi
     if config_file:
         return configs.load(config_file)
     return configs.preset(preset or "small")
+
+
+def parse_neuron(network: Network, text: str, flag: str = "--neuron") -> NeuronId:
+    """A neuron id that `network` has (e.g. s3.pool.m2.y4.x5), or a UserError naming the flag."""
+    try:
+        neuron = NeuronId.parse(text)
+        check_neuron(network, neuron)
+    except ValueError as e:
+        raise UserError(f"{flag} {text}: {e}") from None
+    return neuron

@@ -32,8 +32,8 @@ def finetune(
                                            "(default 0.5, the paper's random half)."),
     epochs: int = typer.Option(10, help="Epochs of each phase (frozen, then fine-tuned)."),
     batch_size: int = typer.Option(100, help="Minibatch size."),
-    lr: float = typer.Option(1e-2, help="Adam learning rate of the classifiers (both phases)."),
-    network_lr: float = typer.Option(1e-3, help="Adam learning rate of the network's weights (phase 2)."),
+    lr: float = typer.Option(1e-2, help="Adam learning rate of phase 1 (the classifiers alone)."),
+    finetune_lr: float = typer.Option(1e-3, help="Adam learning rate of phase 2 (network and classifiers)."),
     seed: int = typer.Option(0, help="Seed of the split and the batch order."),
     out: Path = typer.Option(None, help="New run folder (default RUN-finetune, or RUN-scratch)."),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Same model and schedule from random weights."),
@@ -43,7 +43,7 @@ def finetune(
 ) -> None:
     """Train one-vs-all logistic classifiers on the top stage, then fine-tune the whole network with them."""
     dev = runs.device(device)
-    schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, network_lr=network_lr, seed=seed)
+    schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, finetune_lr=finetune_lr, seed=seed)
     config = checkpoint.read_config(runs.checkpoint_path(run))
     out = out or run.resolve().with_name(f"{run.resolve().name}-{'scratch' if from_scratch else 'finetune'}")
     arms = [(False, out), (True, out.with_name(f"{out.name}-scratch"))] if compare else [(from_scratch, out)]

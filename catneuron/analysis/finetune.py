@@ -1,11 +1,11 @@
-"""Supervised use of the features (the paper's ImageNet protocol, section 5): one-vs-all logistic
-classifiers on the top stage, trained first with the network frozen, then fine-tuned with it.
+"""Supervised use of the features (the paper's ImageNet experiment): one-vs-all logistic classifiers
+on the top stage, trained first with the network frozen, then fine-tuned together with it.
 
 No regularization, as in the paper. The features are standardized with the training set's mean and
 standard deviation (fixed buffers of the classifier, measured once before phase 1): an affine change
-of variables that leaves the model class unchanged but lets one learning rate suit every network.
+of variables that leaves the model class unchanged but lets the same learning rates suit any network.
 `from_scratch` runs the same model and schedule from random weights: the paper's "without
-pretraining" arm. Both arms see the same split, epochs, batches and learning rate.
+pretraining" arm. Both arms see the same split, epochs, batches and learning rates.
 """
 
 from __future__ import annotations

@@ -7,17 +7,16 @@ import re
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from catneuron import runs
 from catneuron.analysis import figures
-from catneuron.analysis.activations import UnitIndex, unit_activations
 from catneuron.analysis.concepts import ratio_subsample
 from catneuron.analysis.evaluate import LabelledImages, evaluate
+from catneuron.analysis.stimuli import responses
 from catneuron.data.images import read_folder
 from catneuron.data.sources import open_source
 from catneuron.errors import UserError
-from catneuron.model.network import Network
+from catneuron.model.network import Network, NeuronId
 
 
 def concept_slug(concept: str) -> str:
@@ -56,18 +55,12 @@ def _read(folder: str, flag: str, size: int, channels: int) -> np.ndarray:
     return found.images
 
 
-def neuron_values(network: Network, images: np.ndarray, neuron: str) -> np.ndarray:
-    index = UnitIndex(network)
-    unit = next(u for u in range(len(index)) if str(index.neuron(u)) == neuron)
-    return torch.cat([a[:, unit] for a in unit_activations(network, images)]).numpy()
-
-
 def write_figures(run: Path, network: Network, test: LabelledImages, result: dict) -> dict[str, str]:
     """Histogram and top stimuli of the best neuron, stage-1 filters, training curves; paths relative to run."""
     out = runs.figures_dir(run)
     slug = concept_slug(result["concept"])
     best = result["best_neuron"]
-    values = neuron_values(network, test.images, best["id"])
+    values = responses(network, test.images, NeuronId.parse(best["id"])).numpy()
     made = {
         "histogram": figures.histogram(values, test.labels, best["threshold"],
                                        f"{best['id']}: {result['concept']} vs distractors", result["concept"],

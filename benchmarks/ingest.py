@@ -67,9 +67,20 @@ def rate(step, count: int, batch_size: int) -> float:
     return count * batch_size / (time.perf_counter() - start)
 
 
-def loader_vs_trainer(shards: Path, samples: int, loader_workers: int, steps: int) -> None:
-    """The `small` trainer on batches in memory, then fed by the loader while it decodes the first epoch,
-    the loader alone decoding and replaying its cache, and the trainer fed from the replayed epochs."""
+def alternate(trainer: Trainer, held: torch.Tensor, batches, steps: int, reps: int, bs: int) -> tuple[float, ...]:
+    """Median images/s of the trainer on a batch in memory and fed by the loader, timed in alternation so
+    that a shared machine's load drifts into both alike; and the median ratio of the two."""
+    pairs = []
+    for _ in range(reps):
+        in_memory = rate(lambda: trainer.train_step(held), steps, bs)
+        pairs.append((in_memory, rate(lambda: trainer.train_step(next(batches)), steps, bs)))
+    memory, fed = np.array(pairs).T
+    return float(np.median(memory)), float(np.median(fed)), float(np.median(fed / memory))
+
+
+def loader_vs_trainer(shards: Path, samples: int, loader_workers: int, steps: int, reps: int = 3) -> None:
+    """The `small` trainer fed by the loader while it decodes the first epoch and once it replays it from
+    memory, each against the trainer on a batch in memory; the loader alone, decoding and replaying."""
     config = PRESETS["small"]
     m, bs = config.model, config.train.batch_size
     source = ShardSource.open(str(shards), m.input_size, m.channels, workers=loader_workers)
@@ -78,18 +89,16 @@ def loader_vs_trainer(shards: Path, samples: int, loader_workers: int, steps: in
     with tempfile.TemporaryDirectory() as run:
         trainer = Trainer(config, source, run)
         trainer.train_step(held)
-        in_memory = rate(lambda: trainer.train_step(held), steps, bs)
-        fed_decoding = rate(lambda: trainer.train_step(next(batches)), steps, bs)
-        decoding = rate(lambda: next(batches), max(1, samples // bs - steps - 1), bs)
+        first = alternate(trainer, held, batches, steps, reps, bs)
+        decoding = rate(lambda: next(batches), max(1, samples // bs - reps * steps - 1), bs)
         replaying = rate(lambda: next(batches), 30, bs)
-        fed_replaying = rate(lambda: trainer.train_step(next(batches)), steps, bs)
+        later = alternate(trainer, held, batches, steps, reps, bs)
     batches.close()
-    print(f"  small trainer, batches in memory: {in_memory:,.0f} images/s ({torch.get_num_threads()} threads)")
     print(f"  loader alone ({loader_workers} workers, {m.channels}x{m.input_size}x{m.input_size} from 200x200 JPEG): "
           f"{decoding:,.0f} images/s decoding the first epoch, {replaying:,.0f} replaying it from memory")
-    print(f"  small trainer fed by the loader: {fed_decoding:,.0f} images/s in the first epoch "
-          f"({100 * fed_decoding / in_memory:.0f}% of in-memory), {fed_replaying:,.0f} in later epochs "
-          f"({100 * fed_replaying / in_memory:.0f}%)")
+    for name, (memory, fed, ratio) in (("first epoch", first), ("later epochs", later)):
+        print(f"  small trainer ({torch.get_num_threads()} threads), {name}: {fed:,.0f} images/s fed by the loader, "
+              f"{memory:,.0f} on a batch in memory (median of {reps}; fed/in-memory {100 * ratio:.0f}%)")
 
 
 def main() -> None:

@@ -77,7 +77,7 @@ def collect_inputs(sources: Iterable[str]) -> list[Path]:
                 lines = path.read_text().splitlines()
             except (OSError, UnicodeDecodeError) as e:
                 raise UserError(f"SRC {src}: neither media nor a list of paths ({e})") from None
-            found += [path.parent / line.strip() for line in lines if line.strip() and not line.startswith("#")]
+            found += [path.parent / line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
         else:
             raise UserError(f"SRC {src}: no such file or folder")
     unique = list(dict.fromkeys(found))
@@ -105,7 +105,7 @@ def fingerprint(path: Path, chunk: int = 1 << 20) -> int:
 
 @dataclass
 class Decoded:
-    """One sample as a worker returns it: JPEG, metadata, pixel hash, census counts."""
+    """One sample as a worker returns it: JPEG, metadata (with the pixel hash), census counts."""
 
     jpeg: bytes
     meta: dict
@@ -114,21 +114,24 @@ class Decoded:
 
 @dataclass
 class FileResult:
-    index: int
     kind: str  # "image", "video" or "" when unreadable
     samples: list[Decoded] = field(default_factory=list)
     error: str = ""
 
 
-def _pictures(path: Path, settings: Settings) -> tuple[str, list[tuple[float | None, Image.Image]]]:
+def _pictures(path: Path, settings: Settings) -> tuple[str, list[tuple[float | None, Image.Image, tuple[int, int]]]]:
+    """The file's kind and its pictures: (frame time or None, image, original size)."""
     suffix = path.suffix.lower()
     if suffix in VIDEO_EXTENSIONS:
         rng = np.random.default_rng([settings.seed, fingerprint(path)])
-        return "video", [(f.time, f.image) for f in random_frames(path, settings.frames_per_video, rng)]
+        frames = random_frames(path, settings.frames_per_video, rng)
+        return "video", [(f.time, f.image, f.image.size) for f in frames]
     if suffix in IMAGE_EXTENSIONS:
         with Image.open(path) as image:
+            original = image.size
+            image.draft("RGB", (settings.size, settings.size))  # big JPEGs: libjpeg decodes them scaled down
             image.load()
-            return "image", [(None, image.copy())]
+            return "image", [(None, image, original)]
     raise ValueError(f"not an image or video ({suffix or 'no extension'})")
 
 
@@ -141,7 +144,7 @@ def process_file(index: int, path: Path, patches: tuple[int, ...], settings: Set
             raise ValueError("empty file")
         kind, pictures = _pictures(path, settings)
         samples = []
-        for j, (t, picture) in enumerate(pictures):
+        for j, (t, picture, original) in enumerate(pictures):
             rgb = to_square(picture, settings.size, 3).transpose(1, 2, 0)
             luma = grey(rgb)
             faces = detector(luma) if settings.detect_faces else None
@@ -149,15 +152,15 @@ def process_file(index: int, path: Path, patches: tuple[int, ...], settings: Set
             census = patch_census(luma, count, np.random.default_rng([settings.seed, 11, index, j]), detector)
             buffer = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(rgb)).save(buffer, "JPEG", quality=settings.quality)
-            meta = {"source": str(path), "frame_time": t, "original_size": list(picture.size),
+            meta = {"source": str(path), "frame_time": t, "original_size": list(original),
                     "faces": [list(b) for b in faces] if faces is not None else None,
                     "sha": hashlib.blake2b(rgb.tobytes(), digest_size=8).hexdigest()}
             samples.append(Decoded(buffer.getvalue(), meta, census))
-        return FileResult(index, kind, samples)
+        return FileResult(kind, samples)
     except Exception as e:  # noqa: BLE001  see the docstring
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).removeprefix(f"{path}: ")
         reason = reason or type(e).__name__
-        return FileResult(index, "", error=" ".join(reason.split()))
+        return FileResult("", error=" ".join(reason.split()))
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -267,7 +270,7 @@ def _shard_results(shards: Iterable[list[Task]], settings: Settings, workers: in
     with multiprocessing.get_context().Pool(workers, signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:
         window: deque[Iterator[FileResult]] = deque()
         for tasks in shards:
-            window.append(pool.imap(work, tasks, chunksize=4))
+            window.append(pool.imap(work, tasks))  # one file a task: a video costs 100x an icon
             if len(window) > 2:
                 yield window.popleft()
         yield from window

@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -163,7 +167,10 @@ class Downpour:
         self.base_step = trainer.step // options.replicas
         self.positions = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas
         self.incarnations = [0] * options.replicas
+        self.shards: list = []
+        self.replicas: dict = {}
         self.shard_states: list[dict] = []
+        self.interrupted = False
 
     def actor_name(self, kind: str, index: int, incarnation: int = 0) -> str:
         """Actors are named, so `ray list actors` (or a test) can find them: catneuron-<session>-<kind>-<i>-<n>."""
@@ -172,7 +179,7 @@ class Downpour:
     def fit(self, steps: int, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
         """Train until `steps` steps in all (one step: one replica's minibatch), as Trainer.fit does.
 
-        Ctrl-C writes a checkpoint from the shards before it propagates.
+        Ctrl-C stops the loop, writes a checkpoint from the shards, then raises KeyboardInterrupt.
         """
         t = self.trainer
         if steps < t.step:
@@ -193,15 +200,35 @@ class Downpour:
             self.cpus, self.threads = self._replica_resources()
             self.replicas = {i: self._start_replica(i) for i in range(self.options.replicas)}
             try:
-                result = self._loop(steps, max_seconds, progress)
+                with self._ctrl_c():
+                    result = self._loop(steps, max_seconds, progress)
                 self.save()
-            except KeyboardInterrupt:
-                self.save()
-                raise
             finally:
                 for actor in [*self.replicas.values(), *self.shards]:
                     ray.kill(actor)  # a Ray instance that outlives the run gets its CPUs back
+        if self.interrupted:
+            raise KeyboardInterrupt
         return result
+
+    @contextmanager
+    def _ctrl_c(self) -> Iterator[None]:
+        """The first Ctrl-C only asks the loop to stop (a KeyboardInterrupt raised inside a Ray call could
+        leave the driver unable to read the shards); a second one interrupts at once."""
+        self.interrupted = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, frame: object) -> None:
+            if self.interrupted:
+                raise KeyboardInterrupt
+            self.interrupted = True
+
+        previous = signal.signal(signal.SIGINT, stop)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _start_shard(self, k: int) -> tuple:
         import ray
@@ -275,12 +302,14 @@ class Downpour:
         for i in self.replicas:
             grant(i)
         with open(t.run / runs.METRICS, "a") as metrics:
-            while pending:
-                [ref], _ = ray.wait(list(pending), num_returns=1)
-                i, n = pending.pop(ref)
+            while pending and not self.interrupted:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                if not ready:
+                    continue
+                i, n = pending.pop(ready[0])
                 granted -= n
                 try:
-                    report = ray.get(ref)
+                    report = ray.get(ready[0])
                 except RayActorError as e:
                     self._replica_died(i, e)
                     if i in self.replicas:

@@ -26,6 +26,8 @@ LOOPBACK = "127.0.0.1"
 _CLOSED_PROXY = f"http://{LOOPBACK}:9"
 _NO_PROXY = f"{LOOPBACK},localhost,::1"
 LOCAL_ENV = {
+    # Ray runs workers at nice 15; here the workers are the training, and compete with nothing of ours.
+    "RAY_worker_niceness": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_AUTH_MODE": "disabled",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",

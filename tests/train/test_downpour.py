@@ -230,7 +230,11 @@ def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path)
             time.sleep(0.5)
         assert runs.read_metrics(run), "no training step logged"
         os.kill(driver, signal.SIGINT)  # what Ctrl-C sends (Ray's own processes block it)
-        output, _ = proc.communicate(timeout=120)
+        try:
+            output, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("no exit 120 s after Ctrl-C:\n" + proc.communicate()[0].decode()[-3000:])
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -45,14 +45,15 @@ def finetune(
     dev = runs.device(device)
     schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, finetune_lr=finetune_lr, seed=seed)
     config = checkpoint.read_config(runs.checkpoint_path(run))
+    train_set, val_set = load_data(config, train, val, split, seed)
     out = out or run.resolve().with_name(f"{run.resolve().name}-{'scratch' if from_scratch else 'finetune'}")
     arms = [(False, out), (True, out.with_name(f"{out.name}-scratch"))] if compare else [(from_scratch, out)]
     for _, folder in arms:
         ensure_new(folder)
-    train_set, val_set = load_data(config, train, val, split, seed)
     print(f"{len(train_set.classes)} classes: {len(train_set)} training, {len(val_set)} validation images")
-    if train_set.skipped:
-        print(f"catneuron: skipped {len(train_set.skipped)} unreadable image(s) under {train}")
+    for folder, part in ((train, train_set), (val, val_set if val else None)):
+        if part is not None and part.skipped:
+            print(f"catneuron: skipped {len(part.skipped)} unreadable image(s) under {folder}")
     sources = {"train": str(train), "val": str(val) if val else None, "split": None if val else (split or 0.5)}
     results = {}
     for scratch, folder in arms:

@@ -28,7 +28,8 @@ class LabelledSet:
         return len(self.labels)
 
     def subset(self, index: np.ndarray) -> LabelledSet:
-        return LabelledSet(self.images[index], self.labels[index], self.classes)
+        """Some of the images; `skipped` stays the list of files skipped when the whole set was read."""
+        return LabelledSet(self.images[index], self.labels[index], self.classes, self.skipped)
 
 
 def class_folders(root: str | Path, flag: str) -> dict[str, list[Path]]:

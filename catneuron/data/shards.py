@@ -205,7 +205,7 @@ class ShardSource:
         count = ""
         if manifest is not None:
             sizes = {s["name"]: s["samples"] for s in manifest.get("shards", [])}
-            if shards and all(p.name in sizes for p in shards):
+            if all(p.name in sizes for p in shards):
                 shards = [p for p in shards if sizes[p.name] > 0]
                 total = sum(sizes[p.name] for p in shards)
                 if not total:

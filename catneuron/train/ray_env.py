@@ -51,16 +51,24 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _keep_loopback() -> None:
+    """Make this process's Ray keep 127.0.0.1 rather than swap it for the address that routes to 8.8.8.8.
+
+    RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is read when ray is first imported; a caller may have imported it.
+    """
+    import ray._private.ray_constants as ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 @contextmanager
 def local_ray(num_cpus: int | None = None) -> Iterator[None]:
     """A private Ray instance on loopback for the duration of the block: no dashboard, no usage stats, no
     auth token, no traffic off this machine; shut down (all its processes) on exit."""
     with _environment(LOCAL_ENV):
         import ray
-        import ray._private.ray_constants as ray_constants
 
-        # The variable is read when ray is first imported; a caller may have imported it already.
-        ray_constants.ENABLE_RAY_CLUSTER = False
+        _keep_loopback()
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address=LOOPBACK,
                  log_to_driver=False, logging_level=logging.WARNING)
         try:
@@ -78,6 +86,8 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
     elif address:
+        if address.rsplit(":", 1)[0] in (LOOPBACK, "localhost"):
+            _keep_loopback()  # a head started on loopback listens there only
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         try:
             yield

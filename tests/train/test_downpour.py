@@ -36,21 +36,23 @@ pytestmark = pytest.mark.slow
 RAY_PROCESS = re.compile(rb"ray::|/ray/core/src/ray/|ray/dashboard/|ray/_private/(log_monitor|workers)|monitor\.py")
 
 
-def ray_processes(marker: bytes = b"") -> list[int]:
-    """Live Ray processes (optionally: whose command line holds `marker`), from /proc."""
+def ray_processes(marker: bytes) -> list[int]:
+    """Live Ray processes whose command line or environment holds `marker` (workers rename themselves
+    `ray::...` but inherit the environment of the Ray that started them), from /proc."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
                 cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if RAY_PROCESS.search(cmdline) and marker in cmdline:
+            if RAY_PROCESS.search(cmdline) and (marker in cmdline or marker in environ):
                 found.append(int(entry.name))
     return found
 
 
-def wait_gone(marker: bytes = b"", seconds: float = 30) -> list[int]:
+def wait_gone(marker: bytes, seconds: float = 30) -> list[int]:
     deadline = time.monotonic() + seconds
     while (left := ray_processes(marker)) and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -311,6 +311,7 @@ class Downpour:
                 try:
                     report = ray.get(ready[0])
                 except RayActorError as e:
+                    rates.pop(i, None)
                     self._replica_died(i, e)
                     if i in self.replicas:
                         grant(i)

@@ -243,7 +243,8 @@ class Downpour:
             else:  # a per-tensor count (Adagrad's step): the same for all of them
                 state[key] = value.detach().numpy().copy()
         actor = ray.remote(ParameterShard).options(
-            name=self.actor_name("ps", k), num_cpus=0, max_restarts=-1, max_task_retries=-1)
+            name=self.actor_name("ps", k), num_cpus=0, max_restarts=-1, max_task_retries=-1,
+            scheduling_strategy="SPREAD")  # over the nodes: K links and memories, not one
         path = t.run.resolve() / PS_DIR / snapshot_name(k, self.options.ps_shards)
         shard = actor.remote(t.config, self.pieces[k], str(path), self.options.snapshot_seconds)
         return shard, shard.load.remote(gather(params, self.pieces[k]), state)
@@ -263,7 +264,7 @@ class Downpour:
         start = self.base_step if hasattr(self.trainer.source, "split") else self.positions[i]
         self.positions[i] = start
         actor = ray.remote(Replica).options(name=self.actor_name("replica", i, self.incarnations[i]),
-                                            num_cpus=self.cpus, max_restarts=0)
+                                            num_cpus=self.cpus, max_restarts=0, scheduling_strategy="SPREAD")
         o = self.options
         return actor.remote(self.trainer.config, self.source, i, o.replicas, start, self.shards, self.pieces,
                             o.fetch_every, o.push_every, self.threads)

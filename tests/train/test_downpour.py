@@ -237,11 +237,11 @@ def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail("no exit 120 s after Ctrl-C:\n" + proc.communicate()[0].decode()[-3000:])
+        left = wait_gone(temp.encode())
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    left = wait_gone(temp.encode())
-    shutil.rmtree(temp, ignore_errors=True)
+        shutil.rmtree(temp, ignore_errors=True)
     assert proc.returncode == 130, output.decode()[-2000:]
     ckpt = checkpoint.load(runs.checkpoint_path(run))
     assert ckpt.step >= runs.read_metrics(run)[-1]["step"]

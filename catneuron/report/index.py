@@ -28,7 +28,7 @@ OTHER_RUNS = [
 def _get(data: dict, getter) -> object:
     try:
         return getter(data)
-    except AttributeError:  # a section that is not an object in a malformed file
+    except (AttributeError, KeyError, TypeError):  # a section missing, or not an object, in a malformed file
         return None
 
 
@@ -138,7 +138,7 @@ def training_section(view: RunView, curves: str | None) -> Html:
                           code(f"catneuron train --data DATA --out {view.run}"), "."),
                   class_="card", id="training")
     last = view.metrics[-1]
-    batch = _get(view.config or {}, lambda c: c["config"]["train"]["batch_size"]) if view.config else None
+    batch = _get(view.config or {}, lambda c: c["config"]["train"]["batch_size"])
     facts = {"steps": last.get("step", "—"), "log lines": len(view.metrics),
              "training time (s)": fixed(last.get("elapsed_s"), 1),
              "throughput (images/s)": fixed(last.get("images_per_s"), 0),

@@ -144,3 +144,26 @@ def test_cli_report(run, tmp_path, capsys):
 
     report(run, tmp_path / "out")
     assert f"report: {tmp_path / 'out' / 'index.html'}" in capsys.readouterr().out
+
+
+def test_report_of_a_real_evaluation(tiny_run, tmp_path):
+    """`evaluate`'s own output, not a hand-written one, renders with its numbers and figures."""
+    import numpy as np
+
+    from catneuron.analysis.evaluate import LabelledImages
+    from catneuron.analysis.run_evaluation import evaluate_run
+
+    run = kit.copy_run(tiny_run, tmp_path / "run")
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        kit.png(tmp_path / "train" / f"{i}.png", (16, 16), tuple(int(v) for v in rng.integers(0, 256, 3)))
+    labels = np.array([1] * 12 + [0] * 20)
+    images = rng.random((32, 1, 16, 16), dtype=np.float32) * (0.5 + 0.5 * labels[:, None, None, None])
+    result = evaluate_run(run, LabelledImages(images, labels), "faces", n_filters=50,
+                          training_data=str(tmp_path / "train"))
+    index = write_report(run)
+    text = kit.parse(index).text()
+    assert f"{100 * result['best_neuron']['accuracy']:.1f}%" in text
+    best = kit.parse(index.parent / "neurons" / f"{result['best_neuron']['id']}.html")
+    assert any("histogram" in img.attrs["src"] for img in best.iter("img"))
+    assert check_links(index.parent) > 20

@@ -66,19 +66,3 @@ def first_stage_filters(network: Network, path: Path) -> Path:
     tiles = [weights[y * side + x, m].reshape(c, k, k) for y, x in spots for m in range(enc.out_channels)]
     return image_grid(np.stack(tiles), path, "stage-1 filters (rows: positions, columns: maps)",
                       columns=enc.out_channels)
-
-
-def training_curves(metrics: list[dict], path: Path) -> Path | None:
-    """Each objective term against step, log scale."""
-    if not metrics:
-        return None
-    steps = [m["step"] for m in metrics]
-    keys = sorted(k for k in metrics[0] if k.startswith(("recon_", "sparsity_")))
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for key in keys:
-        ax.plot(steps, [m[key] for m in metrics], label=key.replace("_", " stage "))
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("objective term (per image)")
-    ax.legend(fontsize=7, ncol=2)
-    return _save(fig, path)

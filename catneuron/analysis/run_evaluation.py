@@ -17,6 +17,7 @@ from catneuron.data.images import read_folder
 from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model.network import Network, NeuronId
+from catneuron.report.plots import training_curves
 
 
 def concept_slug(concept: str) -> str:
@@ -68,9 +69,10 @@ def write_figures(run: Path, network: Network, test: LabelledImages, result: dic
         "top_stimuli": figures.image_grid(test.images[np.argsort(-values)[:24]], out / f"{slug}_top_stimuli.png",
                                           f"top stimuli of {best['id']} in the test set"),
         "filters": figures.first_stage_filters(network, out / "stage1_filters.png"),
-        "training_curves": figures.training_curves(runs.read_metrics(run), out / "training_curves.png"),
     }
-    return {name: str(path.relative_to(run)) for name, path in made.items() if path is not None}
+    if training_curves(runs.read_metrics(run), out / "training_curves.png"):
+        made["training_curves"] = out / "training_curves.png"
+    return {name: str(path.relative_to(run)) for name, path in made.items()}
 
 
 def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters: int = 100_000,

@@ -5,24 +5,21 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-# None: the paper's text gives no value for that cell.
-PAPER_TABLE: dict[str, dict[str, float | None]] = {
-    "faces": {"random_guess": 64.8, "random_weights": None, "linear_filter": 74.0, "best_first_stage": 71.0,
-              "best_neuron": 81.7, "no_lcn": 78.5, "no_faces": 72.5},
-    "bodies": {"random_guess": 64.8, "random_weights": None, "linear_filter": 68.1, "best_first_stage": None,
-               "best_neuron": 76.7, "no_lcn": None, "no_faces": None},
-    "cats": {"random_guess": 64.8, "random_weights": None, "linear_filter": 67.2, "best_first_stage": None,
-             "best_neuron": 74.8, "no_lcn": None, "no_faces": None},
-}
+from catneuron.paper import PAPER, paper_concept
 
 ROWS = (("random_guess", "random guess (all negative)"), ("random_weights", "same network, random weights"),
         ("linear_filter", "best linear filter"), ("best_first_stage", "best first-stage neuron"),
         ("best_neuron", "best neuron (any stage)"))
 
 
+def published(concept: str) -> dict[str, float]:
+    """The paper's numbers for a concept name ('faces', 'cats', 'bodies'...), or none."""
+    return PAPER.get(paper_concept(concept) or "", {})
+
+
 def table_rows(result: dict) -> list[tuple[str, float, float | None, float | None, float | None]]:
     """(row label, accuracy, held-out accuracy, AUC, paper) for one concept's results."""
-    paper = PAPER_TABLE.get(result["concept"], {})
+    paper = published(result["concept"])
     detail = result.get("baselines_detail", {})
     rows = []
     for key, label in ROWS:
@@ -82,7 +79,7 @@ def print_full_table(summary: dict, console: Console | None = None) -> None:
     for key, label in FULL_ROWS:
         cells = []
         for concept in concepts:
-            ours, paper = values[concept].get(key), PAPER_TABLE.get(concept, {}).get(key)
+            ours, paper = values[concept].get(key), published(concept).get(key)
             cells += ["" if ours is None else f"{100 * ours:.1f}", "" if paper is None else f"{paper:.1f}"]
         table.add_row(label, *cells)
     console.print(table)

@@ -12,6 +12,7 @@ from catneuron.cli import demo  # noqa: E402,F401  isort: skip
 from catneuron.cli import evaluate  # noqa: E402,F401  isort: skip
 from catneuron.cli import finetune  # noqa: E402,F401  isort: skip
 from catneuron.cli import info  # noqa: E402,F401  isort: skip
+from catneuron.cli import table  # noqa: E402,F401  isort: skip
 from catneuron.cli import ingest  # noqa: E402,F401  isort: skip
 from catneuron.cli import invariance  # noqa: E402,F401  isort: skip
 from catneuron.cli import report  # noqa: E402,F401  isort: skip

@@ -15,6 +15,7 @@ from catneuron.cli.app import app
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.errors import UserError
 from catneuron.model import config as configs
+from catneuron.report.site import write_report
 from catneuron.train.trainer import Trainer
 
 
@@ -44,4 +45,5 @@ def demo(
     result = evaluate_run(out, LabelledImages(test.images, test.labels), "faces", n_filters=linear_filters)
     print("3/3 results")
     print_table([result])
+    print(f"report: {write_report(out)}")
     print(f"run folder: {out}")

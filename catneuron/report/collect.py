@@ -15,8 +15,8 @@ from pathlib import Path
 
 from catneuron import runs
 from catneuron.errors import UserError
+from catneuron.paper import PAPER, paper_concept
 from catneuron.report.html import slug
-from catneuron.report.paper import PAPER, paper_concept
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 CONCEPT_FIGURES = {"histogram": "activation histogram", "top_stimuli": "top stimuli"}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from catneuron.paper import PAPER, paper_concept
 from catneuron.report.collect import Concept, Neuron, RunView
 from catneuron.report.html import Html, el, fixed, join, number, page, percent
-from catneuron.report.paper import PAPER, paper_concept
 from catneuron.report.parts import Assets, code, figure, missing, num_cell, record_cells, roles, value_html
 
 # (key in PAPER, label, how this run measures it)
@@ -21,7 +21,7 @@ TABLE1 = [
 # Rows the paper measured on other runs: shown only where the paper has a number, with the command for it.
 OTHER_RUNS = [
     ("no_lcn", "best neuron, network trained without LCN", "catneuron train --no-lcn"),
-    ("without_faces", "best neuron, trained without faces", "catneuron ingest --exclude-faces, then train"),
+    ("no_faces", "best neuron, trained without faces", "catneuron ingest --exclude-faces, then train"),
 ]
 
 

@@ -73,6 +73,8 @@ def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     assert "Table 1, faces" in stdout and "best linear filter" in stdout and "81.7" in stdout
     result = json.loads((tmp_path / "demo" / "results" / "faces.json").read_text())
     assert result["positive_fraction"] == pytest.approx(100 / 284)
+    index = tmp_path / "demo" / "report" / "index.html"
+    assert f"report: {index}" in stdout and result["best_neuron"]["id"] in index.read_text()
 
 
 def test_evaluate_several_concepts_keeps_the_first_ratio(monkeypatch, capsys, tmp_path, image_folder):

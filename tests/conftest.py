@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 
@@ -22,3 +23,12 @@ def write_images(folder: Path, count: int, seed: int, corrupt: int = 0, size: tu
 @pytest.fixture
 def image_folder() -> Callable[..., Path]:
     return write_images
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Test tensors are tiny: intra-op threads only add hand-offs, which cost seconds on a loaded 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

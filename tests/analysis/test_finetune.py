@@ -39,15 +39,6 @@ def blobs(label: int, count: int, rng: np.random.Generator) -> np.ndarray:
     return images.astype(np.uint8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: extra threads only add synchronization, which a busy CI machine makes slow."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def labelled(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("labelled")

@@ -18,16 +18,6 @@ from catneuron.errors import UserError
 from catneuron.model.config import PRESETS
 from catneuron.model.network import Network, NeuronId
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are tiny: intra-op threads only add hand-offs, which cost seconds on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 Y, X = 4, 5  # the unit's 5x5 window: rows 4..8, columns 5..9 of the 16x16 input
 
 

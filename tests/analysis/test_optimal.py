@@ -1,20 +1,10 @@
 """Optimal stimulus: the projected line search stays on the sphere, never decreases f, and finds known optima."""
 
-import pytest
 import torch
 
 from catneuron.analysis.optimal import ascend, optimal_stimulus, project, random_starts, to_display
 from catneuron.model.config import PRESETS
 from catneuron.model.network import Network, NeuronId
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are tiny: intra-op threads only add hand-offs, which cost seconds on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_network() -> Network:

@@ -9,15 +9,6 @@ from catneuron.model.config import PRESETS
 from catneuron.model.network import Network, NeuronId, standardize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are tiny: intra-op threads only add hand-offs, which cost seconds on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_top_stimuli_of_a_linear_unit_match_a_direct_computation():
     torch.manual_seed(0)
     net = Network(PRESETS["tiny"].model).eval()

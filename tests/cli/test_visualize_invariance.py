@@ -6,7 +6,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from catneuron import runs
@@ -14,15 +13,6 @@ from catneuron.cli import main
 from catneuron.data.sources import ArraySource
 from catneuron.model.config import PRESETS
 from catneuron.train.trainer import Trainer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors here are tiny: intra-op threads only add hand-offs, which cost seconds on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

@@ -30,7 +30,8 @@ def table_rows(result: dict) -> list[tuple[str, float, float | None, float | Non
         rec = detail.get(key, {})
         rows.append((label, result["baselines"][key], rec.get("heldout_accuracy"), rec.get("auc"), paper.get(key)))
     for rec in result["best_by_stage"]:
-        rows.append((f"best stage-{rec['stage']} neuron ({rec['id']})", rec["accuracy"], None, rec["auc"], None))
+        rows.append((f"best stage-{rec['stage']} neuron ({rec['id']})", rec["accuracy"], rec.get("heldout_accuracy"),
+                     rec["auc"], None))
     return rows
 
 
@@ -45,6 +46,8 @@ def print_table(results: list[dict], console: Console | None = None) -> None:
             table.add_row(label, f"{100 * acc:.1f}", "" if held is None else f"{100 * held:.1f}",
                           "" if auc is None else f"{auc:.3f}", "" if paper is None else f"{paper:.1f}")
         console.print(table)
+        if "verdict" in result:
+            console.print(result["verdict"]["text"])
     console.print("held-out: unit and threshold chosen on one half of the test set, scored on the other. "
                   "The paper's numbers come from 10M 200x200 frames, 1e9 parameters and 3 days on 16,000 cores.")
 

@@ -50,6 +50,9 @@ def headline(concept: Concept, neurons: dict[str, Neuron]) -> Html:
         parts.append(f" (random guess {percent(chance)}%)")
     if known and "best_neuron" in PAPER[known]:
         parts.append(f"; the paper's best {known} neuron: {PAPER[known]['best_neuron']:.1f}%")
+    verdict = concept.data.get("verdict")
+    if isinstance(verdict, dict) and isinstance(verdict.get("text"), str):
+        parts += [el("br"), verdict["text"]]
     return el("li", *parts)
 
 

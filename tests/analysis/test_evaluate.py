@@ -31,6 +31,15 @@ def test_evaluate_writes_the_documented_fields(corpus, tmp_path):
     for value in list(result["baselines"].values()) + [result["heldout_accuracy"]]:
         assert 0 <= value <= 1
     assert result["baselines_detail"]["linear_filter"]["n_filters"] == 300
+    for rec in result["best_by_stage"]:
+        assert 0 <= rec["heldout_accuracy"] <= 1
+    v = result["verdict"]
+    bar = max(result["baselines_detail"]["random_weights"]["heldout_accuracy"],
+              result["baselines_detail"]["linear_filter"]["heldout_accuracy"])
+    upper = max(result["best_by_stage"][1:], key=lambda r: r["heldout_accuracy"])
+    assert v["upper_neuron"] == upper["id"] and v["baseline_heldout_accuracy"] == bar
+    assert v["margin"] == pytest.approx(upper["heldout_accuracy"] - bar)
+    assert v["emerged"] == (v["margin"] >= 0.03) and ("No high-level neuron" in v["text"]) != v["emerged"]
     accs = [r["accuracy"] for r in result["top_neurons"]]
     assert accs == sorted(accs, reverse=True) and accs[0] == result["best_neuron"]["accuracy"]
 
@@ -52,3 +61,16 @@ def test_labels_never_reach_the_trainer(tmp_path):
         torch.testing.assert_close(a, b)
     batch = next(EmbeddedCorpus(size=16).batches(10, seed=0))
     assert isinstance(batch, torch.Tensor) and batch.shape == (10, 1, 16, 16)
+
+
+def test_verdict_says_when_a_high_level_neuron_beats_the_baselines():
+    from catneuron.analysis.evaluate import verdict
+
+    stages = [{"id": "s1.filter.m0.y0.x0", "stage": 1, "heldout_accuracy": 0.9},
+              {"id": "s2.pool.m1.y0.x0", "stage": 2, "heldout_accuracy": 0.85},
+              {"id": "s3.pool.m0.y0.x0", "stage": 3, "heldout_accuracy": 0.70}]
+    base = {"random_weights": {"heldout_accuracy": 0.78}, "linear_filter": {"heldout_accuracy": 0.80}}
+    v = verdict(stages, base)
+    assert v["emerged"] and v["upper_neuron"] == "s2.pool.m1.y0.x0" and v["margin"] == pytest.approx(0.05)
+    base["linear_filter"]["heldout_accuracy"] = 0.83
+    assert not verdict(stages, base)["emerged"]

@@ -62,29 +62,35 @@ def scan_subset(responses: Responses, labels: np.ndarray, index: np.ndarray) -> 
 
 @dataclass
 class Scored:
-    """A scanned population of units: the full-set scan and the held-out (2-fold) accuracy of its best unit."""
+    """A scanned population of units: the scan of the whole test set, and of each half for the held-out protocol."""
 
+    responses: Responses
+    labels: np.ndarray
     full: Scan
-    heldout_accuracy: float
-    heldout_units: tuple[int, int]
+    halves: list[tuple[Scan, np.ndarray]]  # (scan of the picking half, indices of the other half)
+
+    def heldout(self, units: np.ndarray | None = None) -> tuple[float, tuple[int, int]]:
+        """Unit and threshold chosen on one half (among `units`), scored on the other; mean of both directions,
+        so the held-out number does not hang on one split. Returns it with the two chosen units."""
+        accuracies, chosen = [], []
+        for on_pick, test in self.halves:
+            unit = on_pick.best(units)
+            values = self.responses.unit(unit, test)
+            accuracies.append(accuracy_at(values, self.labels[test], float(on_pick.threshold[unit])))
+            chosen.append(unit)
+        return float(np.mean(accuracies)), (chosen[0], chosen[1])
+
+    @property
+    def heldout_accuracy(self) -> float:
+        return self.heldout()[0]
 
 
-def score(responses: Responses, labels: np.ndarray, units: np.ndarray | None = None, seed: int = 0) -> Scored:
-    """Paper protocol on all images, plus the strict one: unit and threshold chosen on one half, scored on the other.
-
-    Both directions are run and averaged, so the held-out number does not hang on one split.
-    """
-    everything = np.arange(len(labels))
-    full = scan_subset(responses, labels, everything)
-    halves = stratified_halves(labels, seed)
-    accuracies, chosen = [], []
-    for pick, test in (halves, halves[::-1]):
-        on_pick = scan_subset(responses, labels, pick)
-        unit = on_pick.best(units)
-        values = responses.unit(unit, test)
-        accuracies.append(accuracy_at(values, labels[test], float(on_pick.threshold[unit])))
-        chosen.append(unit)
-    return Scored(full, float(np.mean(accuracies)), (chosen[0], chosen[1]))
+def score(responses: Responses, labels: np.ndarray, seed: int = 0) -> Scored:
+    """The paper's protocol on all images, and the scans of two stratified halves for the strict one."""
+    full = scan_subset(responses, labels, np.arange(len(labels)))
+    first, second = stratified_halves(labels, seed)
+    halves = [(scan_subset(responses, labels, first), second), (scan_subset(responses, labels, second), first)]
+    return Scored(responses, labels, full, halves)
 
 
 def record(scored: Scored, unit: int, name: str, **extra) -> dict:
@@ -128,8 +134,8 @@ def evaluate(network: Network, test: LabelledImages, concept: str, training_batc
     by_stage = []
     for stage in range(1, len(network.stages) + 1):
         units = index.units_of_stage(stage)
-        held = score(responses, labels, units=units, seed=seed)
-        by_stage.append(neuron_record(index, trained, trained.full.best(units), heldout_accuracy=held.heldout_accuracy))
+        by_stage.append(neuron_record(index, trained, trained.full.best(units),
+                                      heldout_accuracy=trained.heldout(units)[0]))
 
     torch.manual_seed(seed + 1)
     random_net = Network(network.config).to(next(network.parameters()).device).eval()
@@ -154,7 +160,7 @@ def evaluate(network: Network, test: LabelledImages, concept: str, training_batc
         "best_neuron": neuron_record(index, trained, best),
         "best_by_stage": by_stage,
         "heldout_accuracy": trained.heldout_accuracy,
-        "heldout": {"units": [str(index.neuron(u)) for u in trained.heldout_units],
+        "heldout": {"units": [str(index.neuron(u)) for u in trained.heldout()[1]],
                     "protocol": "unit and threshold chosen on one stratified half, scored on the other; "
                                 "mean of both directions"},
         "baselines": {"random_guess": random_guess(labels)} | {k: v["accuracy"] for k, v in rows.items()},

@@ -12,9 +12,9 @@ import dataclasses
 from pathlib import Path
 
 from catneuron import runs
-from catneuron.analysis.evaluate import LabelledImages
 from catneuron.analysis.kmeans import fit_centroids, kmeans_record
 from catneuron.analysis.run_evaluation import evaluate_run
+from catneuron.data.labelled import LabelledImages
 from catneuron.data.sources import open_source
 from catneuron.model.config import Config, validate
 from catneuron.train.trainer import Trainer

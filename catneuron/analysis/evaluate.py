@@ -11,17 +11,10 @@ import torch
 from catneuron.analysis.activations import UnitIndex, unit_activations
 from catneuron.analysis.baselines import filter_responses, random_guess, sample_filters
 from catneuron.analysis.selectivity import Scan, accuracy_at, scan, stratified_halves
+from catneuron.data.labelled import LabelledImages
 from catneuron.model.network import Network
 
 CACHE_BYTES = 1536 << 20
-
-
-@dataclass
-class LabelledImages:
-    """A test set: images in [0, 1], (N, C, S, S), and labels (1 = the concept)."""
-
-    images: np.ndarray
-    labels: np.ndarray
 
 
 class Responses:

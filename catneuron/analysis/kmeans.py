@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.cluster import MiniBatchKMeans
 
-from catneuron.analysis.evaluate import LabelledImages, Responses, score
+from catneuron.analysis.evaluate import Responses, score
+from catneuron.data.labelled import LabelledImages
 from catneuron.model.network import standardize
 
 

@@ -11,9 +11,10 @@ import numpy as np
 from catneuron import runs
 from catneuron.analysis import figures
 from catneuron.analysis.concepts import ratio_subsample
-from catneuron.analysis.evaluate import LabelledImages, evaluate
+from catneuron.analysis.evaluate import evaluate
 from catneuron.analysis.stimuli import responses
 from catneuron.data.images import read_folder
+from catneuron.data.labelled import LabelledImages
 from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model.network import Network, NeuronId

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 
 from catneuron import runs
-from catneuron.analysis.evaluate import LabelledImages
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli.app import app
@@ -42,7 +41,7 @@ def demo(
     test = corpus.test_set()
     print(f"2/3 scanning every neuron on {len(test.labels)} held-out test images "
           f"({test.positive_fraction:.1%} faces; the paper's test set has 35.2%)")
-    result = evaluate_run(out, LabelledImages(test.images, test.labels), "faces", n_filters=linear_filters)
+    result = evaluate_run(out, test, "faces", n_filters=linear_filters)
     print("3/3 results")
     print_table([result])
     print(f"report: {write_report(out)}")

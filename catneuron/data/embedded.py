@@ -17,12 +17,12 @@ distractors as the paper's ratio asks (13,026 faces : 23,974 distractors, 35.2% 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
+from catneuron.data.labelled import LabelledImages
 from catneuron.data.sources import step_rng
 
 PAPER_POSITIVE_FRACTION = 13026 / (13026 + 23974)
@@ -79,18 +79,6 @@ def to_chw(image: np.ndarray) -> np.ndarray:
     return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
 
 
-@dataclass
-class LabelledSet:
-    """Test images in [0, 1], (N, C, S, S), with labels (1 = concept) kept apart from any trainer."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-    @property
-    def positive_fraction(self) -> float:
-        return float(self.labels.mean())
-
-
 class EmbeddedCorpus:
     """The demo's data. `split_seed` fixes which faces and crops are for training and which for test."""
 
@@ -131,10 +119,7 @@ class EmbeddedCorpus:
             yield torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
             step += 1
 
-    def training_source(self) -> EmbeddedCorpus:
-        return self
-
-    def test_set(self, positive_fraction: float = PAPER_POSITIVE_FRACTION, seed: int = 0) -> LabelledSet:
+    def test_set(self, positive_fraction: float = PAPER_POSITIVE_FRACTION, seed: int = 0) -> LabelledImages:
         """Held-out faces and mirrors vs. held-out distractors, at the paper's positive fraction."""
         rng = np.random.default_rng([seed, 7])
         faces = [to_chw(resize(f, self.size)) for f in self.test_faces]
@@ -148,4 +133,4 @@ class EmbeddedCorpus:
         negatives = negatives[:n_neg]
         images = np.ascontiguousarray(np.stack(faces + negatives), dtype=np.float32)
         labels = np.array([1] * len(faces) + [0] * len(negatives), dtype=np.int64)
-        return LabelledSet(images, labels)
+        return LabelledImages(images, labels)

@@ -32,6 +32,18 @@ class LabelledSet:
         return LabelledSet(self.images[index], self.labels[index], self.classes, self.skipped)
 
 
+@dataclass
+class LabelledImages:
+    """A concept's test set: images in [0, 1], float (N, C, S, S), and labels (1 = the concept, 0 = distractor)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def positive_fraction(self) -> float:
+        return float(self.labels.mean())
+
+
 def class_folders(root: str | Path, flag: str) -> dict[str, list[Path]]:
     """Class name -> its image files (recursive), for every sub-folder of `root`, sorted by name."""
     root = Path(root)

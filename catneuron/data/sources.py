@@ -67,7 +67,7 @@ def open_source(spec: str, size: int, channels: int) -> BatchSource:
     if spec == "embedded":
         from catneuron.data.embedded import EmbeddedCorpus
 
-        return EmbeddedCorpus(size=size, channels=channels).training_source()
+        return EmbeddedCorpus(size=size, channels=channels)
     from catneuron.data.shards import ShardSource, is_shard_spec
 
     if is_shard_spec(spec):

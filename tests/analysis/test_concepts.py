@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from catneuron.analysis.concepts import parse_concepts, ratio_subsample
-from catneuron.analysis.evaluate import LabelledImages
 from catneuron.analysis.kmeans import fit_centroids, kmeans_record
+from catneuron.data.labelled import LabelledImages
 from catneuron.errors import UserError
 
 

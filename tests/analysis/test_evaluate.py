@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from catneuron.analysis.evaluate import LabelledImages, evaluate
+from catneuron.analysis.evaluate import evaluate
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.model.config import PRESETS
 from catneuron.train.trainer import Trainer
@@ -19,7 +19,7 @@ def test_evaluate_writes_the_documented_fields(corpus, tmp_path):
     trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)
     trainer.fit(5, progress=False)
     test = corpus.test_set()
-    result = evaluate(trainer.network.eval(), LabelledImages(test.images, test.labels), "faces",
+    result = evaluate(trainer.network.eval(), test, "faces",
                       corpus.batches(100, seed=1), n_filters=300)
     assert result["n_positive"] == 100 and result["n_negative"] == 184
     for key in ("id", "stage", "sublayer", "accuracy", "threshold", "auc"):

@@ -150,8 +150,8 @@ def test_report_of_a_real_evaluation(tiny_run, tmp_path):
     """`evaluate`'s own output, not a hand-written one, renders with its numbers and figures."""
     import numpy as np
 
-    from catneuron.analysis.evaluate import LabelledImages
     from catneuron.analysis.run_evaluation import evaluate_run
+    from catneuron.data.labelled import LabelledImages
 
     run = kit.copy_run(tiny_run, tmp_path / "run")
     rng = np.random.default_rng(1)

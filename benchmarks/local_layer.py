@@ -8,7 +8,8 @@ FLOPs counted: 12 * positions * maps * fan_in * batch (encoder and decoder; forw
     python benchmarks/local_layer.py [--shapes small paper] [--rows N]
 
 At the paper's shape the reference implementations need 26+ GB, so every implementation is also
-timed on a band of `--rows` output rows (same window size, maps and batch): the rates compare.
+timed on a band of `--rows` output rows of the full width (the same rows, windows, maps and batch,
+fewer of them): the rates compare.
 """
 
 from __future__ import annotations
@@ -25,60 +26,62 @@ import torch.nn.functional as F
 
 from catneuron.model.local import LocalDecoder, LocallyConnected2d
 
-SHAPES = {  # channels, input size, kernel, stride, maps, batch
-    "small": (1, 32, 8, 1, 8, 100),
-    "paper": (3, 200, 18, 1, 8, 100),
+SHAPES = {  # channels, (height, width), kernel, stride, maps, batch
+    "small": (1, (32, 32), 8, 1, 8, 100),
+    "paper": (3, (200, 200), 18, 1, 8, 100),
 }
 
 
-def flops(c: int, size: int, k: int, s: int, maps: int, batch: int) -> float:
-    positions = ((size - k) // s + 1) ** 2
+def out(size: int, k: int, s: int) -> int:
+    return (size - k) // s + 1
+
+
+def flops(c: int, size: tuple[int, int], k: int, s: int, maps: int, batch: int) -> float:
+    positions = out(size[0], k, s) * out(size[1], k, s)
     return 12.0 * positions * maps * c * k * k * batch
 
 
 def ours(c, size, k, s, maps, batch):
     enc, dec = LocallyConnected2d(c, maps, size, k, s), LocalDecoder(c, maps, size, k, s)
-    x = torch.randn(batch, c, size, size, requires_grad=True)
+    x = torch.randn(batch, c, *size, requires_grad=True)
     return lambda: dec(enc(x)).square().sum().backward()
 
 
 def unfold_bmm(c, size, k, s, maps, batch):
-    o = (size - k) // s + 1
-    w1 = torch.randn(o * o, maps, c * k * k, requires_grad=True)
-    w2 = torch.randn(o * o, c * k * k, maps, requires_grad=True)
-    x = torch.randn(batch, c, size, size, requires_grad=True)
+    positions = out(size[0], k, s) * out(size[1], k, s)
+    w1 = torch.randn(positions, maps, c * k * k, requires_grad=True)
+    w2 = torch.randn(positions, c * k * k, maps, requires_grad=True)
+    x = torch.randn(batch, c, *size, requires_grad=True)
 
     def step():
         patches = F.unfold(x, k, stride=s).permute(2, 1, 0)  # L, P, B
         codes = torch.bmm(w1, patches)
         rec = torch.bmm(w2, codes).permute(2, 1, 0)  # B, P, L
-        F.fold(rec, (size, size), k, stride=s).square().sum().backward()
+        F.fold(rec, size, k, stride=s).square().sum().backward()
     return step
 
 
 def broadcast(c, size, k, s, maps, batch):
-    o = (size - k) // s + 1
-    w1 = torch.randn(1, o * o, maps, c * k * k, requires_grad=True)
-    w2 = torch.randn(1, o * o, maps, c * k * k, requires_grad=True)
-    x = torch.randn(batch, c, size, size, requires_grad=True)
+    positions = out(size[0], k, s) * out(size[1], k, s)
+    w1 = torch.randn(1, positions, maps, c * k * k, requires_grad=True)
+    w2 = torch.randn(1, positions, maps, c * k * k, requires_grad=True)
+    x = torch.randn(batch, c, *size, requires_grad=True)
 
     def step():
         patches = F.unfold(x, k, stride=s).transpose(1, 2).unsqueeze(2)  # B, L, 1, P
         codes = (patches * w1).sum(-1)  # B, L, O
         rec = (codes.unsqueeze(-1) * w2).sum(2)  # B, L, P
-        F.fold(rec.transpose(1, 2), (size, size), k, stride=s).square().sum().backward()
+        F.fold(rec.transpose(1, 2), size, k, stride=s).square().sum().backward()
     return step
 
 
 IMPLS = {"catneuron": ours, "unfold+bmm": unfold_bmm, "broadcast": broadcast}
 
 
-def band(shape: tuple, rows: int | None) -> tuple:
-    """The same layer on an input just tall enough for `rows` output rows (square inputs: a smaller image)."""
-    c, size, k, s, maps, batch = shape
-    if rows is None:
-        return shape
-    return (c, min(size, k + s * (rows - 1)), k, s, maps, batch)
+def band(shape: tuple, rows: int) -> tuple:
+    """The same layer on an input of the full width, just tall enough for `rows` output rows."""
+    c, (height, width), k, s, maps, batch = shape
+    return (c, (min(height, k + s * (rows - 1)), width), k, s, maps, batch)
 
 
 def time_one(impl: str, shape: tuple, repeats: int) -> dict:

@@ -60,9 +60,10 @@ def first_stage_filters(network: Network, path: Path) -> Path:
     stage = network.stages[0]
     enc = stage.encoder
     k, c = enc.kernel_size, enc.in_channels
-    side = enc.out_size
-    spots = [(side // 4, side // 4), (side // 2, side // 2), (3 * side // 4, 3 * side // 4)]
+    rows, cols = enc.out_shape
+    spots = [(rows * f // 4, cols * f // 4) for f in (1, 2, 3)]
     weights = enc.weight.detach().cpu().numpy()
-    tiles = [weights[y * side + x, m].reshape(c, k, k) for y, x in spots for m in range(enc.out_channels)]
+    tiles = [weights[y * cols + x, m].reshape(k, k, c).transpose(2, 0, 1) for y, x in spots
+             for m in range(enc.out_channels)]
     return image_grid(np.stack(tiles), path, "stage-1 filters (rows: positions, columns: maps)",
                       columns=enc.out_channels)

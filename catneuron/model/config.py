@@ -39,7 +39,6 @@ class ModelConfig:
     detach_stages: bool = True
     weight_norm: str = "none"
     encoder: str = "linear"
-    memory_budget_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -145,8 +144,7 @@ def validate(config: Config, source: str = "config") -> Config:
     if not m.stages:
         raise UserError(f"{source}: model.stages is empty")
     positive = {"model.input_size": m.input_size, "model.eps": m.eps, "train.batch_size": t.batch_size,
-                "train.lr": t.lr, "train.checkpoint_every": t.checkpoint_every, "train.log_every": t.log_every,
-                "model.memory_budget_mb": m.memory_budget_mb}
+                "train.lr": t.lr, "train.checkpoint_every": t.checkpoint_every, "train.log_every": t.log_every}
     for name, value in positive.items():
         if value <= 0:
             raise UserError(f"{source}: {name} must be positive, got {value}")

@@ -1,211 +1,275 @@
 """Locally connected layers: untied filters, one filter bank per output position.
 
-PyTorch has no locally connected layer (pytorch#499). Patch extraction, not arithmetic,
-is what makes the obvious `F.unfold` + `bmm` slow, so the kernels here work in a
-batch-last layout, (channels, height, width, batch): a patch row is then a run of
-`batch` contiguous floats and extraction is a plain strided copy. Positions are
-processed in chunks of output rows so that the patches of a batch never exceed a
-memory budget; when they fit, they are kept for the backward pass instead of being
-extracted twice.
+PyTorch has no locally connected layer (pytorch#499), and the obvious `F.unfold` + `bmm` spends
+its time copying patches, not multiplying. Here images are kept batch-last and channels-last,
+(height, width, channels, batch). For one output row and one window row `dy`, the windows of all
+the row's positions are then a strided *view* of the image, (positions, k*channels, batch), each
+block contiguous and overlapping its neighbour's, which `bmm` reads without a copy. Every product
+of the layer (forward, both gradients, the decoder) is a sweep over output rows and window rows:
+one `bmm` per (row, window rows) with the row's positions as its batch. Where one window row is
+small (few positions or channels), several are copied into a buffer of about `tile_bytes` so each
+`bmm` does more work. Overlapping windows are summed (the decoder, the gradient to the input) by
+one `index_add_` per `bmm`. No patch tensor of the whole batch is ever built: memory is the
+weights, the activations and a few buffers of a row.
+
+The fan-in of a filter is ordered (window row, window column, channel), as in Keras'
+LocallyConnected2D.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-DEFAULT_BUDGET_BYTES = 1 << 30
+TILE_BYTES = 1 << 20  # about one core's L2 cache
 
 
 def output_size(input_size: int, kernel_size: int, stride: int) -> int:
-    """Side of the square grid of window positions (no padding)."""
+    """Side of the grid of window positions along one axis (no padding)."""
     return (input_size - kernel_size) // stride + 1
 
 
-def extract_patches(xt: Tensor, kernel_size: int, stride: int, rows: slice) -> Tensor:
-    """(C, H, W, B) -> (positions, C*k*k, B) for the output rows in `rows`, row-major positions."""
-    c, _, _, b = xt.shape
-    view = xt.unfold(1, kernel_size, stride).unfold(2, kernel_size, stride)  # C, oh, ow, B, k, k
-    view = view[:, rows].permute(1, 2, 0, 4, 5, 3)  # rows, ow, C, k, k, B
-    return view.reshape(-1, c * kernel_size * kernel_size, b)
+def pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where the windows of a layer lie in a (height, width, channels, batch) image."""
+
+    height: int
+    width: int
+    channels: int
+    kernel: int
+    stride: int
+    batch: int
+    tile_bytes: int
+    element_size: int
+
+    @property
+    def out_h(self) -> int:
+        return output_size(self.height, self.kernel, self.stride)
+
+    @property
+    def out_w(self) -> int:
+        return output_size(self.width, self.kernel, self.stride)
+
+    @property
+    def row_fan_in(self) -> int:
+        """Fan-in of one window row: k * channels."""
+        return self.kernel * self.channels
+
+    @property
+    def tile(self) -> int:
+        """Window rows per `bmm`: as many as fit `tile_bytes`, at least one (then no copy is made)."""
+        row_bytes = self.out_w * self.row_fan_in * self.batch * self.element_size
+        return max(1, min(self.kernel, self.tile_bytes // row_bytes))
+
+    def tiles(self) -> Iterator[tuple[int, int, slice]]:
+        """(output row, first window row, fan-in columns) of every `bmm` of a sweep."""
+        for y in range(self.out_h):
+            for dy in range(0, self.kernel, self.tile):
+                rows = min(self.tile, self.kernel - dy)
+                yield y, dy, slice(dy * self.row_fan_in, (dy + rows) * self.row_fan_in)
+
+
+def windows(image: Tensor, geo: Geometry, y: int, dy: int, columns: slice) -> Tensor:
+    """(out_w, fan-in columns, batch): the windows of output row `y` from window row `dy` on.
+
+    One window row is a view of `image`; several are copied into a fresh contiguous tensor.
+    """
+    _, width, channels, batch = image.shape
+    rows = (columns.stop - columns.start) // geo.row_fan_in
+    pitch = width * channels * batch
+    view = image.as_strided((geo.out_w, rows, geo.row_fan_in, batch),
+                            (geo.stride * channels * batch, pitch, batch, 1),
+                            image.storage_offset() + (y * geo.stride + dy) * pitch)
+    return view[:, 0] if rows == 1 else view.reshape(geo.out_w, -1, batch)
 
 
 @functools.lru_cache(maxsize=64)
-def _pixel_index(channels: int, size: int, kernel_size: int, stride: int, rows: tuple[int, int],
-                 device: torch.device) -> Tensor:
-    """For each patch entry (row, column, channel, dy, dx) of the output rows `rows`, its pixel's flat index."""
-    ow = output_size(size, kernel_size, stride)
-    ys = torch.arange(*rows, device=device) * stride
-    xs = torch.arange(ow, device=device) * stride
-    d = torch.arange(kernel_size, device=device)
-    c = torch.arange(channels, device=device)
-    index = (c.view(1, 1, -1, 1, 1) * size * size
-             + (ys.view(-1, 1, 1, 1, 1) + d.view(1, 1, 1, -1, 1)) * size
-             + xs.view(1, -1, 1, 1, 1) + d.view(1, 1, 1, 1, -1))
-    return index.reshape(-1)
+def _fold_index(geo: Geometry, rows: int, device: torch.device) -> Tensor:
+    """For each entry (position, window row, column*channel) of a tile, its pixel's row in the image
+    flattened to (pixels * channels, batch), counted from the tile's first image row."""
+    x = torch.arange(geo.out_w, device=device).view(-1, 1, 1) * geo.stride * geo.channels
+    dy = torch.arange(rows, device=device).view(1, -1, 1) * geo.width * geo.channels
+    j = torch.arange(geo.row_fan_in, device=device).view(1, 1, -1)
+    return (x + dy + j).reshape(-1)
 
 
-def fold_patches(out: Tensor, patches: Tensor, kernel_size: int, stride: int, rows: slice) -> None:
-    """Add (positions, C*k*k, B) patches of the output rows `rows` into `out` (C, H, W, B), in place.
-
-    Overlapping windows are summed: this is the adjoint of `extract_patches`. One `index_add_` of
-    batch-long rows: k*k strided adds instead cost 100x more on a loaded machine, where each small
-    multi-threaded op waits for a busy core.
-    """
-    c, size, _, b = out.shape
-    index = _pixel_index(c, size, kernel_size, stride, (rows.start, rows.stop), out.device)
-    out.view(-1, b).index_add_(0, index, patches.reshape(-1, b))
+def fold_into(image: Tensor, tile: Tensor, geo: Geometry, y: int, dy: int) -> None:
+    """Add a (out_w, fan-in columns, batch) tile of windows into `image`, overlaps summed: the adjoint of `windows`."""
+    rows = tile.shape[1] // geo.row_fan_in
+    flat = image.view(-1, geo.batch)
+    start = (y * geo.stride + dy) * geo.width * geo.channels
+    index = _fold_index(geo, rows, image.device)
+    flat[start:].index_add_(0, index, tile.reshape(-1, geo.batch))
 
 
-def _row_chunks(out_size: int, row_bytes: int, budget: int) -> list[slice]:
-    per_chunk = max(1, min(out_size, budget // max(1, row_bytes)))
-    return [slice(r, min(out_size, r + per_chunk)) for r in range(0, out_size, per_chunk)]
+def _bmm_into(target: Tensor, a: Tensor, b: Tensor) -> None:
+    """target = a @ b, written in place (through a temporary when `target` is a strided slice)."""
+    if target.is_contiguous():
+        torch.bmm(a, b, out=target)
+    else:
+        target.copy_(torch.bmm(a, b))
+
+
+def contract(image: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
+    """codes[l] = weight[l] @ patch[l] for every position: (H, W, C, B), (L, O, P) -> (L, O, B)."""
+    w = weight.unflatten(0, (geo.out_h, geo.out_w))
+    codes = image.new_empty(weight.shape[0], weight.shape[1], geo.batch)
+    for y, dy, cols in geo.tiles():
+        row = codes[y * geo.out_w:(y + 1) * geo.out_w]
+        if dy == 0:
+            torch.bmm(w[y, :, :, cols], windows(image, geo, y, dy, cols), out=row)
+        else:
+            row.baddbmm_(w[y, :, :, cols], windows(image, geo, y, dy, cols))
+    return codes
+
+
+def spread(codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
+    """The adjoint of `contract`: sum over positions of weight[l]^T @ codes[l], folded into an image."""
+    w = weight.unflatten(0, (geo.out_h, geo.out_w))
+    image = codes.new_zeros(geo.height, geo.width, geo.channels, geo.batch)
+    for y, dy, cols in geo.tiles():
+        row = codes[y * geo.out_w:(y + 1) * geo.out_w]
+        fold_into(image, torch.bmm(w[y, :, :, cols].mT, row), geo, y, dy)
+    return image
+
+
+def correlate_into(grad: Tensor, image: Tensor, codes: Tensor, geo: Geometry) -> Tensor:
+    """grad[l] = codes[l] @ patch[l]^T for every position, written into `grad`, an (L, O, P) tensor
+    or the transposed view of an (L, P, O) one (each product is then computed in that orientation)."""
+    g = grad.unflatten(0, (geo.out_h, geo.out_w))
+    for y, dy, cols in geo.tiles():
+        row = codes[y * geo.out_w:(y + 1) * geo.out_w]
+        patches = windows(image, geo, y, dy, cols)
+        target = g[y, :, :, cols]
+        if target.stride(-1) == 1:
+            _bmm_into(target, row, patches.mT)
+        else:
+            _bmm_into(target.mT, patches, row.mT)
+    return grad
 
 
 class _Encode(torch.autograd.Function):
-    """codes[l] = W[l] @ patches[l]: (C, H, W, B), (L, O, P) -> (L, O, B)."""
+    """(H, W, C, B) image, (L, O, P) weights -> (L, O, B) codes."""
 
     @staticmethod
-    def forward(ctx, xt: Tensor, weight: Tensor, kernel_size: int, stride: int, budget: int) -> Tensor:
-        out_size = output_size(xt.shape[1], kernel_size, stride)
-        chunks = _row_chunks(out_size, out_size * weight.shape[2] * xt.shape[3] * xt.element_size(), budget)
-        ctx.geometry = (kernel_size, stride, out_size, chunks)
-        if len(chunks) == 1:
-            patches = extract_patches(xt, kernel_size, stride, chunks[0])
-            ctx.save_for_backward(xt, weight, patches)
-            return torch.bmm(weight, patches)
-        codes = xt.new_empty(weight.shape[0], weight.shape[1], xt.shape[3])
-        for rows in chunks:
-            pos = slice(rows.start * out_size, rows.stop * out_size)
-            torch.bmm(weight[pos], extract_patches(xt, kernel_size, stride, rows), out=codes[pos])
-        ctx.save_for_backward(xt, weight)
-        return codes
+    def forward(ctx, image: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
+        ctx.geo = geo
+        ctx.save_for_backward(image, weight)
+        return contract(image, weight, geo)
 
     @staticmethod
     def backward(ctx, grad_codes: Tensor):
-        kernel_size, stride, out_size, chunks = ctx.geometry
-        xt, weight, *kept = ctx.saved_tensors
+        image, weight = ctx.saved_tensors
         grad_codes = grad_codes.contiguous()
-        grad_x = torch.zeros_like(xt) if ctx.needs_input_grad[0] else None
-        grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
-        for rows in chunks:
-            pos = slice(rows.start * out_size, rows.stop * out_size)
-            g = grad_codes[pos]
-            if grad_w is not None:
-                patches = kept[0] if kept else extract_patches(xt, kernel_size, stride, rows)
-                torch.bmm(g, patches.transpose(1, 2), out=grad_w[pos])
-            if grad_x is not None:
-                fold_patches(grad_x, torch.bmm(weight[pos].transpose(1, 2), g), kernel_size, stride, rows)
-        return grad_x, grad_w, None, None, None
+        grad_image = spread(grad_codes, weight, ctx.geo) if ctx.needs_input_grad[0] else None
+        grad_weight = correlate_into(torch.empty_like(weight), image, grad_codes, ctx.geo) \
+            if ctx.needs_input_grad[1] else None
+        return grad_image, grad_weight, None
 
 
 class _Decode(torch.autograd.Function):
-    """The transpose map: (L, O, B) codes and (L, P, O) weights -> (C, H, W, B), windows summed."""
+    """(L, O, B) codes, (L, P, O) weights -> (H, W, C, B) image, overlapping windows summed."""
 
     @staticmethod
-    def forward(ctx, codes: Tensor, weight: Tensor, shape: tuple[int, int, int], kernel_size: int,
-                stride: int, budget: int) -> Tensor:
-        channels, size, _ = shape
-        out_size = output_size(size, kernel_size, stride)
-        chunks = _row_chunks(out_size, out_size * weight.shape[1] * codes.shape[2] * codes.element_size(), budget)
-        ctx.geometry = (kernel_size, stride, out_size, chunks)
+    def forward(ctx, codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
+        ctx.geo = geo
         ctx.save_for_backward(codes, weight)
-        out = codes.new_zeros(channels, size, size, codes.shape[2])
-        for rows in chunks:
-            pos = slice(rows.start * out_size, rows.stop * out_size)
-            fold_patches(out, torch.bmm(weight[pos], codes[pos]), kernel_size, stride, rows)
-        return out
+        return spread(codes, weight.mT, geo)
 
     @staticmethod
-    def backward(ctx, grad_out: Tensor):
-        kernel_size, stride, out_size, chunks = ctx.geometry
+    def backward(ctx, grad_image: Tensor):
         codes, weight = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
-        grad_codes = torch.empty_like(codes) if ctx.needs_input_grad[0] else None
-        grad_w = torch.empty_like(weight) if ctx.needs_input_grad[1] else None
-        for rows in chunks:
-            pos = slice(rows.start * out_size, rows.stop * out_size)
-            patches = extract_patches(grad_out, kernel_size, stride, rows)
-            if grad_codes is not None:
-                torch.bmm(weight[pos].transpose(1, 2), patches, out=grad_codes[pos])
-            if grad_w is not None:
-                torch.bmm(patches, codes[pos].transpose(1, 2), out=grad_w[pos])
-        return grad_codes, grad_w, None, None, None, None
+        grad_image = grad_image.contiguous()
+        grad_codes = contract(grad_image, weight.mT, ctx.geo) if ctx.needs_input_grad[0] else None
+        grad_weight = correlate_into(torch.empty_like(weight).mT, grad_image, codes, ctx.geo).mT \
+            if ctx.needs_input_grad[1] else None
+        return grad_codes, grad_weight, None
 
 
 def to_batch_last(x: Tensor) -> Tensor:
-    """(B, C, H, W) -> contiguous (C, H, W, B)."""
-    return x.permute(1, 2, 3, 0).contiguous()
+    """(B, C, H, W) -> contiguous (H, W, C, B)."""
+    return x.permute(2, 3, 1, 0).contiguous()
 
 
 def from_batch_last(xt: Tensor) -> Tensor:
-    """(C, H, W, B) -> contiguous (B, C, H, W)."""
-    return xt.permute(3, 0, 1, 2).contiguous()
+    """(H, W, C, B) -> contiguous (B, C, H, W)."""
+    return xt.permute(3, 2, 0, 1).contiguous()
 
 
-def codes_to_maps(codes: Tensor, out_size: int) -> Tensor:
-    """(L, O, B) -> (B, O, oh, ow)."""
-    return codes.permute(2, 1, 0).reshape(codes.shape[2], codes.shape[1], out_size, out_size)
+class _Local(nn.Module):
+    """Shape bookkeeping shared by the encoder and the decoder."""
 
-
-def maps_to_codes(maps: Tensor) -> Tensor:
-    """(B, O, oh, ow) -> contiguous (L, O, B)."""
-    b, o = maps.shape[:2]
-    return maps.reshape(b, o, -1).permute(2, 1, 0).contiguous()
-
-
-class LocallyConnected2d(nn.Module):
-    """A locally connected layer (the paper's W1): a convolution without weight sharing.
-
-    Every output position (i, j) has its own filter bank of `out_channels` filters, each seeing a
-    `kernel_size` x `kernel_size` window of all `in_channels` input maps; no padding, square inputs.
-    `weight` has shape (positions, out_channels, in_channels * k * k), positions row-major.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, input_size: int, kernel_size: int,
-                 stride: int = 1, memory_budget: int = DEFAULT_BUDGET_BYTES) -> None:
+    def __init__(self, in_channels: int, out_channels: int, input_size: int | tuple[int, int], kernel_size: int,
+                 stride: int, tile_bytes: int) -> None:
         super().__init__()
-        if kernel_size > input_size:
+        self.input_shape = pair(input_size)
+        if kernel_size > min(self.input_shape):
             raise ValueError(f"kernel_size {kernel_size} is larger than input_size {input_size}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.input_size, self.kernel_size, self.stride = input_size, kernel_size, stride
-        self.out_size = output_size(input_size, kernel_size, stride)
-        self.memory_budget = memory_budget
-        fan_in = in_channels * kernel_size * kernel_size
-        self.weight = nn.Parameter(torch.empty(self.out_size**2, out_channels, fan_in))
-        self.reset_parameters()
+        self.kernel_size, self.stride, self.tile_bytes = kernel_size, stride, tile_bytes
+        self.out_shape = (output_size(self.input_shape[0], kernel_size, stride),
+                          output_size(self.input_shape[1], kernel_size, stride))
+        self.fan_in = kernel_size * kernel_size * in_channels
 
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.weight.shape[2]))
+    @property
+    def positions(self) -> int:
+        return self.out_shape[0] * self.out_shape[1]
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, out_channels, out_size, out_size)."""
-        codes = _Encode.apply(to_batch_last(x), self.weight, self.kernel_size, self.stride, self.memory_budget)
-        return codes_to_maps(codes, self.out_size)
+    def geometry(self, batch: int, dtype: torch.dtype) -> Geometry:
+        return Geometry(*self.input_shape, self.in_channels, self.kernel_size, self.stride, batch,
+                        self.tile_bytes, torch.finfo(dtype).bits // 8)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, input_size={self.input_size}, "
+        return (f"{self.in_channels}, {self.out_channels}, input_size={self.input_shape}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}")
 
 
-class LocalDecoder(nn.Module):
-    """The untied decoder (the paper's W2): codes back to input space, overlapping windows summed.
+class LocallyConnected2d(_Local):
+    """A locally connected layer (the paper's W1): a convolution without weight sharing.
 
-    With `weight` equal to the encoder's weight transposed per position, it is exactly the adjoint
-    (transpose) of that `LocallyConnected2d`. `weight` has shape (positions, in_channels*k*k, out_channels).
+    Every output position (i, j) has its own bank of `out_channels` filters, each seeing a
+    `kernel_size` x `kernel_size` window of all `in_channels` input maps; no padding. `weight` has
+    shape (positions, out_channels, k * k * in_channels): positions row-major, fan-in ordered
+    (window row, window column, channel).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, input_size: int, kernel_size: int,
-                 stride: int = 1, memory_budget: int = DEFAULT_BUDGET_BYTES) -> None:
-        super().__init__()
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.input_size, self.kernel_size, self.stride = input_size, kernel_size, stride
-        self.out_size = output_size(input_size, kernel_size, stride)
-        self.memory_budget = memory_budget
-        self.weight = nn.Parameter(torch.empty(self.out_size**2, in_channels * kernel_size**2, out_channels))
+    def __init__(self, in_channels: int, out_channels: int, input_size: int | tuple[int, int], kernel_size: int,
+                 stride: int = 1, tile_bytes: int = TILE_BYTES) -> None:
+        super().__init__(in_channels, out_channels, input_size, kernel_size, stride, tile_bytes)
+        self.weight = nn.Parameter(torch.empty(self.positions, out_channels, self.fan_in))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.fan_in))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> (B, out_channels, out_h, out_w)."""
+        batch = x.shape[0]
+        codes = _Encode.apply(to_batch_last(x), self.weight, self.geometry(batch, x.dtype))
+        return codes.permute(2, 1, 0).reshape(batch, self.out_channels, *self.out_shape)
+
+
+class LocalDecoder(_Local):
+    """The untied decoder (the paper's W2): codes back to input space, overlapping windows summed.
+
+    With `weight` equal to the encoder's weight transposed per position it is exactly the adjoint
+    (transpose) of that `LocallyConnected2d`. `weight` has shape (positions, k * k * in_channels,
+    out_channels), fan-in ordered as the encoder's.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, input_size: int | tuple[int, int], kernel_size: int,
+                 stride: int = 1, tile_bytes: int = TILE_BYTES) -> None:
+        super().__init__(in_channels, out_channels, input_size, kernel_size, stride, tile_bytes)
+        self.weight = nn.Parameter(torch.empty(self.positions, self.fan_in, out_channels))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -215,8 +279,8 @@ class LocalDecoder(nn.Module):
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.out_channels * overlap))
 
     def forward(self, codes: Tensor) -> Tensor:
-        """(B, out_channels, out_size, out_size) -> (B, in_channels, input_size, input_size)."""
-        shape = (self.in_channels, self.input_size, self.input_size)
-        xt = _Decode.apply(maps_to_codes(codes), self.weight, shape, self.kernel_size, self.stride,
-                           self.memory_budget)
-        return from_batch_last(xt)
+        """(B, out_channels, out_h, out_w) -> (B, in_channels, height, width)."""
+        batch = codes.shape[0]
+        flat = codes.reshape(batch, self.out_channels, -1).permute(2, 1, 0).contiguous()
+        image = _Decode.apply(flat, self.weight, self.geometry(batch, codes.dtype))
+        return from_batch_last(image)

@@ -60,9 +60,8 @@ class Network(nn.Module):
         super().__init__()
         self.config = config
         self.shapes: list[StageShape] = stage_shapes(config)
-        budget = config.memory_budget_mb << 20
         self.stages = nn.ModuleList(
-            Stage(sh.in_channels, sh.in_size, cfg, config.sparsity, config.eps, config.lcn, budget, config.encoder)
+            Stage(sh.in_channels, sh.in_size, cfg, config.sparsity, config.eps, config.lcn, config.encoder)
             for sh, cfg in zip(self.shapes, config.stages, strict=True)
         )
 

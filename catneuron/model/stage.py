@@ -42,9 +42,9 @@ class Stage(nn.Module):
     """
 
     def __init__(self, in_channels: int, input_size: int, cfg: StageConfig, sparsity: float = 0.1,
-                 eps: float = 1e-2, lcn: bool = True, memory_budget: int = 1 << 30, encoder: str = "linear") -> None:
+                 eps: float = 1e-2, lcn: bool = True, encoder: str = "linear") -> None:
         super().__init__()
-        args = (in_channels, cfg.maps, input_size, cfg.kernel, cfg.stride, memory_budget)
+        args = (in_channels, cfg.maps, input_size, cfg.kernel, cfg.stride)
         self.encoder = LocallyConnected2d(*args)
         self.decoder = LocalDecoder(*args)
         self.pool = L2Pool2d(cfg.pool, cfg.pool_stride, eps)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from catneuron.errors import UserError
 from catneuron.model.config import Config, from_dict, to_dict
 
-FORMAT = "catneuron-checkpoint/1"
+FORMAT = "catneuron-checkpoint/2"  # 2: filter fan-in ordered (row, column, channel)
 
 
 @dataclass
@@ -87,6 +87,9 @@ def _metadata(path: Path) -> dict[str, str]:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable checkpoint ({e})") from None
+    if meta.get("format") == "catneuron-checkpoint/1":
+        raise UserError(f"{path}: written by catneuron before 0.2, whose filters ordered their fan-in "
+                        "(channel, row, column); train it again with this version")
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: not a catneuron checkpoint (format {meta.get('format')!r})")
     return meta

@@ -64,7 +64,7 @@ def test_optimal_stimulus_of_a_template_neuron_is_the_template():
     the sphere is w in its window and zeros elsewhere."""
     net = tiny_network()
     encoder = net.stages[0].encoder
-    k, side, y, x, m = encoder.kernel_size, encoder.out_size, 3, 7, 2
+    k, side, y, x, m = encoder.kernel_size, encoder.out_shape[1], 3, 7, 2
     torch.manual_seed(5)
     template = torch.randn(k, k)
     template -= template.mean()

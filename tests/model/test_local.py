@@ -3,44 +3,49 @@
 import pytest
 import torch
 
-from catneuron.model.local import LocalDecoder, LocallyConnected2d, extract_patches, fold_patches, to_batch_last
+from catneuron.model.local import Geometry, LocalDecoder, LocallyConnected2d, fold_into, to_batch_last, windows
 
 
 def loop_encode(x: torch.Tensor, weight: torch.Tensor, k: int, s: int) -> torch.Tensor:
-    b, _, h, _ = x.shape
-    o = (h - k) // s + 1
-    out = torch.zeros(b, weight.shape[1], o, o, dtype=x.dtype)
-    for i in range(o):
-        for j in range(o):
-            patch = x[:, :, i * s:i * s + k, j * s:j * s + k].reshape(b, -1)
-            out[:, :, i, j] = patch @ weight[i * o + j].T
+    """Each position's filters against its window, fan-in ordered (row, column, channel)."""
+    b, _, h, w = x.shape
+    oh, ow = (h - k) // s + 1, (w - k) // s + 1
+    out = torch.zeros(b, weight.shape[1], oh, ow, dtype=x.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            patch = x[:, :, i * s:i * s + k, j * s:j * s + k].permute(0, 2, 3, 1).reshape(b, -1)
+            out[:, :, i, j] = patch @ weight[i * ow + j].T
     return out
 
 
-def loop_decode(codes: torch.Tensor, weight: torch.Tensor, c: int, h: int, k: int, s: int) -> torch.Tensor:
-    b, _, o, _ = codes.shape
-    out = torch.zeros(b, c, h, h, dtype=codes.dtype)
-    for i in range(o):
-        for j in range(o):
-            patch = codes[:, :, i, j] @ weight[i * o + j].T
-            out[:, :, i * s:i * s + k, j * s:j * s + k] += patch.reshape(b, c, k, k)
+def loop_decode(codes: torch.Tensor, weight: torch.Tensor, c: int, size: tuple[int, int], k: int,
+                s: int) -> torch.Tensor:
+    b, _, oh, ow = codes.shape
+    out = torch.zeros(b, c, *size, dtype=codes.dtype)
+    for i in range(oh):
+        for j in range(ow):
+            patch = codes[:, :, i, j] @ weight[i * ow + j].T
+            out[:, :, i * s:i * s + k, j * s:j * s + k] += patch.reshape(b, k, k, c).permute(0, 3, 1, 2)
     return out
 
 
-SHAPES = [  # channels, size, kernel, stride, maps, memory budget (bytes; small forces chunking)
-    (1, 9, 3, 1, 2, 1 << 30),
-    (3, 10, 4, 2, 3, 1 << 30),
-    (2, 13, 5, 3, 4, 1 << 30),
-    (3, 12, 5, 1, 2, 200),
-    (4, 11, 3, 2, 5, 1),
+SHAPES = [  # channels, (height, width), kernel, stride, maps, tile bytes (1: one window row per bmm)
+    (1, (9, 9), 3, 1, 2, 1 << 20),
+    (3, (10, 10), 4, 2, 3, 1 << 20),
+    (2, (13, 13), 5, 3, 4, 1),
+    (3, (12, 12), 5, 1, 2, 1),
+    (3, (12, 12), 5, 1, 2, 2 * 8 * 8 * 15 * 3),  # two window rows per bmm, then one
+    (4, (11, 11), 3, 2, 5, 1 << 20),
+    (2, (9, 14), 4, 1, 3, 1),  # rectangular
+    (2, (15, 8), 3, 2, 2, 1 << 20),
 ]
 
 
-@pytest.mark.parametrize("c,size,k,s,maps,budget", SHAPES)
-def test_encoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, budget):
+@pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
+def test_encoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile):
     torch.manual_seed(0)
-    layer = LocallyConnected2d(c, maps, size, k, s, memory_budget=budget).double()
-    x = torch.randn(3, c, size, size, dtype=torch.float64, requires_grad=True)
+    layer = LocallyConnected2d(c, maps, size, k, s, tile_bytes=tile).double()
+    x = torch.randn(3, c, *size, dtype=torch.float64, requires_grad=True)
     y, ref = layer(x), loop_encode(x, layer.weight, k, s)
     torch.testing.assert_close(y, ref)
     g = torch.randn_like(y)
@@ -50,12 +55,11 @@ def test_encoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, budget)
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("c,size,k,s,maps,budget", SHAPES)
-def test_decoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, budget):
+@pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
+def test_decoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile):
     torch.manual_seed(1)
-    dec = LocalDecoder(c, maps, size, k, s, memory_budget=budget).double()
-    o = dec.out_size
-    codes = torch.randn(3, maps, o, o, dtype=torch.float64, requires_grad=True)
+    dec = LocalDecoder(c, maps, size, k, s, tile_bytes=tile).double()
+    codes = torch.randn(3, maps, *dec.out_shape, dtype=torch.float64, requires_grad=True)
     y, ref = dec(codes), loop_decode(codes, dec.weight, c, size, k, s)
     torch.testing.assert_close(y, ref)
     g = torch.randn_like(y)
@@ -65,31 +69,46 @@ def test_decoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, budget)
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("c,size,k,s,maps,budget", SHAPES)
-def test_decoder_is_the_adjoint_when_weights_are_tied(c, size, k, s, maps, budget):
+@pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
+def test_decoder_is_the_adjoint_when_weights_are_tied(c, size, k, s, maps, tile):
     torch.manual_seed(2)
-    enc = LocallyConnected2d(c, maps, size, k, s, memory_budget=budget).double()
-    dec = LocalDecoder(c, maps, size, k, s, memory_budget=budget).double()
+    enc = LocallyConnected2d(c, maps, size, k, s, tile_bytes=tile).double()
+    dec = LocalDecoder(c, maps, size, k, s, tile_bytes=tile).double()
     dec.weight.data = enc.weight.data.transpose(1, 2).clone()
-    x = torch.randn(2, c, size, size, dtype=torch.float64)
-    codes = torch.randn(2, maps, enc.out_size, enc.out_size, dtype=torch.float64)
+    x = torch.randn(2, c, *size, dtype=torch.float64)
+    codes = torch.randn(2, maps, *enc.out_shape, dtype=torch.float64)
     assert torch.isclose((enc(x) * codes).sum(), (x * dec(codes)).sum(), rtol=1e-10)
 
 
-def test_fold_is_the_adjoint_of_extract():
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_fold_is_the_adjoint_of_windows(rows):
     torch.manual_seed(3)
-    xt = to_batch_last(torch.randn(2, 3, 11, 11, dtype=torch.float64))
-    rows = slice(0, 4)
-    patches = extract_patches(xt, 3, 2, rows)
+    xt = to_batch_last(torch.randn(2, 3, 11, 12, dtype=torch.float64))
+    geo = Geometry(11, 12, 3, 3, 2, 2, tile_bytes=1, element_size=8)
+    cols = slice(3 * 3, (1 + rows) * 3 * 3)  # window rows 1 .. rows of output row 2
+    patches = windows(xt, geo, 2, 1, cols)
     other = torch.randn_like(patches)
     folded = torch.zeros_like(xt)
-    fold_patches(folded, other, 3, 2, rows)
+    fold_into(folded, other, geo, 2, 1)
     assert torch.isclose((patches * other).sum(), (xt * folded).sum(), rtol=1e-10)
+
+
+def test_windows_are_a_view_for_one_window_row():
+    xt = to_batch_last(torch.randn(2, 3, 11, 12))
+    geo = Geometry(11, 12, 3, 3, 2, 2, tile_bytes=1, element_size=4)
+    assert windows(xt, geo, 2, 1, slice(9, 18)).untyped_storage().data_ptr() == xt.untyped_storage().data_ptr()
+
+
+def test_tiles_fill_the_budget_and_cover_every_window_row():
+    geo = Geometry(20, 20, 2, 5, 1, 10, tile_bytes=3 * 16 * 10 * 10 * 4, element_size=4)
+    assert geo.tile == 3
+    assert [(dy, c.start, c.stop) for y, dy, c in geo.tiles() if y == 0] == [(0, 0, 30), (3, 30, 50)]
+    assert len(list(geo.tiles())) == 16 * 2
 
 
 def test_gradcheck_float64():
     torch.manual_seed(4)
-    enc = LocallyConnected2d(2, 2, 6, 3, 1, memory_budget=64).double()
+    enc = LocallyConnected2d(2, 2, 6, 3, 1, tile_bytes=1).double()
     x = torch.randn(2, 2, 6, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w: enc(x), (x, enc.weight))
 

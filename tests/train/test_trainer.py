@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from catneuron import runs
 from catneuron.data.embedded import EmbeddedCorpus
@@ -68,6 +69,16 @@ def test_checkpoint_round_trip_and_atomicity(tmp_path):
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     runs.checkpoint_path(tmp_path).write_bytes(b"not a checkpoint")
     with pytest.raises(Exception, match="not a readable checkpoint"):
+        runs.load_network(tmp_path)
+
+
+def test_a_checkpoint_of_the_old_filter_layout_is_refused(tmp_path):
+    """Version-1 checkpoints ordered each filter's fan-in (channel, row, column): loading them now would
+    silently scramble every filter."""
+    path = runs.checkpoint_path(tmp_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({"w": torch.zeros(1)}, str(path), metadata={"format": "catneuron-checkpoint/1"})
+    with pytest.raises(Exception, match="train it again"):
         runs.load_network(tmp_path)
 
 

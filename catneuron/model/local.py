@@ -111,14 +111,6 @@ def fold_into(image: Tensor, tile: Tensor, geo: Geometry, y: int, dy: int) -> No
     flat[start:].index_add_(0, index, tile.reshape(-1, geo.batch))
 
 
-def _bmm_into(target: Tensor, a: Tensor, b: Tensor) -> None:
-    """target = a @ b, written in place (through a temporary when `target` is a strided slice)."""
-    if target.is_contiguous():
-        torch.bmm(a, b, out=target)
-    else:
-        target.copy_(torch.bmm(a, b))
-
-
 def contract(image: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     """codes[l] = weight[l] @ patch[l] for every position: (H, W, C, B), (L, O, P) -> (L, O, B)."""
     w = weight.unflatten(0, (geo.out_h, geo.out_w))
@@ -142,18 +134,18 @@ def spread(codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     return image
 
 
-def correlate_into(grad: Tensor, image: Tensor, codes: Tensor, geo: Geometry) -> Tensor:
-    """grad[l] = codes[l] @ patch[l]^T for every position, written into `grad`, an (L, O, P) tensor
-    or the transposed view of an (L, P, O) one (each product is then computed in that orientation)."""
+def correlate(image: Tensor, codes: Tensor, geo: Geometry) -> Tensor:
+    """grad[l] = codes[l] @ patch[l]^T for every position: the gradient of `contract` and `spread` to
+    their (L, O, P) weights."""
+    grad = codes.new_empty(codes.shape[0], codes.shape[1], geo.kernel * geo.row_fan_in)
     g = grad.unflatten(0, (geo.out_h, geo.out_w))
     for y, dy, cols in geo.tiles():
         row = codes[y * geo.out_w:(y + 1) * geo.out_w]
-        patches = windows(image, geo, y, dy, cols)
-        target = g[y, :, :, cols]
-        if target.stride(-1) == 1:
-            _bmm_into(target, row, patches.mT)
+        patches, target = windows(image, geo, y, dy, cols), g[y, :, :, cols]
+        if target.is_contiguous():  # all window rows in one tile
+            torch.bmm(row, patches.mT, out=target)
         else:
-            _bmm_into(target.mT, patches, row.mT)
+            target.copy_(torch.bmm(row, patches.mT))
     return grad
 
 
@@ -171,27 +163,25 @@ class _Encode(torch.autograd.Function):
         image, weight = ctx.saved_tensors
         grad_codes = grad_codes.contiguous()
         grad_image = spread(grad_codes, weight, ctx.geo) if ctx.needs_input_grad[0] else None
-        grad_weight = correlate_into(torch.empty_like(weight), image, grad_codes, ctx.geo) \
-            if ctx.needs_input_grad[1] else None
+        grad_weight = correlate(image, grad_codes, ctx.geo) if ctx.needs_input_grad[1] else None
         return grad_image, grad_weight, None
 
 
 class _Decode(torch.autograd.Function):
-    """(L, O, B) codes, (L, P, O) weights -> (H, W, C, B) image, overlapping windows summed."""
+    """(L, O, B) codes, (L, O, P) weights -> (H, W, C, B) image, overlapping windows summed."""
 
     @staticmethod
     def forward(ctx, codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
         ctx.geo = geo
         ctx.save_for_backward(codes, weight)
-        return spread(codes, weight.mT, geo)
+        return spread(codes, weight, geo)
 
     @staticmethod
     def backward(ctx, grad_image: Tensor):
         codes, weight = ctx.saved_tensors
         grad_image = grad_image.contiguous()
-        grad_codes = contract(grad_image, weight.mT, ctx.geo) if ctx.needs_input_grad[0] else None
-        grad_weight = correlate_into(torch.empty_like(weight).mT, grad_image, codes, ctx.geo).mT \
-            if ctx.needs_input_grad[1] else None
+        grad_codes = contract(grad_image, weight, ctx.geo) if ctx.needs_input_grad[0] else None
+        grad_weight = correlate(grad_image, codes, ctx.geo) if ctx.needs_input_grad[1] else None
         return grad_codes, grad_weight, None
 
 
@@ -261,15 +251,15 @@ class LocallyConnected2d(_Local):
 class LocalDecoder(_Local):
     """The untied decoder (the paper's W2): codes back to input space, overlapping windows summed.
 
-    With `weight` equal to the encoder's weight transposed per position it is exactly the adjoint
-    (transpose) of that `LocallyConnected2d`. `weight` has shape (positions, k * k * in_channels,
-    out_channels), fan-in ordered as the encoder's.
+    `weight` has the encoder's shape, (positions, out_channels, k * k * in_channels): row (l, o) is
+    the image patch that code o at position l paints. With the encoder's weight it is exactly the
+    adjoint (transpose) of that `LocallyConnected2d`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, input_size: int | tuple[int, int], kernel_size: int,
                  stride: int = 1, tile_bytes: int = TILE_BYTES) -> None:
         super().__init__(in_channels, out_channels, input_size, kernel_size, stride, tile_bytes)
-        self.weight = nn.Parameter(torch.empty(self.positions, self.fan_in, out_channels))
+        self.weight = nn.Parameter(torch.empty(self.positions, out_channels, self.fan_in))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

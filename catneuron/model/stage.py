@@ -69,10 +69,7 @@ class Stage(nn.Module):
 
     @torch.no_grad()
     def normalize_weights(self, which: str) -> None:
-        """Project filters to unit norm: encoder rows ("encoder") or also decoder columns ("both")."""
-        if which in ("encoder", "both"):
-            w = self.encoder.weight
+        """Project to unit norm the encoder's filters ("encoder") or also the decoder's patches ("both")."""
+        for layer in (self.encoder, self.decoder) if which == "both" else (self.encoder,):
+            w = layer.weight
             w /= w.norm(dim=2, keepdim=True).clamp_min(1e-12)
-        if which == "both":
-            w = self.decoder.weight
-            w /= w.norm(dim=1, keepdim=True).clamp_min(1e-12)

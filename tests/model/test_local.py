@@ -24,7 +24,7 @@ def loop_decode(codes: torch.Tensor, weight: torch.Tensor, c: int, size: tuple[i
     out = torch.zeros(b, c, *size, dtype=codes.dtype)
     for i in range(oh):
         for j in range(ow):
-            patch = codes[:, :, i, j] @ weight[i * ow + j].T
+            patch = codes[:, :, i, j] @ weight[i * ow + j]
             out[:, :, i * s:i * s + k, j * s:j * s + k] += patch.reshape(b, k, k, c).permute(0, 3, 1, 2)
     return out
 
@@ -74,7 +74,7 @@ def test_decoder_is_the_adjoint_when_weights_are_tied(c, size, k, s, maps, tile)
     torch.manual_seed(2)
     enc = LocallyConnected2d(c, maps, size, k, s, tile_bytes=tile).double()
     dec = LocalDecoder(c, maps, size, k, s, tile_bytes=tile).double()
-    dec.weight.data = enc.weight.data.transpose(1, 2).clone()
+    dec.weight.data = enc.weight.data.clone()
     x = torch.randn(2, c, *size, dtype=torch.float64)
     codes = torch.randn(2, maps, *enc.out_shape, dtype=torch.float64)
     assert torch.isclose((enc(x) * codes).sum(), (x * dec(codes)).sum(), rtol=1e-10)

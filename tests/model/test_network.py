@@ -108,7 +108,7 @@ def test_weight_norm_projects_filters_to_unit_norm():
     net.normalize_weights()
     for stage in net.stages:
         torch.testing.assert_close(stage.encoder.weight.norm(dim=2), torch.ones_like(stage.encoder.weight[..., 0]))
-        torch.testing.assert_close(stage.decoder.weight.norm(dim=1), torch.ones_like(stage.decoder.weight[:, 0]))
+        torch.testing.assert_close(stage.decoder.weight.norm(dim=2), torch.ones_like(stage.decoder.weight[..., 0]))
 
 
 def test_sigmoid_encoder_codes_are_sigmoids_of_the_linear_filter():

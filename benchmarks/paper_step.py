@@ -1,6 +1,6 @@
 """One full training step of the `paper` preset (~0.94e9 parameters, batch 100) on this machine.
 
-Prints seconds per step, the FLOP rate (training FLOPs ~ 3x the forward count of `catneuron info`),
+Prints seconds per step, the FLOP rate (training FLOPs per image as `catneuron info` counts them),
 the machine's dense float32 matmul rate measured in the same run, and peak memory (max RSS).
 
     python benchmarks/paper_step.py [--steps 1] [--batch 100]
@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from catneuron.model.budget import layer_rows
+from catneuron.model.budget import training_flops
 from catneuron.model.config import PRESETS
 from catneuron.model.network import Network
 from catneuron.train.trainer import make_optimizer
@@ -43,7 +43,7 @@ def main() -> None:
     params = sum(p.numel() for p in network.parameters())
     print(f"paper preset: {params:,} parameters, built in {time.perf_counter() - start:.1f} s")
     images = torch.rand(args.batch, config.model.channels, config.model.input_size, config.model.input_size)
-    train_flops = 3 * sum(r.flops for r in layer_rows(config.model)) * args.batch
+    train_flops = args.batch * training_flops(config.model)
     for step in range(1, args.steps + 1):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)

@@ -32,3 +32,12 @@ def layer_rows(model: ModelConfig) -> list[LayerRow]:
             rows.append(LayerRow(sh.index, "norm (LCN)", pshape, 0, pooled_units * (4 * sh.maps * cfg.lcn_size**2 + 4)))
         rows.append(LayerRow(sh.index, "decoder (W2)", f"{sh.in_channels}x{sh.in_size}x{sh.in_size}", half, linear))
     return rows
+
+
+def training_flops(model: ModelConfig) -> int:
+    """FLOPs per image of one training step. Each sublayer's backward costs twice its forward (the
+    gradients to its input and to its weights), except that the encoder's input needs no gradient
+    when stages are detached (stage 1's input is the image; the others' are constants)."""
+    def factor(row: LayerRow) -> int:
+        return 2 if row.sublayer == "filter (W1)" and model.detach_stages else 3
+    return sum(r.flops * factor(r) for r in layer_rows(model))

@@ -7,13 +7,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def gaussian_window(size: int, channels: int) -> Tensor:
-    """A (1, channels, size, size) Gaussian with sigma = size / 4, summing to 1 over maps and space."""
+def gaussian_taps(size: int) -> Tensor:
+    """The window's separable factor: exp(-r^2 / (2 sigma^2)), sigma = size / 4, summing to 1 (float64)."""
     sigma = size / 4.0
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma * sigma))
-    g = g.expand(channels, size, size)
-    return (g / g.sum()).unsqueeze(0).to(torch.get_default_dtype())
+    g = torch.exp(-(r**2) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
+def gaussian_window(size: int, channels: int) -> Tensor:
+    """A (1, channels, size, size) Gaussian with sigma = size / 4, summing to 1 over maps and space."""
+    g = gaussian_taps(size)
+    window = (torch.outer(g, g) / channels).expand(channels, size, size)
+    return window.unsqueeze(0).to(torch.get_default_dtype())
 
 
 class LocalContrastNorm(nn.Module):
@@ -31,13 +37,18 @@ class LocalContrastNorm(nn.Module):
         if size % 2 != 1:
             raise ValueError(f"LCN window size must be odd, got {size}")
         self.channels, self.size, self.min_floor = channels, size, min_floor
-        self.register_buffer("window", gaussian_window(size, channels), persistent=False)
+        self.register_buffer("taps", gaussian_taps(size).to(torch.get_default_dtype()), persistent=False)
+
+    def _blur(self, x: Tensor) -> Tensor:
+        """Zero-padded Gaussian blur of (B, 1, H, W) maps, one axis at a time."""
+        pad, taps = self.size // 2, self.taps.to(x.dtype)
+        x = F.conv2d(x, taps.view(1, 1, 1, -1), padding=(0, pad))
+        return F.conv2d(x, taps.view(1, 1, -1, 1), padding=(pad, 0))
 
     def _local_mean(self, x: Tensor) -> Tensor:
-        pad = self.size // 2
-        ones = torch.ones_like(x[:1])
-        coverage = F.conv2d(ones, self.window, padding=pad)
-        return F.conv2d(x, self.window.to(x.dtype), padding=pad) / coverage.to(x.dtype)
+        """x averaged under `gaussian_window`, which is uniform over maps and separable in space,
+        renormalized by the part of the window inside the image."""
+        return self._blur(x.mean(dim=1, keepdim=True)) / self._blur(torch.ones_like(x[:1, :1]))
 
     def forward(self, x: Tensor) -> Tensor:
         v = x - self._local_mean(x)

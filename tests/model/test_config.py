@@ -1,10 +1,12 @@
 """Configs: presets, YAML files, validation errors that name the field, sizes without allocation."""
 
+import dataclasses
+
 import pytest
 
 from catneuron.errors import UserError
 from catneuron.model import config as configs
-from catneuron.model.budget import layer_rows
+from catneuron.model.budget import layer_rows, training_flops
 
 
 def test_paper_preset_has_about_a_billion_parameters_without_allocating():
@@ -12,6 +14,14 @@ def test_paper_preset_has_about_a_billion_parameters_without_allocating():
     total = sum(r.parameters for r in rows)
     assert 0.8e9 < total < 1.2e9
     assert rows[0].shape == "8x183x183"
+
+
+def test_training_flops_skip_the_encoder_input_gradient_only_when_stages_are_detached():
+    model = configs.PRESETS["small"].model
+    rows = layer_rows(model)
+    forward, encoders = sum(r.flops for r in rows), sum(r.flops for r in rows if r.sublayer == "filter (W1)")
+    assert training_flops(model) == 3 * forward - encoders
+    assert training_flops(dataclasses.replace(model, detach_stages=False)) == 3 * forward
 
 
 def test_yaml_overrides_a_preset(tmp_path):

@@ -55,28 +55,32 @@ def load_photo(name: str, channels: int) -> np.ndarray:
     return _grey(array) if channels == 1 else _rgb(array)
 
 
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Float image (H, W[, 3]) in [0, 1] -> (size, size[, 3]), bilinear."""
-    mode = "F" if image.ndim == 2 else None
-    if image.ndim == 2:
-        return np.asarray(Image.fromarray(image, mode=mode).resize((size, size), Image.BILINEAR))
-    channels = [np.asarray(Image.fromarray(image[..., c], mode="F").resize((size, size), Image.BILINEAR))
-                for c in range(image.shape[2])]
-    return np.stack(channels, axis=2)
+Planes = tuple[Image.Image, ...]  # one 32-bit float PIL image per channel
 
 
-def random_crop(image: np.ndarray, size: int, rng: np.random.Generator, min_scale: float,
+def planes(array: np.ndarray) -> Planes:
+    """Float (H, W[, C]) -> PIL float planes, made once so that every crop is a resize of a box, not a copy."""
+    stack = array[..., None] if array.ndim == 2 else array
+    return tuple(Image.fromarray(np.ascontiguousarray(stack[..., c], dtype=np.float32))
+                 for c in range(stack.shape[2]))
+
+
+def resize(image: Planes, size: int, box: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """The image, or its `box` (left, top, right, bottom), -> (C, size, size) float32, bilinear.
+
+    `reducing_gap` first averages large downscales by an integer factor: three times faster on the
+    demo's crops, and still antialiased."""
+    return np.stack([np.asarray(p.resize((size, size), Image.BILINEAR, box=box, reducing_gap=2.0)) for p in image])
+
+
+def random_crop(image: Planes, size: int, rng: np.random.Generator, min_scale: float,
                 max_scale: float) -> np.ndarray:
     """A square crop covering min_scale..max_scale of the shorter side, resized and maybe mirrored."""
-    h, w = image.shape[:2]
+    w, h = image[0].size
     side = max(4, int(min(h, w) * rng.uniform(min_scale, max_scale)))
-    top, left = rng.integers(0, h - side + 1), rng.integers(0, w - side + 1)
-    crop = resize(image[top:top + side, left:left + side], size)
-    return crop[:, ::-1] if rng.random() < 0.5 else crop
-
-
-def to_chw(image: np.ndarray) -> np.ndarray:
-    return image[None] if image.ndim == 2 else image.transpose(2, 0, 1)
+    top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    crop = resize(image, size, (left, top, left + side, top + side))
+    return crop[..., ::-1] if rng.random() < 0.5 else crop
 
 
 class EmbeddedCorpus:
@@ -88,15 +92,14 @@ class EmbeddedCorpus:
         self.size, self.channels, self.face_rate = size, channels, face_rate
         lfw = skimage.data.lfw_subset().astype(np.float32)
         faces, nonfaces = lfw[:100], lfw[100:]
-        order = np.random.default_rng(split_seed).permutation(100)
-        self.train_faces, self.test_faces = faces[order[:50]], faces[order[50:]]
-        order = np.random.default_rng(split_seed + 1).permutation(100)
-        self.train_nonfaces, self.test_nonfaces = nonfaces[order[:50]], nonfaces[order[50:]]
-        if channels == 3:
-            self.train_faces, self.test_faces = _rgb(self.train_faces), _rgb(self.test_faces)
-            self.train_nonfaces, self.test_nonfaces = _rgb(self.train_nonfaces), _rgb(self.test_nonfaces)
-        self.train_photos = [load_photo(n, channels) for n in TRAIN_PHOTOS]
-        self.heldout_photos = [load_photo(n, channels) for n in HELDOUT_PHOTOS]
+        colour = _rgb if channels == 3 else np.asarray
+        face_order, crop_order = (np.random.default_rng(split_seed + i).permutation(100) for i in (0, 1))
+        self.train_faces = [planes(colour(f)) for f in faces[face_order[:50]]]
+        self.test_faces = [planes(colour(f)) for f in faces[face_order[50:]]]
+        self.train_nonfaces = [planes(colour(f)) for f in nonfaces[crop_order[:50]]]
+        self.test_nonfaces = [planes(colour(f)) for f in nonfaces[crop_order[50:]]]
+        self.train_photos = [planes(load_photo(n, channels)) for n in TRAIN_PHOTOS]
+        self.heldout_photos = [planes(load_photo(n, channels)) for n in HELDOUT_PHOTOS]
         self.description = (f"embedded corpus ({len(self.train_photos)} photos, 50 LFW non-face crops, "
                             f"50 LFW faces at {face_rate:.0%})")
 
@@ -104,12 +107,12 @@ class EmbeddedCorpus:
         """One unlabeled (C, S, S) training image."""
         if rng.random() < self.face_rate:
             face = self.train_faces[rng.integers(len(self.train_faces))]
-            return to_chw(random_crop(face, self.size, rng, 0.8, 1.0))
+            return random_crop(face, self.size, rng, 0.8, 1.0)
         if rng.random() < 0.2:
             crop = self.train_nonfaces[rng.integers(len(self.train_nonfaces))]
-            return to_chw(random_crop(crop, self.size, rng, 0.8, 1.0))
+            return random_crop(crop, self.size, rng, 0.8, 1.0)
         photo = self.train_photos[rng.integers(len(self.train_photos))]
-        return to_chw(random_crop(photo, self.size, rng, 0.05, 0.5))
+        return random_crop(photo, self.size, rng, 0.05, 0.5)
 
     def batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
         step = start_step
@@ -122,14 +125,14 @@ class EmbeddedCorpus:
     def test_set(self, positive_fraction: float = PAPER_POSITIVE_FRACTION, seed: int = 0) -> LabelledImages:
         """Held-out faces and mirrors vs. held-out distractors, at the paper's positive fraction."""
         rng = np.random.default_rng([seed, 7])
-        faces = [to_chw(resize(f, self.size)) for f in self.test_faces]
+        faces = [resize(f, self.size) for f in self.test_faces]
         faces += [f[..., ::-1] for f in faces]
         n_neg = round(len(faces) * (1 - positive_fraction) / positive_fraction)
-        negatives = [to_chw(resize(f, self.size)) for f in self.test_nonfaces]
+        negatives = [resize(f, self.size) for f in self.test_nonfaces]
         negatives += [n[..., ::-1] for n in negatives]
         while len(negatives) < n_neg:
             photo = self.heldout_photos[rng.integers(len(self.heldout_photos))]
-            negatives.append(to_chw(random_crop(photo, self.size, rng, 0.05, 0.5)))
+            negatives.append(random_crop(photo, self.size, rng, 0.05, 0.5))
         negatives = negatives[:n_neg]
         images = np.ascontiguousarray(np.stack(faces + negatives), dtype=np.float32)
         labels = np.array([1] * len(faces) + [0] * len(negatives), dtype=np.int64)

@@ -22,6 +22,13 @@ def test_l2_pool_is_sqrt_eps_plus_sum_of_squares_of_one_map():
                     assert math.isclose(y[b, m, i, j].item(), math.sqrt(0.01 + (window**2).sum().item()), rel_tol=1e-9)
 
 
+def test_l2_pool_gradient_matches_finite_differences():
+    torch.manual_seed(1)
+    h = torch.randn(2, 2, 8, 7, dtype=torch.float64, requires_grad=True)
+    for stride in (1, 2):
+        assert torch.autograd.gradcheck(L2Pool2d(3, stride=stride), (h,))
+
+
 def test_gaussian_window_sums_to_one_over_maps_and_space():
     w = gaussian_window(5, 4).double()
     assert w.shape == (1, 4, 5, 5)

@@ -95,7 +95,7 @@ def time_one(impl: str, shape: tuple, repeats: int) -> dict:
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def dense_gflops(n: int = 2048, repeats: int = 5) -> float:
+def dense_gflops(n: int = 2048, repeats: int = 10) -> float:
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b
     start = time.perf_counter()
@@ -123,8 +123,8 @@ def main() -> None:
         print(json.dumps(time_one(impl, tuple(json.loads(shape)), int(repeats))))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    dense = dense_gflops()
-    print(f"dense float32 matmul 2048^3: {dense:.1f} GFLOP/s")
+    dense = [dense_gflops()]  # sampled between cases: a shared machine's rate drifts
+    summary = []
     for name in args.shapes:
         full = SHAPES[name]
         cases = [("full", full)]
@@ -142,12 +142,21 @@ def main() -> None:
                 if "error" in r:
                     print(f"  {impl:12s} failed: {r['error']}")
                     continue
-                print(f"  {impl:12s} {r['seconds']:8.3f} s/step {r['gflops']:7.1f} GFLOP/s "
-                      f"({r['gflops'] / dense:5.1%} of dense)  peak {r['peak_mb']:,.0f} MB")
-            base = results.get("unfold+bmm", {})
-            if "gflops" in base and "gflops" in results.get("catneuron", {}):
-                print(f"  catneuron / unfold+bmm: {results['catneuron']['gflops'] / base['gflops']:.1f}x")
-
+                print(f"  {impl:12s} {r['seconds']:8.3f} s/step {r['gflops']:7.1f} GFLOP/s  "
+                      f"peak {r['peak_mb']:,.0f} MB")
+            summary.append((f"{name}, {label}", results))
+            dense.append(dense_gflops())
+    best = max(dense)
+    print(f"\ndense float32 matmul 2048^3, sampled {len(dense)} times in this run: "
+          f"{', '.join(f'{d:.0f}' for d in dense)} GFLOP/s; shares below are of the best, {best:.1f}")
+    for case, results in summary:
+        ours, base = results.get("catneuron", {}), results.get("unfold+bmm", {})
+        if "gflops" not in ours:
+            continue
+        line = f"  {case:20s} catneuron {ours['gflops']:6.1f} GFLOP/s = {ours['gflops'] / best:5.1%} of dense"
+        if "gflops" in base:
+            line += f"; {ours['gflops'] / base['gflops']:.1f}x unfold+bmm ({base['gflops']:.1f} GFLOP/s)"
+        print(line)
 
 if __name__ == "__main__":
     main()

@@ -24,7 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from catneuron.model.local import LocalDecoder, LocallyConnected2d
+from catneuron.model.local import LocalDecoder, LocallyConnected2d, output_size
 
 SHAPES = {  # channels, (height, width), kernel, stride, maps, batch
     "small": (1, (32, 32), 8, 1, 8, 100),
@@ -32,13 +32,12 @@ SHAPES = {  # channels, (height, width), kernel, stride, maps, batch
 }
 
 
-def out(size: int, k: int, s: int) -> int:
-    return (size - k) // s + 1
+def positions(size: tuple[int, int], k: int, s: int) -> int:
+    return output_size(size[0], k, s) * output_size(size[1], k, s)
 
 
 def flops(c: int, size: tuple[int, int], k: int, s: int, maps: int, batch: int) -> float:
-    positions = out(size[0], k, s) * out(size[1], k, s)
-    return 12.0 * positions * maps * c * k * k * batch
+    return 12.0 * positions(size, k, s) * maps * c * k * k * batch
 
 
 def ours(c, size, k, s, maps, batch):
@@ -48,9 +47,8 @@ def ours(c, size, k, s, maps, batch):
 
 
 def unfold_bmm(c, size, k, s, maps, batch):
-    positions = out(size[0], k, s) * out(size[1], k, s)
-    w1 = torch.randn(positions, maps, c * k * k, requires_grad=True)
-    w2 = torch.randn(positions, c * k * k, maps, requires_grad=True)
+    w1 = torch.randn(positions(size, k, s), maps, c * k * k, requires_grad=True)
+    w2 = torch.randn(positions(size, k, s), c * k * k, maps, requires_grad=True)
     x = torch.randn(batch, c, *size, requires_grad=True)
 
     def step():
@@ -62,9 +60,8 @@ def unfold_bmm(c, size, k, s, maps, batch):
 
 
 def broadcast(c, size, k, s, maps, batch):
-    positions = out(size[0], k, s) * out(size[1], k, s)
-    w1 = torch.randn(1, positions, maps, c * k * k, requires_grad=True)
-    w2 = torch.randn(1, positions, maps, c * k * k, requires_grad=True)
+    w1 = torch.randn(1, positions(size, k, s), maps, c * k * k, requires_grad=True)
+    w2 = torch.randn(1, positions(size, k, s), maps, c * k * k, requires_grad=True)
     x = torch.randn(batch, c, *size, requires_grad=True)
 
     def step():
@@ -157,6 +154,7 @@ def main() -> None:
         if "gflops" in base:
             line += f"; {ours['gflops'] / base['gflops']:.1f}x unfold+bmm ({base['gflops']:.1f} GFLOP/s)"
         print(line)
+
 
 if __name__ == "__main__":
     main()

@@ -93,11 +93,14 @@ class EmbeddedCorpus:
         lfw = skimage.data.lfw_subset().astype(np.float32)
         faces, nonfaces = lfw[:100], lfw[100:]
         colour = _rgb if channels == 3 else np.asarray
-        face_order, crop_order = (np.random.default_rng(split_seed + i).permutation(100) for i in (0, 1))
-        self.train_faces = [planes(colour(f)) for f in faces[face_order[:50]]]
-        self.test_faces = [planes(colour(f)) for f in faces[face_order[50:]]]
-        self.train_nonfaces = [planes(colour(f)) for f in nonfaces[crop_order[:50]]]
-        self.test_nonfaces = [planes(colour(f)) for f in nonfaces[crop_order[50:]]]
+
+        def halves(images: np.ndarray, seed: int) -> tuple[list[Planes], list[Planes]]:
+            order = np.random.default_rng(seed).permutation(len(images))
+            half = len(images) // 2
+            return [planes(colour(f)) for f in images[order[:half]]], [planes(colour(f)) for f in images[order[half:]]]
+
+        self.train_faces, self.test_faces = halves(faces, split_seed)
+        self.train_nonfaces, self.test_nonfaces = halves(nonfaces, split_seed + 1)
         self.train_photos = [planes(load_photo(n, channels)) for n in TRAIN_PHOTOS]
         self.heldout_photos = [planes(load_photo(n, channels)) for n in HELDOUT_PHOTOS]
         self.description = (f"embedded corpus ({len(self.train_photos)} photos, 50 LFW non-face crops, "

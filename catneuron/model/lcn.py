@@ -45,14 +45,15 @@ class LocalContrastNorm(nn.Module):
         x = F.conv2d(x, taps.view(1, 1, 1, -1), padding=(0, pad))
         return F.conv2d(x, taps.view(1, 1, -1, 1), padding=(pad, 0))
 
-    def _local_mean(self, x: Tensor) -> Tensor:
+    def _local_mean(self, x: Tensor, coverage: Tensor) -> Tensor:
         """x averaged under `gaussian_window`, which is uniform over maps and separable in space,
-        renormalized by the part of the window inside the image."""
-        return self._blur(x.mean(dim=1, keepdim=True)) / self._blur(torch.ones_like(x[:1, :1]))
+        renormalized by `coverage`, the part of the window inside the image."""
+        return self._blur(x.mean(dim=1, keepdim=True)) / coverage
 
     def forward(self, x: Tensor) -> Tensor:
-        v = x - self._local_mean(x)
-        sigma = torch.sqrt(self._local_mean(v * v))
+        coverage = self._blur(torch.ones_like(x[:1, :1]))
+        v = x - self._local_mean(x, coverage)
+        sigma = torch.sqrt(self._local_mean(v * v, coverage))
         floor = sigma.mean(dim=(1, 2, 3), keepdim=True).clamp_min(self.min_floor)
         return v / torch.maximum(sigma, floor)
 

@@ -72,10 +72,10 @@ class Geometry:
 
     def tiles(self) -> Iterator[tuple[int, int, slice]]:
         """(output row, first window row, fan-in columns) of every `bmm` of a sweep."""
+        tile = self.tile
         for y in range(self.out_h):
-            for dy in range(0, self.kernel, self.tile):
-                rows = min(self.tile, self.kernel - dy)
-                yield y, dy, slice(dy * self.row_fan_in, (dy + rows) * self.row_fan_in)
+            for dy in range(0, self.kernel, tile):
+                yield y, dy, slice(dy * self.row_fan_in, min(dy + tile, self.kernel) * self.row_fan_in)
 
 
 def windows(image: Tensor, geo: Geometry, y: int, dy: int, columns: slice) -> Tensor:
@@ -83,13 +83,12 @@ def windows(image: Tensor, geo: Geometry, y: int, dy: int, columns: slice) -> Te
 
     One window row is a view of `image`; several are copied into a fresh contiguous tensor.
     """
-    _, width, channels, batch = image.shape
     rows = (columns.stop - columns.start) // geo.row_fan_in
-    pitch = width * channels * batch
-    view = image.as_strided((geo.out_w, rows, geo.row_fan_in, batch),
-                            (geo.stride * channels * batch, pitch, batch, 1),
+    pitch = geo.width * geo.channels * geo.batch
+    view = image.as_strided((geo.out_w, rows, geo.row_fan_in, geo.batch),
+                            (geo.stride * geo.channels * geo.batch, pitch, geo.batch, 1),
                             image.storage_offset() + (y * geo.stride + dy) * pitch)
-    return view[:, 0] if rows == 1 else view.reshape(geo.out_w, -1, batch)
+    return view[:, 0] if rows == 1 else view.reshape(geo.out_w, -1, geo.batch)
 
 
 @functools.lru_cache(maxsize=64)
@@ -117,10 +116,11 @@ def contract(image: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     codes = image.new_empty(weight.shape[0], weight.shape[1], geo.batch)
     for y, dy, cols in geo.tiles():
         row = codes[y * geo.out_w:(y + 1) * geo.out_w]
+        filters, patches = w[y, :, :, cols], windows(image, geo, y, dy, cols)
         if dy == 0:
-            torch.bmm(w[y, :, :, cols], windows(image, geo, y, dy, cols), out=row)
+            torch.bmm(filters, patches, out=row)
         else:
-            row.baddbmm_(w[y, :, :, cols], windows(image, geo, y, dy, cols))
+            row.baddbmm_(filters, patches)
     return codes
 
 
@@ -196,7 +196,7 @@ def from_batch_last(xt: Tensor) -> Tensor:
 
 
 class _Local(nn.Module):
-    """Shape bookkeeping shared by the encoder and the decoder."""
+    """What the encoder and the decoder share: shapes, and a (positions, out_channels, fan_in) weight."""
 
     def __init__(self, in_channels: int, out_channels: int, input_size: int | tuple[int, int], kernel_size: int,
                  stride: int, tile_bytes: int) -> None:
@@ -209,10 +209,13 @@ class _Local(nn.Module):
         self.out_shape = (output_size(self.input_shape[0], kernel_size, stride),
                           output_size(self.input_shape[1], kernel_size, stride))
         self.fan_in = kernel_size * kernel_size * in_channels
+        positions = self.out_shape[0] * self.out_shape[1]
+        self.weight = nn.Parameter(torch.empty(positions, out_channels, self.fan_in))
+        self.reset_parameters()
 
-    @property
-    def positions(self) -> int:
-        return self.out_shape[0] * self.out_shape[1]
+    def reset_parameters(self) -> None:
+        """Draw the initial weights: each layer scales them for its own role."""
+        raise NotImplementedError
 
     def geometry(self, batch: int, dtype: torch.dtype) -> Geometry:
         return Geometry(*self.input_shape, self.in_channels, self.kernel_size, self.stride, batch,
@@ -235,8 +238,6 @@ class LocallyConnected2d(_Local):
     def __init__(self, in_channels: int, out_channels: int, input_size: int | tuple[int, int], kernel_size: int,
                  stride: int = 1, tile_bytes: int = TILE_BYTES) -> None:
         super().__init__(in_channels, out_channels, input_size, kernel_size, stride, tile_bytes)
-        self.weight = nn.Parameter(torch.empty(self.positions, out_channels, self.fan_in))
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.fan_in))
@@ -259,8 +260,6 @@ class LocalDecoder(_Local):
     def __init__(self, in_channels: int, out_channels: int, input_size: int | tuple[int, int], kernel_size: int,
                  stride: int = 1, tile_bytes: int = TILE_BYTES) -> None:
         super().__init__(in_channels, out_channels, input_size, kernel_size, stride, tile_bytes)
-        self.weight = nn.Parameter(torch.empty(self.positions, out_channels, self.fan_in))
-        self.reset_parameters()
 
     def reset_parameters(self) -> None:
         # Each input pixel is the sum over ~ceil(k/s)^2 windows of out_channels codes of about unit

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from catneuron import runs
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.model.config import PRESETS, replace
 from catneuron.model.network import Network
+from catneuron.store import runs
 from catneuron.train.downpour import Downpour, DownpourOptions
 from catneuron.train.ray_env import local_ray
 from catneuron.train.trainer import Trainer

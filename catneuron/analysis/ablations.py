@@ -9,15 +9,18 @@ trained with the same number of steps, so the comparison is of the same budget.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
-from catneuron import runs
 from catneuron.analysis.kmeans import fit_centroids, kmeans_record
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.data.labelled import LabelledImages
 from catneuron.data.sources import open_source
 from catneuron.model.config import Config, validate
-from catneuron.train.trainer import Trainer
+from catneuron.store import files
+
+# train(config, data, out, steps) -> out: trains or resumes a run folder to `steps` steps.
+TrainFn = Callable[[Config, str, Path, int], Path]
 
 VARIANTS: dict[str, dict] = {
     "no_lcn": {"lcn": False},
@@ -29,30 +32,19 @@ def variant_config(config: Config, name: str) -> Config:
     return validate(dataclasses.replace(config, model=dataclasses.replace(config.model, **VARIANTS[name])))
 
 
-def train_model(config: Config, data: str, out: Path, steps: int) -> Path:
-    """Train (or resume to) `steps` steps in `out`."""
-    model = config.model
-    source = open_source(data, model.input_size, model.channels)
-    if runs.checkpoint_path(out).is_file():
-        trainer = Trainer.resume(out, source)
-    else:
-        trainer = Trainer(config, source, out, data_spec=data)
-    trainer.fit(steps)
-    return out
-
-
 def best_record(result: dict) -> dict:
     return result["best_neuron"] | {"heldout_accuracy": result["heldout_accuracy"]}
 
 
 def build_table(out: Path, config: Config, data: str, control_data: str | None,
-                concepts: list[tuple[str, LabelledImages]], steps: int, n_filters: int = 100_000,
+                concepts: list[tuple[str, LabelledImages]], steps: int, train: TrainFn, n_filters: int = 100_000,
                 n_centroids: int = 1000, kmeans_images: int = 20_000) -> dict:
-    """Train the models into out/<name>/, scan each for every concept, write out/table.json."""
+    """Train the models into out/<name>/ with `train` (the caller's trainer: analysis knows none), scan each
+    for every concept, write out/table.json."""
     models = {"network": config} | {name: variant_config(config, name) for name in VARIANTS}
-    trained = {name: train_model(cfg, data, out / name, steps) for name, cfg in models.items()}
+    trained = {name: train(cfg, data, out / name, steps) for name, cfg in models.items()}
     if control_data:
-        trained["no_faces"] = train_model(config, control_data, out / "no_faces", steps)
+        trained["no_faces"] = train(config, control_data, out / "no_faces", steps)
     model = config.model
     side = max(8, model.input_size // 2)
     batches = open_source(data, model.input_size, model.channels).batches(500, seed=54321)
@@ -66,5 +58,5 @@ def build_table(out: Path, config: Config, data: str, control_data: str | None,
                 row[name] = best_record(evaluate_run(run, test, concept, n_filters=1000))
         table[concept] = row
     summary = {"steps": steps, "data": data, "control_data": control_data, "concepts": table}
-    runs.write_json(out / "table.json", summary)
+    files.write_json(out / "table.json", summary)
     return summary

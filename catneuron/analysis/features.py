@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from catneuron import runs
 from catneuron.data.images import list_images, read_images
 from catneuron.errors import UserError
 from catneuron.model.network import Network
+from catneuron.store import runs
 
 
 def top_features(network: Network, images: Tensor) -> Tensor:

@@ -19,14 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from catneuron import runs
 from catneuron.analysis.features import as_float, batched_features, top_features
 from catneuron.data.labelled import LabelledSet, read_labelled, split
 from catneuron.errors import UserError
 from catneuron.model.config import Config, to_dict
 from catneuron.model.network import Network
-from catneuron.train import checkpoint
-from catneuron.train.progress import Progress
+from catneuron.progress import Progress
+from catneuron.store import checkpoint, files, runs
 
 RESULTS = "finetune.json"
 PREFIX = "classifier."
@@ -224,11 +223,11 @@ def finetune_run(run: str | Path, out: str | Path, train: LabelledSet, val: Labe
     results["seconds"] = time.monotonic() - start
     meta = {"data": ckpt.extra.get("data", ""), "finetune": {k: results[k] for k in ("run", "init", "classes")}}
     out.mkdir(parents=True, exist_ok=True)
-    runs.write_json(out / runs.CONFIG, {"config": to_dict(ckpt.config), "data": meta["data"],
+    files.write_json(out / runs.CONFIG, {"config": to_dict(ckpt.config), "data": meta["data"],
                                         "finetune": meta["finetune"]})
     checkpoint.save(runs.checkpoint_path(out), ckpt.config, 0 if from_scratch else ckpt.step, network,
                     extra=meta, extra_tensors={PREFIX + k: v for k, v in head.state_dict().items()})
-    runs.write_json(runs.results_dir(out) / RESULTS, results)
+    files.write_json(runs.results_dir(out) / RESULTS, results)
     return results
 
 

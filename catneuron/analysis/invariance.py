@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from catneuron import runs
 from catneuron.analysis.features import as_float
 from catneuron.analysis.stimuli import responses
 from catneuron.data.images import list_images, read_images
 from catneuron.errors import UserError
 from catneuron.model.network import Network, NeuronId
+from catneuron.store import files
 
 TRANSFORMS = {"scale": "scale factor", "horizontal": "shift (pixels)", "vertical": "shift (pixels)",
               "rotation": "in-plane rotation (degrees)"}
@@ -154,7 +154,7 @@ def write_csv(curves: list[Curve], path: str | Path) -> None:
     for c in curves:
         for a, m, s in zip(c.amounts, c.mean, c.std, strict=True):
             writer.writerow([c.transform, f"{a:g}", c.unit, f"{m:.6g}", f"{s:.6g}", c.n])
-    runs.write_atomic(path, out.getvalue())
+    files.write_atomic(path, out.getvalue())
 
 
 def plot_curves(curves: list[Curve], path: str | Path, title: str) -> None:
@@ -174,4 +174,4 @@ def plot_curves(curves: list[Curve], path: str | Path, title: str) -> None:
     fig.suptitle(title, fontsize=11)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    runs.write_atomic(path, buffer.getvalue())
+    files.write_atomic(path, buffer.getvalue())

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from catneuron import runs
 from catneuron.model.network import Network, NeuronId
+from catneuron.store import files
 
 Objective = Callable[[Tensor], Tensor]
 """Images (B, C, S, S) -> one value per image (B,), differentiable; e.g. `neuron_objective(net, id)`."""
@@ -225,4 +225,4 @@ def plot_optimal(stimulus: Tensor, value: float, top_images: np.ndarray | None, 
     fig.suptitle(title, fontsize=10)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    runs.write_atomic(path, buffer.getvalue())
+    files.write_atomic(path, buffer.getvalue())

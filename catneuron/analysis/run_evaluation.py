@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from catneuron import runs
 from catneuron.analysis import figures
 from catneuron.analysis.concepts import ratio_subsample
 from catneuron.analysis.evaluate import evaluate
@@ -19,6 +18,7 @@ from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model.network import Network, NeuronId
 from catneuron.report.plots import training_curves
+from catneuron.store import files, runs
 
 
 def concept_slug(concept: str) -> str:
@@ -89,7 +89,7 @@ def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters:
         raise UserError(f"linear-filter baseline needs the run's training data: {e}") from None
     result = evaluate(network, test, concept, source.batches(500, seed=12345), n_filters=n_filters)
     result["figures"] = write_figures(run, network, test, result)
-    runs.write_json(runs.results_dir(run) / f"{concept_slug(concept)}.json", result)
+    files.write_json(runs.results_dir(run) / f"{concept_slug(concept)}.json", result)
     if json_path:
-        runs.write_json(json_path, result)
+        files.write_json(json_path, result)
     return result

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from catneuron import runs
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli.app import app
@@ -15,6 +14,7 @@ from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.errors import UserError
 from catneuron.model import config as configs
 from catneuron.report.site import write_report
+from catneuron.store import runs
 from catneuron.train.trainer import Trainer
 
 

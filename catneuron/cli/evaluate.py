@@ -6,13 +6,12 @@ from pathlib import Path
 
 import typer
 
-from catneuron import runs
 from catneuron.analysis.concepts import parse_concepts
 from catneuron.analysis.run_evaluation import concept_sets, concept_slug, evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli.app import app
 from catneuron.errors import UserError
-from catneuron.train import checkpoint
+from catneuron.store import checkpoint, runs
 
 
 @app.command()

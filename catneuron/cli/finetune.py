@@ -6,10 +6,9 @@ from pathlib import Path
 
 import typer
 
-from catneuron import runs
 from catneuron.analysis.finetune import Schedule, ensure_new, finetune_run, load_data
 from catneuron.cli.app import app
-from catneuron.train import checkpoint
+from catneuron.store import checkpoint, runs
 
 
 def _score(value: float | None) -> str:

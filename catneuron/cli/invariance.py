@@ -6,12 +6,12 @@ from pathlib import Path
 
 import typer
 
-from catneuron import runs
 from catneuron.analysis.invariance import invariance_curves, out_of_plane_curve, plot_curves, read_views, write_csv
 from catneuron.cli.app import app
 from catneuron.cli.options import parse_neuron
 from catneuron.data.images import read_folder
 from catneuron.errors import UserError
+from catneuron.store import runs
 
 
 @app.command()

@@ -12,6 +12,7 @@ from catneuron.analysis.run_evaluation import concept_sets
 from catneuron.analysis.table import print_full_table
 from catneuron.cli.app import app
 from catneuron.cli.options import resolve_config
+from catneuron.train.trainer import train_run
 
 
 @app.command()
@@ -30,6 +31,6 @@ def table(
     """Train the network, its no-LCN and sigmoid-autoencoder variants and the no-face control; scan them all."""
     cfg = resolve_config(preset, config)
     sets = concept_sets(parse_concepts(positives, "faces"), negatives, cfg.model.input_size, cfg.model.channels)
-    summary = build_table(out, cfg, data, control_data, sets, steps, linear_filters, centroids)
+    summary = build_table(out, cfg, data, control_data, sets, steps, train_run, linear_filters, centroids)
     print_full_table(summary)
     print(f"table: {out / 'table.json'}")

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import typer
 
-from catneuron import runs
 from catneuron.cli.app import app
 from catneuron.cli.options import resolve_config
 from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model import config as configs
-from catneuron.train import checkpoint
+from catneuron.store import checkpoint, runs
 from catneuron.train.trainer import Trainer
 
 

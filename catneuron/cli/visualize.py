@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from catneuron import runs
 from catneuron.analysis.features import as_float
 from catneuron.analysis.optimal import optimal_stimulus, plot_optimal
 from catneuron.analysis.run_evaluation import concept_slug
@@ -16,6 +15,7 @@ from catneuron.cli.app import app
 from catneuron.cli.options import parse_neuron
 from catneuron.data.images import read_folder
 from catneuron.errors import UserError
+from catneuron.store import files, runs
 
 
 def concept_neuron(run: Path, concept: str) -> str:
@@ -70,7 +70,7 @@ def visualize(
         "images": images, "top_stimuli": top_records, "figure": str(figure.relative_to(run)),
     } | ({"from_concept": concept} if concept is not None else {})
     out = runs.results_dir(run) / f"optimal_{nid}.json"
-    runs.write_json(out, record)
+    files.write_json(out, record)
     print(f"{nid}: f(x*) = {best.value:.4g} ({best.iterations} iterations, stopped on {best.reason}; "
           f"best of {starts} starts, values {min(c.value for c in result.starts):.4g}.."
           f"{max(c.value for c in result.starts):.4g})")

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from catneuron.data.labelled import LabelledImages
-from catneuron.data.sources import step_rng
+from catneuron.data.seeding import step_rng
 
 PAPER_POSITIVE_FRACTION = 13026 / (13026 + 23974)
 TRAIN_PHOTOS = ("astronaut", "brick", "camera", "chelsea", "coins", "grass", "hubble_deep_field",

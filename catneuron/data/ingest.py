@@ -29,8 +29,8 @@ from catneuron.data.images import IMAGE_EXTENSIONS, to_square
 from catneuron.data.shards import MANIFEST, Sample, write_shard
 from catneuron.data.video import VIDEO_EXTENSIONS, random_frames
 from catneuron.errors import UserError
-from catneuron.runs import write_atomic, write_json
-from catneuron.train.progress import Progress
+from catneuron.progress import Progress
+from catneuron.store.files import write_atomic, write_json
 
 FORMAT = "catneuron-shards/1"
 STATS, ERRORS, RECORDS = "stats.json", "errors.tsv", ".ingest"

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from catneuron.data.images import IMAGE_EXTENSIONS, to_square
 from catneuron.errors import UserError
-from catneuron.runs import write_atomic
+from catneuron.store.files import write_atomic
 
 MANIFEST = "manifest.json"
 

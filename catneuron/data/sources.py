@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from catneuron.data.images import ImageSet, read_folder
+from catneuron.data.seeding import step_rng
 from catneuron.errors import UserError
 
 
@@ -20,11 +21,6 @@ class BatchSource(Protocol):
     description: str
 
     def batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]: ...
-
-
-def step_rng(seed: int, step: int, stream: int = 0) -> np.random.Generator:
-    """The random generator of one step: independent of how many steps ran before."""
-    return np.random.default_rng([seed, stream, step])
 
 
 class ArraySource:

@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from catneuron import runs
 from catneuron.errors import UserError
 from catneuron.paper import PAPER, paper_concept
 from catneuron.report.html import slug
+from catneuron.store import runs
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 CONCEPT_FIGURES = {"histogram": "activation histogram", "top_stimuli": "top stimuli"}

@@ -9,8 +9,8 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from catneuron import runs
 from catneuron.report.html import number
+from catneuron.store import files
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -49,5 +49,5 @@ def training_curves(rows: list[dict], path: Path) -> bool:
         panels[0, 0].set_yscale("log")
     png = io.BytesIO()
     fig.savefig(png, format="png")
-    runs.write_atomic(path, png.getvalue())
+    files.write_atomic(path, png.getvalue())
     return True

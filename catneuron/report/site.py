@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from catneuron import runs
 from catneuron.report.collect import TRAINING_CURVES, collect
 from catneuron.report.index import index_page
 from catneuron.report.neuron import neuron_page
 from catneuron.report.parts import Assets
 from catneuron.report.plots import training_curves
+from catneuron.store import files
 
 
 def write_report(run: str | Path, out: str | Path | None = None) -> Path:
@@ -23,7 +23,7 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     assets = Assets(out)
     curves = TRAINING_CURVES if training_curves(view.metrics, out / TRAINING_CURVES) else None
     for neuron in view.neurons:
-        runs.write_atomic(out / neuron.page, neuron_page(neuron, view, assets).encode("utf-8"))
+        files.write_atomic(out / neuron.page, neuron_page(neuron, view, assets).encode("utf-8"))
     index = out / "index.html"
-    runs.write_atomic(index, index_page(view, assets, curves).encode("utf-8"))
+    files.write_atomic(index, index_page(view, assets, curves).encode("utf-8"))
     return index

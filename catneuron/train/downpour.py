@@ -26,14 +26,13 @@ import numpy as np
 import torch
 from safetensors.torch import safe_open
 
-from catneuron import runs
 from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.errors import UserError
 from catneuron.model.config import Config, to_dict
 from catneuron.model.network import Network
-from catneuron.train import checkpoint
+from catneuron.progress import Progress
+from catneuron.store import checkpoint, files, runs
 from catneuron.train.downpour_ps import ParameterShard, Piece, gather, layout, scatter, snapshot_name
-from catneuron.train.progress import Progress
 from catneuron.train.ray_env import ray_session
 from catneuron.train.trainer import Trainer, TrainResult, loss_terms
 
@@ -185,7 +184,7 @@ class Downpour:
         if steps < t.step:
             raise UserError(f"--steps {steps}: the run is already at step {t.step}")
         t.run.mkdir(parents=True, exist_ok=True)
-        runs.write_json(t.run / runs.CONFIG, {"config": to_dict(t.config), "data": t.data_spec})
+        files.write_json(t.run / runs.CONFIG, {"config": to_dict(t.config), "data": t.data_spec})
         ps_dir = t.run / PS_DIR
         ps_dir.mkdir(exist_ok=True)
         for old in ps_dir.glob("shard-*.safetensors"):

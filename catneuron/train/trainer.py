@@ -9,14 +9,13 @@ from pathlib import Path
 
 import torch
 
-from catneuron import runs
-from catneuron.data.sources import BatchSource
+from catneuron.data.sources import BatchSource, open_source
 from catneuron.errors import UserError
 from catneuron.model.config import Config, to_dict
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
-from catneuron.train import checkpoint
-from catneuron.train.progress import Progress
+from catneuron.progress import Progress
+from catneuron.store import checkpoint, files, runs
 
 
 def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
@@ -93,7 +92,7 @@ class Trainer:
         if steps < self.step:
             raise UserError(f"--steps {steps}: the run is already at step {self.step}")
         self.run.mkdir(parents=True, exist_ok=True)
-        runs.write_json(self.run / runs.CONFIG, {"config": to_dict(self.config), "data": self.data_spec})
+        files.write_json(self.run / runs.CONFIG, {"config": to_dict(self.config), "data": self.data_spec})
         t = self.config.train
         bar = Progress(steps, "step", enabled=progress)
         batches = self.source.batches(t.batch_size, t.seed, start_step=self.step)
@@ -126,3 +125,12 @@ class Trainer:
         if last:
             bar.update(self.step, last["images_per_s"], "img", {"loss": last["loss"]}, eta=0, final=True)
         return TrainResult(self.step, stopped_early, last)
+
+
+def train_run(config: Config, data: str, out: Path, steps: int) -> Path:
+    """Train a run folder to `steps` steps, resuming it if it has a checkpoint (how `table` trains its models)."""
+    source = open_source(data, config.model.input_size, config.model.channels)
+    trainer = Trainer.resume(out, source) if runs.checkpoint_path(out).is_file() else Trainer(
+        config, source, out, data_spec=data)
+    trainer.fit(steps)
+    return out

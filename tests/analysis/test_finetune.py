@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from catneuron import runs
 from catneuron.analysis.finetune import (
     Schedule,
     finetune_run,
@@ -25,6 +24,7 @@ from catneuron.data.labelled import read_labelled, split
 from catneuron.data.sources import ArraySource
 from catneuron.errors import UserError
 from catneuron.model.config import PRESETS
+from catneuron.store import runs
 from catneuron.train.trainer import Trainer
 
 TINY = PRESETS["tiny"]

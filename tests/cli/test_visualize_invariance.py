@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catneuron import runs
 from catneuron.cli import main
 from catneuron.data.sources import ArraySource
 from catneuron.model.config import PRESETS
+from catneuron.store import files, runs
 from catneuron.train.trainer import Trainer
 
 
@@ -57,7 +57,7 @@ def test_visualize_takes_the_best_neuron_of_a_concept(monkeypatch, capsys, tiny)
     run = tiny / "run"
     code, _, err = cli(monkeypatch, capsys, "visualize", run, "--concept", "cat faces")
     assert code == 2 and err.count("\n") == 1 and "--concept cat faces: no " in err and "evaluate" in err
-    runs.write_json(runs.results_dir(run) / "cat_faces.json",
+    files.write_json(runs.results_dir(run) / "cat_faces.json",
                     {"concept": "cat faces", "best_neuron": {"id": "s3.norm.m0.y1.x1"}})
     code, _, err = cli(monkeypatch, capsys, "visualize", run, "--concept", "cat faces", "--starts", 1, "--steps", 3)
     assert code == 0, err

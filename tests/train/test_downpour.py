@@ -24,10 +24,9 @@ import torch
 
 ray = pytest.importorskip("ray")
 
-from catneuron import runs  # noqa: E402
 from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
 from catneuron.model.config import PRESETS, replace  # noqa: E402
-from catneuron.train import checkpoint  # noqa: E402
+from catneuron.store import checkpoint, runs  # noqa: E402
 from catneuron.train.downpour import Downpour, DownpourOptions  # noqa: E402
 from catneuron.train.ray_env import local_ray  # noqa: E402
 from catneuron.train.trainer import Trainer  # noqa: E402

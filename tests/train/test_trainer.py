@@ -7,11 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from catneuron import runs
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.data.sources import ArraySource
 from catneuron.model.config import PRESETS, replace
-from catneuron.train import checkpoint
+from catneuron.store import checkpoint, runs
 from catneuron.train.trainer import Trainer
 
 

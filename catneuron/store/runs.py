@@ -1,7 +1,7 @@
 """The run folder: where a training run keeps its config, checkpoint, metrics and results.
 
     RUN/config.json             the full config and the data it was trained on
-    RUN/checkpoint.safetensors  weights, optimizer state, RNG (see catneuron.train.checkpoint)
+    RUN/checkpoint.safetensors  weights, optimizer state, RNG (see catneuron.store.checkpoint)
     RUN/metrics.jsonl           one JSON object per logged training step
     RUN/results/                analysis outputs: <concept>.json from `evaluate`, CSVs
     RUN/figures/                PNG pictures
@@ -11,14 +11,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from catneuron.errors import UserError
 from catneuron.model.network import Network
-from catneuron.train import checkpoint
+from catneuron.store import checkpoint
 
 CHECKPOINT = "checkpoint.safetensors"
 CONFIG = "config.json"
@@ -63,23 +62,6 @@ def read_metrics(run: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue  # a line cut by a crash
     return rows
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write a file atomically (temporary file in the same folder, then rename): readers never see half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    """Write JSON atomically."""
-    write_atomic(path, json.dumps(data, indent=2))
 
 
 def device(name: str) -> torch.device:

@@ -51,11 +51,28 @@ class LocalContrastNorm(nn.Module):
         return self._blur(x.mean(dim=1, keepdim=True)) / coverage
 
     def forward(self, x: Tensor) -> Tensor:
-        coverage = self._blur(torch.ones_like(x[:1, :1]))
-        v = x - self._local_mean(x, coverage)
-        sigma = torch.sqrt(self._local_mean(v * v, coverage))
-        floor = sigma.mean(dim=(1, 2, 3), keepdim=True).clamp_min(self.min_floor)
-        return v / torch.maximum(sigma, floor)
+        coverage = self.coverage(x)
+        v = self.centre(x, coverage)
+        sigma = self.deviation(v, coverage)
+        return self.divide(v, sigma, sigma.mean(dim=(1, 2, 3), keepdim=True))
+
+    # The steps of `forward`, public so that a block of an image (catneuron.parallel) can exchange
+    # halos between them and average sigma over the whole image.
+    def coverage(self, x: Tensor) -> Tensor:
+        """(1, 1, H, W): the part of each window inside x's grid."""
+        return self._blur(torch.ones_like(x[:1, :1]))
+
+    def centre(self, x: Tensor, coverage: Tensor) -> Tensor:
+        """v: x less its local mean."""
+        return x - self._local_mean(x, coverage)
+
+    def deviation(self, v: Tensor, coverage: Tensor) -> Tensor:
+        """sigma, (B, 1, H, W): the local standard deviation of v."""
+        return torch.sqrt(self._local_mean(v * v, coverage))
+
+    def divide(self, v: Tensor, sigma: Tensor, sigma_mean: Tensor) -> Tensor:
+        """v / max(sigma, floor), the floor being sigma's mean over the image (B, 1, 1, 1), floored at min_floor."""
+        return v / torch.maximum(sigma, sigma_mean.clamp_min(self.min_floor))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, size={self.size}, sigma={self.size / 4:.3g}"

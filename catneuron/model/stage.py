@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +31,38 @@ class StageOutput:
         return self.reconstruction + self.sparsity
 
 
+class Neighbours(Protocol):
+    """What a stage needs from the blocks around its own: the input regions its windows read, and the sum of
+    the reconstruction painted over its block by every block's decoder."""
+
+    def filter_region(self, x: Tensor) -> Tensor: ...
+
+    def pool_region(self, h: Tensor) -> Tensor: ...
+
+    def normalize(self, norm: nn.Module, pooled: Tensor) -> Tensor: ...
+
+    def paint_sum(self, painted: Tensor) -> Tensor: ...
+
+
+class _Alone:
+    """A stage that holds the whole image: its windows read only what it has."""
+
+    def filter_region(self, x: Tensor) -> Tensor:
+        return x
+
+    def pool_region(self, h: Tensor) -> Tensor:
+        return h
+
+    def normalize(self, norm: nn.Module, pooled: Tensor) -> Tensor:
+        return norm(pooled)
+
+    def paint_sum(self, painted: Tensor) -> Tensor:
+        return painted
+
+
+ALONE = _Alone()
+
+
 class Stage(nn.Module):
     """Reconstruction TICA on untied locally connected filters (Le et al. 2012, eq. 1):
 
@@ -41,7 +74,7 @@ class Stage(nn.Module):
     sigmoid(W1^T x) instead of W1^T x: the paper's locally connected deep-autoencoder baseline.
     """
 
-    def __init__(self, in_channels: int, input_size: int, cfg: StageConfig, sparsity: float = 0.1,
+    def __init__(self, in_channels: int, input_size: int | tuple[int, int], cfg: StageConfig, sparsity: float = 0.1,
                  eps: float = 1e-2, lcn: bool = True, encoder: str = "linear") -> None:
         super().__init__()
         args = (in_channels, cfg.maps, input_size, cfg.kernel, cfg.stride)
@@ -52,17 +85,20 @@ class Stage(nn.Module):
         self.sparsity_weight = sparsity
         self.sigmoid = encoder == "sigmoid"
 
-    def forward(self, x: Tensor, objective: bool = True) -> StageOutput:
-        h = self.encoder(x)
+    def forward(self, x: Tensor, objective: bool = True, neighbours: Neighbours | None = None) -> StageOutput:
+        """`neighbours`: for a stage that holds one block of the image (catneuron.parallel), the exchanges
+        with the blocks around it; `x` and every output are then that block's."""
+        neighbours = neighbours or ALONE
+        h = self.encoder(neighbours.filter_region(x))
         if self.sigmoid:
             h = torch.sigmoid(h)
-        pooled = self.pool(h)
-        normed = self.norm(pooled)
+        pooled = self.pool(neighbours.pool_region(h))
+        normed = neighbours.normalize(self.norm, pooled)
         if not objective:
             zero = h.new_zeros(())
             return StageOutput(h, pooled, normed, zero, zero)
         batch = x.shape[0]
-        residual = self.decoder(h) - x
+        residual = neighbours.paint_sum(self.decoder(h)) - x
         reconstruction = (residual * residual).sum() / batch
         sparsity = self.sparsity_weight * pooled.sum() / batch
         return StageOutput(h, pooled, normed, reconstruction, sparsity)

@@ -1,0 +1,90 @@
+"""Starting the ranks of one replica on this machine: spawned processes in one process group on loopback.
+
+The launching process holds the rendezvous store itself, on 127.0.0.1 and a port the kernel picks
+(port 0: free by construction, so there is no race to retry); gloo binds loopback
+(GLOO_SOCKET_IFNAME=lo). Each rank runs `fn(rank, world, *args)` with `threads` torch threads. A rank
+that fails stops the others; its UserError (the same on every rank: bad input) comes back as the
+launcher's own, anything else as `RankFailed`, one line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from catneuron.errors import UserError
+
+HOST = "127.0.0.1"
+USER_ERROR, FAILURE = "catneuron/user-error", "catneuron/failure"
+TIMEOUT = timedelta(minutes=30)
+
+
+class RankFailed(UserError):
+    """A rank died or raised: the run stopped; its last checkpoint is whatever was written before."""
+
+
+def join_group(rank: int, world: int, port: int, threads: int) -> dist.TCPStore:
+    """Join the process group of the launcher's store (gloo on CPU, NCCL when CUDA is there)."""
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    torch.set_num_threads(threads)
+    store = dist.TCPStore(HOST, port, world, is_master=False, timeout=TIMEOUT)
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=TIMEOUT)
+    return store
+
+
+def _rank_main(rank: int, fn: Callable, world: int, port: int, threads: int, args: tuple) -> None:
+    # Ctrl-C goes to the launcher, which stops every rank: a rank alone cannot stop its group cleanly.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    store = join_group(rank, world, port, threads)
+    try:
+        fn(rank, world, *args)
+    except UserError as e:
+        store.compare_set(USER_ERROR, "", str(e))
+        raise SystemExit(2) from None
+    except Exception as e:
+        # The first failure is the cause; the others' (peers gone) follow from it.
+        store.compare_set(FAILURE, "", f"rank {rank} of {world} failed: {type(e).__name__}: {e}".splitlines()[0])
+        raise
+    finally:
+        dist.destroy_process_group()
+
+
+def _cause(context: mp.ProcessContext, store: dist.TCPStore, world: int) -> UserError:
+    """Why the ranks stopped: a rank killed from outside, else the first rank's error."""
+    for process in context.processes:
+        process.join()
+    for rank, process in enumerate(context.processes):
+        if process.exitcode is not None and process.exitcode < 0 and -process.exitcode != signal.SIGTERM:
+            return RankFailed(f"rank {rank} of {world} died ({signal.Signals(-process.exitcode).name})")
+    if store.check([USER_ERROR]):
+        return UserError(store.get(USER_ERROR).decode())
+    if store.check([FAILURE]):
+        return RankFailed(store.get(FAILURE).decode())
+    codes = ", ".join(str(p.exitcode) for p in context.processes)
+    return RankFailed(f"the {world} ranks stopped (exit statuses {codes})")
+
+
+def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> None:
+    """Run `fn(rank, world, *args)` in `world` spawned processes (fn and args picklable) until all return."""
+    store = dist.TCPStore(HOST, 0, is_master=True, wait_for_workers=False, timeout=TIMEOUT)
+    context = mp.start_processes(_rank_main, args=(fn, world, store.port, threads, args), nprocs=world,
+                                 join=False, start_method="spawn")
+    try:
+        while not context.join():
+            pass
+    except KeyboardInterrupt:
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+        raise
+    except (mp.ProcessExitedException, mp.ProcessRaisedException):
+        raise _cause(context, store, world) from None

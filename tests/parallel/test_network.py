@@ -1,0 +1,111 @@
+"""A model-parallel network equals the single-process one in float64 (spawned ranks, gloo, loopback).
+
+One spawn per grid runs every check: each sublayer's outputs, the objective, the gradient to the
+input and the gathered weight gradients for `tiny` and a `small`-like shape (filter stride 2 in
+stage 2), then 5 Adagrad steps whose gathered weights equal the single-process run's.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from catneuron.errors import UserError
+from catneuron.model.config import PRESETS, StageConfig, replace
+from catneuron.model.network import Network
+from catneuron.parallel.grid import plan
+from catneuron.parallel.launch import run_ranks
+from catneuron.parallel.network import BlockNetwork, block_of
+from catneuron.parallel.state import gather_gradients, gather_model, load_blocks
+from catneuron.train.trainer import make_optimizer
+
+SMALL_LIKE = replace(PRESETS["small"], model={"stages": (
+    StageConfig(maps=3, kernel=8, stride=1, pool=3, lcn_size=5),
+    StageConfig(maps=4, kernel=6, stride=2, pool=3, lcn_size=5),
+    StageConfig(maps=3, kernel=3, stride=1, pool=2, lcn_size=3),
+)})
+CONFIGS = {"tiny": PRESETS["tiny"], "small-like": SMALL_LIKE}
+
+
+def _images(config, batch: int = 3) -> torch.Tensor:
+    m = config.model
+    return torch.rand(batch, m.channels, m.input_size, m.input_size, generator=torch.Generator().manual_seed(5))
+
+
+def _check_equivalence(config, grid: tuple[int, int], rank: int) -> None:
+    torch.manual_seed(0)
+    whole = Network(config.model)
+    images = _images(config).requires_grad_()
+    outputs = whole(images)
+    whole.loss(outputs).backward()
+
+    net = BlockNetwork(config.model, grid, rank)
+    load_blocks(net, make_optimizer(config, net.parameters()), whole.state_dict(), None)
+    mine = _images(config).requires_grad_()
+    block_outputs = net(mine)
+    loss = net.loss(block_outputs)
+    loss.backward()
+    for p, out, block_out in zip(net.plans, outputs, block_outputs, strict=True):
+        filt, pool = p.filter.block(rank), p.pool.block(rank)
+        torch.testing.assert_close(block_out.filter, out.filter[(..., *filt.slices)], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(block_out.pool, out.pool[(..., *pool.slices)], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(block_out.norm, out.norm[(..., *pool.slices)], rtol=1e-12, atol=1e-12)
+        for term in ("reconstruction", "sparsity"):
+            total = getattr(block_out, term).detach().clone()
+            dist.all_reduce(total)
+            torch.testing.assert_close(total, getattr(out, term).detach(), rtol=1e-12, atol=0)
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    torch.testing.assert_close(total, whole.loss(outputs).detach(), rtol=1e-12, atol=0)
+    dist.all_reduce(mine.grad)
+    torch.testing.assert_close(mine.grad, images.grad, rtol=1e-10, atol=1e-12)
+    grads = gather_gradients(net)
+    if rank == 0:
+        for name, p in whole.named_parameters():
+            torch.testing.assert_close(grads[name], p.grad, rtol=1e-10, atol=1e-12)
+
+
+def _check_adagrad(config, grid: tuple[int, int], rank: int, steps: int = 5) -> None:
+    torch.manual_seed(0)
+    whole = Network(config.model)
+    net = BlockNetwork(config.model, grid, rank)
+    optimizer = make_optimizer(config, net.parameters())
+    load_blocks(net, optimizer, whole.state_dict(), None)
+    whole_optimizer = make_optimizer(config, whole.parameters())
+    for step in range(steps):
+        images = torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(step))
+        for model, opt in ((whole, whole_optimizer), (net, optimizer)):
+            opt.zero_grad()
+            model.loss(model(images)).backward()
+            opt.step()
+    weights = gather_model(net)
+    if rank == 0:
+        for name, p in whole.named_parameters():
+            torch.testing.assert_close(weights[name], p.detach(), rtol=1e-10, atol=0)
+
+
+def _check_all(rank: int, world: int, grid: tuple[int, int]) -> None:
+    torch.set_default_dtype(torch.float64)
+    for config in CONFIGS.values():
+        _check_equivalence(config, grid, rank)
+    _check_adagrad(PRESETS["tiny"], grid, rank)
+    dist.barrier()
+
+
+@pytest.mark.parametrize("grid", [(1, 2), (2, 1), (2, 2), (1, 3)])
+def test_blocks_compute_the_single_process_network(grid):
+    run_ranks(_check_all, grid[0] * grid[1], (grid,))
+
+
+def test_a_grid_too_fine_for_a_halo_is_refused():
+    message = r"--partitions 6x6: stage 1 filter: blocks 2 .* halo of 4; the largest grid that works is 3x3"
+    with pytest.raises(UserError, match=message):
+        plan(PRESETS["tiny"].model, (6, 6))
+
+
+def test_block_rows_round_trip():
+    whole = torch.arange(5 * 7 * 2.0).reshape(35, 2)
+    block = block_of(whole, (5, 7), (1, 3), (2, 6))
+    assert block.shape == (8, 2)
+    assert block[0].tolist() == whole[7 + 2].tolist() and block[-1].tolist() == whole[2 * 7 + 5].tolist()

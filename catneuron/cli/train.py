@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import typer
 
 from catneuron.cli.app import app
@@ -11,6 +12,7 @@ from catneuron.cli.options import resolve_config
 from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model import config as configs
+from catneuron.parallel.grid import parse_grid
 from catneuron.store import checkpoint, runs
 from catneuron.train.trainer import Trainer
 
@@ -38,23 +40,32 @@ def train(
                                            "with the others."),
     ps_snapshot_minutes: float = typer.Option(5.0, help="Downpour: shards snapshot their state to RUN/ps this "
                                               "often."),
+    partitions: str = typer.Option("1x1", help="Model parallelism: one replica as R x C processes, each owning "
+                                   "a block of every stage's positions (e.g. 2x2)."),
+    threads: int = typer.Option(None, help="Torch threads per process (default: 1 per rank with --partitions)."),
 ) -> None:
     """Train the network on unlabeled images."""
     dev = runs.device(device)
+    grid = parse_grid(partitions)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads}: must be at least 1")
     if resume:
         if not runs.checkpoint_path(out).is_file():
             raise UserError(f"--resume: {out} has no checkpoint to resume from")
-        ckpt_config = checkpoint.read_config(runs.checkpoint_path(out))
-        source = open_source(data, ckpt_config.model.input_size, ckpt_config.model.channels)
-        trainer = Trainer.resume(out, source, dev)
+        cfg = checkpoint.read_config(runs.checkpoint_path(out))
     else:
         cfg = resolve_config(preset, config)
         train_overrides = {k: v for k, v in {"lr": lr, "optimizer": optimizer, "seed": seed}.items() if v is not None}
         cfg = configs.replace(cfg, train=train_overrides, model={"lcn": False} if no_lcn else {})
         if runs.checkpoint_path(out).is_file():
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
-        source = open_source(data, cfg.model.input_size, cfg.model.channels)
-        trainer = Trainer(cfg, source, out, dev, data_spec=data)
+    source = open_source(data, cfg.model.input_size, cfg.model.channels)
+    if grid != (1, 1):
+        run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, replicas, address)
+        return
+    if threads is not None:
+        torch.set_num_threads(threads)
+    trainer = Trainer.resume(out, source, dev) if resume else Trainer(cfg, source, out, dev, data_spec=data)
     runner, how = trainer, ""
     if replicas < 1:
         raise UserError(f"--replicas {replicas}: must be at least 1")
@@ -70,4 +81,22 @@ def train(
         raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
     print(f"training {trainer.config.preset} on {source.description} into {out}{how}")
     result = runner.fit(steps, max_seconds=minutes * 60 if minutes else None)
+    print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")
+
+
+def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[int, int], threads: int,
+                       resume: bool, steps: int, minutes: float | None, dev: torch.device, replicas: int,
+                       address: str | None) -> None:
+    """`--partitions RxC` other than 1x1: one replica, R*C ranks on this machine (docs/distributed.md)."""
+    from catneuron.parallel.grid import plan
+    from catneuron.parallel.trainer import ModelParallel
+
+    if replicas > 1 or address is not None:
+        raise UserError(f"--partitions {grid[0]}x{grid[1]}: not yet with Downpour (--replicas, --address)")
+    if dev.type != "cpu":
+        raise UserError(f"--partitions {grid[0]}x{grid[1]}: the ranks compute on CPU (--device cpu)")
+    plan(cfg.model, grid)
+    print(f"training {cfg.preset} on {data} into {out} as {grid[0]}x{grid[1]} blocks "
+          f"({grid[0] * grid[1]} processes, {threads} thread(s) each)")
+    result = ModelParallel(cfg, data, out, grid, threads, resume).fit(steps, minutes * 60 if minutes else None)
     print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")

@@ -9,10 +9,12 @@ launcher's own, anything else as `RankFailed`, one line.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -21,7 +23,7 @@ import torch.multiprocessing as mp
 from catneuron.errors import UserError
 
 HOST = "127.0.0.1"
-USER_ERROR, FAILURE = "catneuron/user-error", "catneuron/failure"
+USER_ERROR, FAILURE, RESULT = "catneuron/user-error", "catneuron/failure", "catneuron/result"
 TIMEOUT = timedelta(minutes=30)
 
 
@@ -30,14 +32,11 @@ class RankFailed(UserError):
 
 
 def join_group(rank: int, world: int, port: int, threads: int) -> dist.TCPStore:
-    """Join the process group of the launcher's store (gloo on CPU, NCCL when CUDA is there)."""
+    """Join the process group of the launcher's store (gloo: the ranks compute on CPU)."""
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(threads)
     store = dist.TCPStore(HOST, port, world, is_master=False, timeout=TIMEOUT)
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(rank % torch.cuda.device_count())
-    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=TIMEOUT)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=TIMEOUT)
     return store
 
 
@@ -46,7 +45,9 @@ def _rank_main(rank: int, fn: Callable, world: int, port: int, threads: int, arg
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     store = join_group(rank, world, port, threads)
     try:
-        fn(rank, world, *args)
+        result = fn(rank, world, *args)
+        if result is not None:
+            store.set(RESULT, json.dumps(result))
     except UserError as e:
         store.compare_set(USER_ERROR, "", str(e))
         raise SystemExit(2) from None
@@ -73,8 +74,9 @@ def _cause(context: mp.ProcessContext, store: dist.TCPStore, world: int) -> User
     return RankFailed(f"the {world} ranks stopped (exit statuses {codes})")
 
 
-def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> None:
-    """Run `fn(rank, world, *args)` in `world` spawned processes (fn and args picklable) until all return."""
+def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> Any:
+    """Run `fn(rank, world, *args)` in `world` spawned processes (fn and args picklable) until all return;
+    what a rank returned other than None (JSON), or None."""
     store = dist.TCPStore(HOST, 0, is_master=True, wait_for_workers=False, timeout=TIMEOUT)
     context = mp.start_processes(_rank_main, args=(fn, world, store.port, threads, args), nprocs=world,
                                  join=False, start_method="spawn")
@@ -88,3 +90,4 @@ def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> N
         raise
     except (mp.ProcessExitedException, mp.ProcessRaisedException):
         raise _cause(context, store, world) from None
+    return json.loads(store.get(RESULT)) if store.check([RESULT]) else None

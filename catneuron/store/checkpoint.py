@@ -54,21 +54,23 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save(path: str | Path, config: Config, step: int, model: torch.nn.Module,
-         optimizer: torch.optim.Optimizer | None = None, extra: dict | None = None,
+def save(path: str | Path, config: Config, step: int, model: torch.nn.Module | dict[str, torch.Tensor],
+         optimizer: torch.optim.Optimizer | dict | None = None, extra: dict | None = None,
          extra_tensors: dict[str, torch.Tensor] | None = None) -> None:
     """Write atomically: a temporary file in the same folder, fsync, then rename over `path`.
 
     `extra_tensors`: further named tensors that belong with the weights (e.g. a classifier on top), kept
-    apart from `model.*` so that loading the network ignores them.
+    apart from `model.*` so that loading the network ignores them. `model` and `optimizer` may be given as
+    their state dicts (a model-parallel replica gathers its blocks into them).
     """
     path = Path(path)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    model_state = model if isinstance(model, dict) else model.state_dict()
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     tensors |= {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
     meta = {"format": FORMAT, "config": json.dumps(to_dict(config)), "step": str(step),
             "extra": json.dumps(extra or {})}
     if optimizer is not None:
-        opt_tensors, opt_meta = _optimizer_tensors(optimizer.state_dict())
+        opt_tensors, opt_meta = _optimizer_tensors(optimizer if isinstance(optimizer, dict) else optimizer.state_dict())
         tensors |= opt_tensors
         meta["optimizer"] = json.dumps(opt_meta)
     tensors["rng.torch"] = torch.get_rng_state()

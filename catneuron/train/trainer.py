@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class TrainResult:
 class Trainer:
     """Trains a Network from a BatchSource into a run folder, resumable from its checkpoint."""
 
+    leader = True  # writes the run folder (of a model-parallel replica, only rank 0 does: catneuron.parallel)
+
     def __init__(self, config: Config, source: BatchSource, run: str | Path, device: str | torch.device = "cpu",
                  data_spec: str = "") -> None:
         self.config, self.source, self.run = config, source, Path(run)
@@ -77,7 +80,15 @@ class Trainer:
         self.optimizer.step()
         self.network.normalize_weights()
         self.step += 1
+        return self.terms(outputs)
+
+    def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
+        """The logged objective's terms (a model-parallel rank's are its share: they are summed over ranks)."""
         return loss_terms(outputs)
+
+    def should_stop(self, elapsed: float, max_seconds: float | None) -> bool:
+        """Whether `--minutes` is up (ranks of a model-parallel replica stop at the step rank 0 says)."""
+        return max_seconds is not None and elapsed >= max_seconds
 
     def save(self) -> None:
         self.run.mkdir(parents=True, exist_ok=True)
@@ -92,20 +103,21 @@ class Trainer:
         if steps < self.step:
             raise UserError(f"--steps {steps}: the run is already at step {self.step}")
         self.run.mkdir(parents=True, exist_ok=True)
-        files.write_json(self.run / runs.CONFIG, {"config": to_dict(self.config), "data": self.data_spec})
+        if self.leader:
+            files.write_json(self.run / runs.CONFIG, {"config": to_dict(self.config), "data": self.data_spec})
         t = self.config.train
-        bar = Progress(steps, "step", enabled=progress)
+        bar = Progress(steps, "step", enabled=progress and self.leader)
         batches = self.source.batches(t.batch_size, t.seed, start_step=self.step)
         start, start_step, last = time.monotonic(), self.step, {}
         stopped_early = False
         try:
-            with open(self.run / runs.METRICS, "a") as metrics:
+            with open(self.run / runs.METRICS, "a") if self.leader else contextlib.nullcontext() as metrics:
                 while self.step < steps:
                     terms = self.train_step(next(batches))
                     elapsed = time.monotonic() - start
                     rate = (self.step - start_step) * t.batch_size / max(elapsed, 1e-9)
                     last = {"step": self.step, "images_per_s": rate, "elapsed_s": elapsed} | terms
-                    if self.step % t.log_every == 0 or self.step == steps:
+                    if metrics and (self.step % t.log_every == 0 or self.step == steps):
                         metrics.write(json.dumps(last) + "\n")
                         metrics.flush()
                     remaining = (steps - self.step) * t.batch_size / max(rate, 1e-9)
@@ -115,7 +127,7 @@ class Trainer:
                     bar.update(self.step, rate, "img", shown, eta=remaining)
                     if self.step % t.checkpoint_every == 0:
                         self.save()
-                    if max_seconds is not None and elapsed >= max_seconds:
+                    if self.should_stop(elapsed, max_seconds):
                         stopped_early = self.step < steps
                         break
         except KeyboardInterrupt:

@@ -1,0 +1,128 @@
+"""Training one replica spread over R x C ranks: the single-process trainer's loop on every rank.
+
+Rank 0 reads the batches and sends each to every rank, writes the metrics (the objective's terms
+summed over ranks) and the checkpoint (the blocks gathered into the single-process format, written
+atomically), so `--resume` works on any grid and `evaluate`, `visualize`, `report` read the run as
+any other. The other ranks compute their blocks and write nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from catneuron.data.sources import BatchSource, open_source
+from catneuron.model.config import Config
+from catneuron.model.network import Network
+from catneuron.model.stage import StageOutput
+from catneuron.parallel.launch import RankFailed, run_ranks
+from catneuron.parallel.network import BlockNetwork
+from catneuron.parallel.state import gather_model, gather_optimizer, load_blocks
+from catneuron.store import checkpoint, runs
+from catneuron.train.trainer import Trainer, TrainResult, loss_terms, make_optimizer
+
+
+class SharedBatches:
+    """Rank 0's source, its batches sent to every rank (the others pass `source=None`)."""
+
+    def __init__(self, source: BatchSource | None, shape: tuple[int, int, int]) -> None:
+        self.source, self.shape = source, shape
+        self.description = source.description if source is not None else "batches from rank 0"
+
+    def batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+        own = self.source.batches(batch_size, seed, start_step) if self.source is not None else None
+        while True:
+            batch = next(own).float().contiguous() if own is not None else torch.empty(batch_size, *self.shape)
+            dist.broadcast(batch, 0)
+            yield batch
+
+
+class BlockTrainer(Trainer):
+    """`Trainer` for one rank of a model-parallel replica: its network is a `BlockNetwork`."""
+
+    def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], rank: int,
+                 resume: bool = False) -> None:
+        # Not Trainer.__init__: that builds the whole network on every rank.
+        self.config, self.run, self.device, self.data_spec = config, Path(run), torch.device("cpu"), data
+        self.leader = rank == 0
+        m = config.model
+        self.source = SharedBatches(open_source(data, m.input_size, m.channels) if self.leader else None,
+                                    (m.channels, m.input_size, m.input_size))
+        self.network = BlockNetwork(m, grid, rank)
+        self.optimizer = make_optimizer(config, self.network.parameters())
+        self.step = 0
+        if resume:
+            ckpt = checkpoint.load(runs.checkpoint_path(run))
+            load_blocks(self.network, self.optimizer, ckpt.model, ckpt.optimizer)
+            if ckpt.rng is not None:
+                torch.set_rng_state(ckpt.rng)
+            self.step, self.data_spec = ckpt.step, ckpt.extra.get("data", data)
+        else:
+            torch.manual_seed(config.train.seed)  # the single-process trainer's initial weights
+            whole = Network(m)
+            whole.normalize_weights()
+            load_blocks(self.network, self.optimizer, whole.state_dict(), None)
+
+    def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
+        mine = loss_terms(outputs)
+        total = torch.tensor(list(mine.values()), dtype=torch.float64)
+        dist.all_reduce(total)
+        return dict(zip(mine, total.tolist(), strict=True))
+
+    def should_stop(self, elapsed: float, max_seconds: float | None) -> bool:
+        if max_seconds is None:
+            return False
+        stop = torch.tensor([float(super().should_stop(elapsed, max_seconds))])
+        dist.broadcast(stop, 0)
+        return bool(stop.item())
+
+    def save(self) -> None:
+        model = gather_model(self.network)
+        optimizer = gather_optimizer(self.network, self.optimizer)
+        if self.leader:
+            self.run.mkdir(parents=True, exist_ok=True)
+            grid = self.network.grid
+            checkpoint.save(runs.checkpoint_path(self.run), self.config, self.step, model, optimizer,
+                            extra={"data": self.data_spec, "partitions": f"{grid[0]}x{grid[1]}"})
+
+
+@dataclass(frozen=True)
+class Job:
+    config: Config
+    data: str
+    run: str
+    grid: tuple[int, int]
+    resume: bool
+    steps: int
+    max_seconds: float | None
+
+
+def _train_rank(rank: int, world: int, job: Job) -> dict | None:
+    trainer = BlockTrainer(job.config, job.data, job.run, job.grid, rank, job.resume)
+    result = trainer.fit(job.steps, job.max_seconds)
+    return dataclasses.asdict(result) if rank == 0 else None
+
+
+class ModelParallel:
+    """`catneuron train --partitions RxC`: starts the R*C ranks of one replica and waits for them."""
+
+    def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], threads: int,
+                 resume: bool) -> None:
+        self.config, self.data, self.run, self.grid, self.threads, self.resume = (
+            config, data, str(run), grid, threads, resume)
+
+    def fit(self, steps: int, max_seconds: float | None = None) -> TrainResult:
+        job = Job(self.config, self.data, self.run, self.grid, self.resume, steps, max_seconds)
+        try:
+            result = run_ranks(_train_rank, self.grid[0] * self.grid[1], (job,), self.threads)
+        except RankFailed as e:
+            kept = runs.checkpoint_path(self.run)
+            after = (f"{kept} is intact: --resume goes on from it" if kept.is_file()
+                     else "no checkpoint had been written yet")
+            raise RankFailed(f"{e}; the run stopped, {after}") from None
+        return TrainResult(**result)

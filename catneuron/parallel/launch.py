@@ -14,6 +14,7 @@ import os
 import signal
 from collections.abc import Callable
 from datetime import timedelta
+from multiprocessing import connection
 from typing import Any
 
 import torch
@@ -59,18 +60,38 @@ def _rank_main(rank: int, fn: Callable, world: int, port: int, threads: int, arg
         dist.destroy_process_group()
 
 
-def _cause(context: mp.ProcessContext, store: dist.TCPStore, world: int) -> UserError:
-    """Why the ranks stopped: a rank killed from outside, else the first rank's error."""
-    for process in context.processes:
+def _wait(processes: list) -> bool:
+    """Wait until every rank has returned (True) or one has failed (False; the others are then stopped)."""
+    alive = list(processes)
+    while alive:
+        connection.wait([p.sentinel for p in alive])
+        for process in [p for p in alive if not p.is_alive()]:
+            process.join()
+            alive.remove(process)
+            if process.exitcode != 0:
+                _stop(processes)
+                return False
+    return True
+
+
+def _stop(processes: list) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
         process.join()
-    for rank, process in enumerate(context.processes):
+
+
+def _cause(processes: list, store: dist.TCPStore, world: int) -> UserError:
+    """Why the ranks stopped: a rank killed from outside, else the first rank's error."""
+    for rank, process in enumerate(processes):
         if process.exitcode is not None and process.exitcode < 0 and -process.exitcode != signal.SIGTERM:
             return RankFailed(f"rank {rank} of {world} died ({signal.Signals(-process.exitcode).name})")
     if store.check([USER_ERROR]):
         return UserError(store.get(USER_ERROR).decode())
     if store.check([FAILURE]):
         return RankFailed(store.get(FAILURE).decode())
-    codes = ", ".join(str(p.exitcode) for p in context.processes)
+    codes = ", ".join(str(p.exitcode) for p in processes)
     return RankFailed(f"the {world} ranks stopped (exit statuses {codes})")
 
 
@@ -78,16 +99,13 @@ def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> A
     """Run `fn(rank, world, *args)` in `world` spawned processes (fn and args picklable) until all return;
     what a rank returned other than None (JSON), or None."""
     store = dist.TCPStore(HOST, 0, is_master=True, wait_for_workers=False, timeout=TIMEOUT)
-    context = mp.start_processes(_rank_main, args=(fn, world, store.port, threads, args), nprocs=world,
-                                 join=False, start_method="spawn")
+    processes = mp.start_processes(_rank_main, args=(fn, world, store.port, threads, args), nprocs=world,
+                                   join=False, start_method="spawn").processes
     try:
-        while not context.join():
-            pass
+        finished = _wait(processes)
     except KeyboardInterrupt:
-        for process in context.processes:
-            if process.is_alive():
-                process.terminate()
+        _stop(processes)
         raise
-    except (mp.ProcessExitedException, mp.ProcessRaisedException):
-        raise _cause(context, store, world) from None
+    if not finished:
+        raise _cause(processes, store, world)
     return json.loads(store.get(RESULT)) if store.check([RESULT]) else None

@@ -1,0 +1,90 @@
+"""Training with --partitions: resumable across grids (2x2 -> 1x1 -> 1x2 equals one uninterrupted 1x1 run),
+and a killed rank stops the run with one line and an intact checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from catneuron.data.sources import open_source
+from catneuron.model.config import PRESETS, replace
+from catneuron.parallel.trainer import ModelParallel
+from catneuron.store import checkpoint, runs
+from catneuron.train.trainer import Trainer
+
+CONFIG = replace(PRESETS["tiny"], train={"lr": 0.01, "log_every": 1, "checkpoint_every": 1000})
+
+
+def _losses(run: Path) -> list[float]:
+    return [row["loss"] for row in runs.read_metrics(run)]
+
+
+def test_resume_across_grids_equals_one_run(tmp_path):
+    source = open_source("embedded", 16, 1)
+    Trainer(CONFIG, source, tmp_path / "straight", data_spec="embedded").fit(6, progress=False)
+
+    run = tmp_path / "mixed"
+    assert ModelParallel(CONFIG, "embedded", run, (2, 2), threads=1, resume=False).fit(2).step == 2
+    Trainer.resume(run, source).fit(4, progress=False)
+    assert ModelParallel(CONFIG, "embedded", run, (1, 2), threads=1, resume=True).fit(6).step == 6
+
+    straight, mixed = _losses(tmp_path / "straight"), _losses(run)
+    assert [row["step"] for row in runs.read_metrics(run)] == list(range(1, 7))
+    assert mixed == pytest.approx(straight, rel=1e-5)
+    a, b = (checkpoint.load(runs.checkpoint_path(r)) for r in (tmp_path / "straight", run))
+    assert b.extra["partitions"] == "1x2"
+    for name, weight in a.model.items():
+        torch.testing.assert_close(b.model[name], weight, rtol=1e-4, atol=1e-6)
+    for name, value in a.optimizer["state"][0].items():
+        torch.testing.assert_close(b.optimizer["state"][0][name], value, rtol=1e-4, atol=1e-6)
+
+
+def _ranks_of(parent: int) -> list[int]:
+    """The spawned rank processes of `parent` (its children running multiprocessing's spawn_main)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            status = (entry / "status").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if ppid == parent and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def test_a_killed_rank_stops_the_run_with_one_line_and_an_intact_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-c", "from catneuron.cli import main; main()", "train", "--data", "embedded",
+               "--preset", "tiny", "--partitions", "1x2", "--steps", "100000", "--out", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {
+        "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        deadline = time.monotonic() + 120
+        while not runs.checkpoint_path(run).is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ranks = _ranks_of(process.pid)
+        assert len(ranks) == 2, ranks
+        os.kill(ranks[1], signal.SIGKILL)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    text = stderr.decode()
+    lines = [line for line in text.splitlines() if not line.startswith("step ")]  # the progress line's updates
+    assert process.returncode == 2, text
+    assert len(lines) == 1 and "rank 1 of 2 died (SIGKILL)" in lines[0], lines
+    assert "is intact: --resume goes on from it" in lines[0]
+    kept = checkpoint.load(runs.checkpoint_path(run))
+    assert kept.step % PRESETS["tiny"].train.checkpoint_every == 0 and kept.step > 0
+    resumed = Trainer.resume(run, open_source("embedded", 16, 1))
+    assert resumed.fit(kept.step + 2, progress=False).step == kept.step + 2
+    assert json.loads((run / runs.CONFIG).read_text())["data"] == "embedded"

@@ -138,7 +138,8 @@ def _axis_ok(source: tuple[int, ...], target: tuple[int, ...], reach: Callable[[
     return True
 
 
-def _stage_windows(model: ModelConfig, grid: tuple[int, int]) -> list[StagePlan]:
+def layout(model: ModelConfig, grid: tuple[int, int]) -> list[StagePlan]:
+    """Every stage's blocks on an R x C grid, unchecked (`plan` checks them; benchmarks size grids it refuses)."""
     plans = []
     for shape, cfg in zip(stage_shapes(model), model.stages, strict=True):
         inp = Partition.even(shape.in_size, shape.in_size, grid)
@@ -155,7 +156,7 @@ def _stage_windows(model: ModelConfig, grid: tuple[int, int]) -> list[StagePlan]
 
 def _first_failure(model: ModelConfig, parts: int) -> tuple[int, Windows] | None:
     """(stage, sublayer) of the first stage whose blocks along one axis cut into `parts` are too thin, or None."""
-    for plan in _stage_windows(model, (parts, parts)):
+    for plan in layout(model, (parts, parts)):
         for w in (plan.filtering, plan.pooling, plan.norm):
             if w is not None and not _axis_ok(w.source.rows, w.target.rows, w.reach):
                 return plan.index, w
@@ -174,7 +175,7 @@ def plan(model: ModelConfig, grid: tuple[int, int]) -> list[StagePlan]:
             raise UserError(f"--partitions {grid[0]}x{grid[1]}: stage {stage} {w.name}: blocks {thinnest} positions "
                             f"thick are thinner than its halo of {w.halo}; the largest grid that works is "
                             f"{min(grid[0], largest)}x{min(grid[1], largest)}")
-    return _stage_windows(model, grid)
+    return layout(model, grid)
 
 
 def parse_grid(text: str) -> tuple[int, int]:

@@ -13,6 +13,8 @@ from catneuron.parallel.grid import Partition, Windows, same_reach, valid_reach
 from catneuron.parallel.halo import Exchange, halo, halo_sum, sum_all
 from catneuron.parallel.launch import run_ranks
 
+pytestmark = pytest.mark.slow  # spawned ranks: each imports torch
+
 
 def _check_exchange(rank: int, world: int, grid: tuple[int, int]) -> None:
     torch.set_default_dtype(torch.float64)

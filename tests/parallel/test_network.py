@@ -93,6 +93,7 @@ def _check_all(rank: int, world: int, grid: tuple[int, int]) -> None:
     dist.barrier()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grid", [(1, 2), (2, 1), (2, 2), (1, 3)])
 def test_blocks_compute_the_single_process_network(grid):
     run_ranks(_check_all, grid[0] * grid[1], (grid,))

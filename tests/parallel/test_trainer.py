@@ -20,6 +20,8 @@ from catneuron.parallel.trainer import ModelParallel
 from catneuron.store import checkpoint, runs
 from catneuron.train.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # spawned ranks: each imports torch
+
 CONFIG = replace(PRESETS["tiny"], train={"lr": 0.01, "log_every": 1, "checkpoint_every": 1000})
 
 

@@ -1,8 +1,9 @@
 """Starting the ranks of one replica on this machine: spawned processes in one process group on loopback.
 
-The launching process holds the rendezvous store itself, on 127.0.0.1 and a port the kernel picks
-(port 0: free by construction, so there is no race to retry); gloo binds loopback
-(GLOO_SOCKET_IFNAME=lo). Each rank runs `fn(rank, world, *args)` with `threads` torch threads. A rank
+The rendezvous is a file in a private temporary folder (torch's FileStore): no port to pick or to find
+taken, and no socket at all (torch's TCP store listens on every interface and looks the peer's address
+up in DNS). The ranks' gloo connections bind the loopback interface (GLOO_SOCKET_IFNAME=lo). Each rank
+runs `fn(rank, world, *args)` with `threads` torch threads. A rank
 that fails stops the others; its UserError (the same on every rank: bad input) comes back as the
 launcher's own, anything else as `RankFailed`, one line.
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 from collections.abc import Callable
 from datetime import timedelta
 from multiprocessing import connection
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +26,6 @@ import torch.multiprocessing as mp
 
 from catneuron.errors import UserError
 
-HOST = "127.0.0.1"
 USER_ERROR, FAILURE, RESULT = "catneuron/user-error", "catneuron/failure", "catneuron/result"
 TIMEOUT = timedelta(minutes=30)
 
@@ -32,19 +34,19 @@ class RankFailed(UserError):
     """A rank died or raised: the run stopped; its last checkpoint is whatever was written before."""
 
 
-def join_group(rank: int, world: int, port: int, threads: int) -> dist.TCPStore:
+def join_group(rank: int, world: int, path: str, threads: int) -> dist.Store:
     """Join the process group of the launcher's store (gloo: the ranks compute on CPU)."""
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(threads)
-    store = dist.TCPStore(HOST, port, world, is_master=False, timeout=TIMEOUT)
+    store = dist.FileStore(path, world + 1)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=TIMEOUT)
     return store
 
 
-def _rank_main(rank: int, fn: Callable, world: int, port: int, threads: int, args: tuple) -> None:
+def _rank_main(rank: int, fn: Callable, world: int, path: str, threads: int, args: tuple) -> None:
     # Ctrl-C goes to the launcher, which stops every rank: a rank alone cannot stop its group cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    store = join_group(rank, world, port, threads)
+    store = join_group(rank, world, path, threads)
     try:
         result = fn(rank, world, *args)
         if result is not None:
@@ -82,7 +84,7 @@ def _stop(processes: list) -> None:
         process.join()
 
 
-def _cause(processes: list, store: dist.TCPStore, world: int) -> UserError:
+def _cause(processes: list, store: dist.Store, world: int) -> UserError:
     """Why the ranks stopped: a rank killed from outside, else the first rank's error."""
     for rank, process in enumerate(processes):
         if process.exitcode is not None and process.exitcode < 0 and -process.exitcode != signal.SIGTERM:
@@ -98,14 +100,16 @@ def _cause(processes: list, store: dist.TCPStore, world: int) -> UserError:
 def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> Any:
     """Run `fn(rank, world, *args)` in `world` spawned processes (fn and args picklable) until all return;
     what a rank returned other than None (JSON), or None."""
-    store = dist.TCPStore(HOST, 0, is_master=True, wait_for_workers=False, timeout=TIMEOUT)
-    processes = mp.start_processes(_rank_main, args=(fn, world, store.port, threads, args), nprocs=world,
-                                   join=False, start_method="spawn").processes
-    try:
-        finished = _wait(processes)
-    except KeyboardInterrupt:
-        _stop(processes)
-        raise
-    if not finished:
-        raise _cause(processes, store, world)
-    return json.loads(store.get(RESULT)) if store.check([RESULT]) else None
+    with tempfile.TemporaryDirectory(prefix="catneuron-ranks-") as folder:
+        path = str(Path(folder) / "store")
+        store = dist.FileStore(path, world + 1)
+        processes = mp.start_processes(_rank_main, args=(fn, world, path, threads, args), nprocs=world,
+                                       join=False, start_method="spawn").processes
+        try:
+            finished = _wait(processes)
+        except KeyboardInterrupt:
+            _stop(processes)
+            raise
+        if not finished:
+            raise _cause(processes, store, world)
+        return json.loads(store.get(RESULT)) if store.check([RESULT]) else None

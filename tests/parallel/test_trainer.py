@@ -1,10 +1,13 @@
 """Training with --partitions: resumable across grids (2x2 -> 1x1 -> 1x2 equals one uninterrupted 1x1 run),
-and a killed rank stops the run with one line and an intact checkpoint."""
+a killed rank stops the run with one line and an intact checkpoint, and nothing leaves loopback."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,3 +93,27 @@ def test_a_killed_rank_stops_the_run_with_one_line_and_an_intact_checkpoint(tmp_
     resumed = Trainer.resume(run, open_source("embedded", 16, 1))
     assert resumed.fit(kept.step + 2, progress=False).step == kept.step + 2
     assert json.loads((run / runs.CONFIG).read_text())["data"] == "embedded"
+
+
+ADDRESS = re.compile(r'inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6?, "([^"]+)"')
+
+
+def test_a_local_run_binds_and_connects_only_on_loopback(tmp_path):
+    """`catneuron train --partitions 1x2` under strace (in a network namespace of its own where one can be
+    made): every address any of its processes binds, connects or sends to is loopback."""
+    if shutil.which("strace") is None or subprocess.run(["strace", "-f", "-o", "/dev/null", "true"]).returncode:
+        pytest.skip("strace is not usable here")
+    isolate = []
+    if shutil.which("unshare") and shutil.which("ip") and subprocess.run(
+            ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0:
+        isolate = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    trace = tmp_path / "trace.txt"
+    command = [*isolate, "strace", "-f", "-qq", "-e", "trace=bind,connect,sendto,sendmsg", "-o", str(trace),
+               sys.executable, "-c", "from catneuron.cli import main; main()", "train", "--data", "embedded",
+               "--preset", "tiny", "--partitions", "1x2", "--steps", "3", "--out", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, timeout=300,
+                          env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2])})
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    addresses = {a or b for a, b in ADDRESS.findall(trace.read_text())}
+    assert "127.0.0.1" in addresses, "strace saw no loopback socket: the check proves nothing"
+    assert {a for a in addresses if not ipaddress.ip_address(a).is_loopback} == set()

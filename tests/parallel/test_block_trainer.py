@@ -108,9 +108,10 @@ def test_a_local_run_binds_and_connects_only_on_loopback(tmp_path):
             ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0:
         isolate = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
     trace = tmp_path / "trace.txt"
-    command = [*isolate, "strace", "-f", "-qq", "-e", "trace=bind,connect,sendto,sendmsg", "-o", str(trace),
-               sys.executable, "-c", "from catneuron.cli import main; main()", "train", "--data", "embedded",
-               "--preset", "tiny", "--partitions", "1x2", "--steps", "3", "--out", str(tmp_path / "run")]
+    command = [*isolate, "strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=bind,connect,sendto,sendmsg",
+               "-o", str(trace), sys.executable, "-c", "from catneuron.cli import main; main()", "train",
+               "--data", "embedded", "--preset", "tiny", "--partitions", "1x2", "--steps", "3",
+               "--out", str(tmp_path / "run")]
     done = subprocess.run(command, capture_output=True, timeout=300,
                           env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2])})
     assert done.returncode == 0, done.stderr.decode()[-2000:]

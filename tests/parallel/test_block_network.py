@@ -11,10 +11,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from catneuron.errors import UserError
 from catneuron.model.config import PRESETS, StageConfig, replace
 from catneuron.model.network import Network
-from catneuron.parallel.grid import plan
 from catneuron.parallel.launch import run_ranks
 from catneuron.parallel.network import BlockNetwork, block_of
 from catneuron.parallel.state import gather_gradients, gather_model, load_blocks
@@ -97,12 +95,6 @@ def _check_all(rank: int, world: int, grid: tuple[int, int]) -> None:
 @pytest.mark.parametrize("grid", [(1, 2), (2, 1), (2, 2), (1, 3)])
 def test_blocks_compute_the_single_process_network(grid):
     run_ranks(_check_all, grid[0] * grid[1], (grid,))
-
-
-def test_a_grid_too_fine_for_a_halo_is_refused():
-    message = r"--partitions 6x6: stage 1 filter: blocks 2 .* halo of 4; the largest grid that works is 3x3"
-    with pytest.raises(UserError, match=message):
-        plan(PRESETS["tiny"].model, (6, 6))
 
 
 def test_block_rows_round_trip():

@@ -96,7 +96,10 @@ def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[in
     if dev.type != "cpu":
         raise UserError(f"--partitions {grid[0]}x{grid[1]}: the ranks compute on CPU (--device cpu)")
     plan(cfg.model, grid)
-    print(f"training {cfg.preset} on {data} into {out} as {grid[0]}x{grid[1]} blocks "
-          f"({grid[0] * grid[1]} processes, {threads} thread(s) each)")
-    result = ModelParallel(cfg, data, out, grid, threads, resume).fit(steps, minutes * 60 if minutes else None)
-    print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")
+    runner = ModelParallel(cfg, data, out, grid, threads, resume)
+    if runner.leader:
+        print(f"training {cfg.preset} on {data} into {out} as {grid[0]}x{grid[1]} blocks "
+              f"({grid[0] * grid[1]} processes, {threads} thread(s) each)")
+    result = runner.fit(steps, minutes * 60 if minutes else None)
+    if result is not None:
+        print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")

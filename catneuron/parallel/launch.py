@@ -113,3 +113,25 @@ def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> A
         if not finished:
             raise _cause(processes, store, world)
         return json.loads(store.get(RESULT)) if store.check([RESULT]) else None
+
+
+def torchrun_rank() -> tuple[int, int] | None:
+    """(rank, world size) when this process is one of torchrun's workers (a cluster launch), else None."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def run_this_rank(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> Any:
+    """Under torchrun: join its process group (env://, gloo on the interfaces torchrun was told to use)
+    and run `fn(rank, world, *args)` here; torchrun started the other ranks and stops them if one fails."""
+    rank, size = torchrun_rank()
+    if size != world:
+        raise UserError(f"--partitions: the grid has {world} blocks but torchrun started {size} processes "
+                        f"(--nproc-per-node x --nnodes must be {world})")
+    torch.set_num_threads(threads)
+    dist.init_process_group("gloo", timeout=TIMEOUT)
+    try:
+        return fn(rank, world, *args)
+    finally:
+        dist.destroy_process_group()

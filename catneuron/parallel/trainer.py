@@ -20,7 +20,7 @@ from catneuron.data.sources import BatchSource, open_source
 from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
-from catneuron.parallel.launch import RankFailed, run_ranks
+from catneuron.parallel.launch import RankFailed, run_ranks, run_this_rank, torchrun_rank
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.state import gather_model, gather_optimizer, load_blocks
 from catneuron.store import checkpoint, runs
@@ -109,17 +109,28 @@ def _train_rank(rank: int, world: int, job: Job) -> dict | None:
 
 
 class ModelParallel:
-    """`catneuron train --partitions RxC`: starts the R*C ranks of one replica and waits for them."""
+    """`catneuron train --partitions RxC`: starts the R*C ranks of one replica and waits for them, or, when
+    torchrun has started this process as one of them (on a cluster), runs that rank."""
 
     def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], threads: int,
                  resume: bool) -> None:
         self.config, self.data, self.run, self.grid, self.threads, self.resume = (
             config, data, str(run), grid, threads, resume)
 
-    def fit(self, steps: int, max_seconds: float | None = None) -> TrainResult:
+    @property
+    def leader(self) -> bool:
+        """Whether this process reports: the launcher, or rank 0 when torchrun started every rank."""
+        return (torchrun_rank() or (0, 1))[0] == 0
+
+    def fit(self, steps: int, max_seconds: float | None = None) -> TrainResult | None:
+        """Train; the result on the leader, None on torchrun's other ranks."""
         job = Job(self.config, self.data, self.run, self.grid, self.resume, steps, max_seconds)
+        world = self.grid[0] * self.grid[1]
+        if torchrun_rank() is not None:
+            result = run_this_rank(_train_rank, world, (job,), self.threads)
+            return TrainResult(**result) if result is not None else None
         try:
-            result = run_ranks(_train_rank, self.grid[0] * self.grid[1], (job,), self.threads)
+            result = run_ranks(_train_rank, world, (job,), self.threads)
         except RankFailed as e:
             kept = runs.checkpoint_path(self.run)
             after = (f"{kept} is intact: --resume goes on from it" if kept.is_file()

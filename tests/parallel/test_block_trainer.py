@@ -118,3 +118,24 @@ def test_a_local_run_binds_and_connects_only_on_loopback(tmp_path):
     addresses = {a or b for a, b in ADDRESS.findall(trace.read_text())}
     assert "127.0.0.1" in addresses, "strace saw no loopback socket: the check proves nothing"
     assert {a for a in addresses if not ipaddress.ip_address(a).is_loopback} == set()
+
+
+def test_torchrun_starts_the_ranks_as_on_a_cluster(tmp_path):
+    """`torchrun --nproc-per-node 2 ... train --partitions 1x2`: each process runs its own rank; the run equals the
+    single-process trainer's."""
+    script = tmp_path / "catneuron_cli.py"
+    script.write_text("from catneuron.cli import main\nmain()\n")
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+               "train", "--data", "embedded", "--preset", "tiny", "--partitions", "1x2", "--steps", "4",
+               "--out", str(run)]
+    done = subprocess.run(command, capture_output=True, timeout=300,
+                          env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2])})
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert done.stdout.decode().count("step 4: checkpoint") == 1  # rank 0 reports, rank 1 does not
+    single = Trainer(PRESETS["tiny"], open_source("embedded", 16, 1), tmp_path / "single", data_spec="embedded")
+    single.fit(4, progress=False)
+    assert _losses(run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-5)
+    kept = checkpoint.load(runs.checkpoint_path(run))
+    for name, weight in single.network.state_dict().items():
+        torch.testing.assert_close(kept.model[name], weight, rtol=1e-4, atol=1e-6)

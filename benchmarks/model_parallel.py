@@ -13,8 +13,8 @@
     python benchmarks/model_parallel.py [--preset small] [--steps 20] [--batch 100] [--threads 2]
 
 Run it under `flock /tmp/catneuron-heavy.lock` on a shared machine. `paper` on 2x2 would need about a
-quarter of the 12 GB step per rank plus the whole model on rank 0 while it starts: not on a shared 24 GB
-machine, so part 2 measures `small` only.
+quarter of the 12 GB step per rank plus the whole model (3.8 GB) that every rank builds while it starts:
+not on a shared 24 GB machine, so part 2 measures `small` only.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from catneuron.analysis.activations import UnitIndex
 from catneuron.analysis.evaluate import SCAN_BYTES, block_size, evaluate
 from catneuron.data.labelled import LabelledImages
 from catneuron.model.config import PRESETS
@@ -72,10 +73,12 @@ def main() -> None:
     dims = int(np.prod(shape))
     linear_flops = 2 * args.images * args.filters * dims
     print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads; dense matmul {rate / 1e9:.1f} GFLOP/s")
-    print(f"evaluate, preset {args.preset}: {args.images:,} images x ({result['best_neuron']['id'] and 'all'} "
-          f"units + {args.filters:,} linear filters of {dims} pixels): {seconds:.1f} s")
+    print(f"evaluate, preset {args.preset}: {args.images:,} images x ({len(UnitIndex(network)):,} units, twice "
+          f"(trained, random weights) + {args.filters:,} linear filters of {dims} pixels): {seconds:.1f} s; "
+          f"best neuron {result['best_neuron']['id']}")
     print(f"peak memory: {peak_mib():,.0f} MiB (test images {images.nbytes / 2**20:,.0f} MiB, before the run "
-          f"{before:,.0f} MiB; scan budget {SCAN_BYTES / 2**20:.0f} MiB, {block_size(args.images):,} filters per block)")
+          f"{before:,.0f} MiB; scan budget {SCAN_BYTES / 2**20:.0f} MiB, "
+          f"{block_size(args.images):,} filters per block)")
     print(f"the filters' matrix products alone at the sampled matmul rate: {linear_flops / rate:.1f} s "
           f"({linear_flops / rate / seconds:.0%} of the run)")
 

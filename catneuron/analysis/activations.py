@@ -34,7 +34,7 @@ class UnitIndex:
 
     def unit(self, neuron: NeuronId) -> int:
         """The flat unit number of `neuron` (the inverse of `neuron`)."""
-        for stage, sublayer, maps, side, start in self.blocks:
+        for stage, sublayer, _, side, start in self.blocks:
             if (stage, sublayer) == (neuron.stage, neuron.sublayer):
                 return start + (neuron.map * side + neuron.y) * side + neuron.x
         raise IndexError(str(neuron))

@@ -11,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -60,11 +61,11 @@ def network_batches(network: Network, images: np.ndarray, layout: Layout, batch_
 
 class Spill:
     """Batches computed once: the first pass writes them to an unnamed temporary file as it hands them on, the
-    second reads them back. The network runs once per scan, memory stays one batch, the disk holds
-    images x units x 4 bytes until close() (or the process ends)."""
+    second reads them back. The network runs once per scan, memory stays one batch, the file holds
+    images x units x 4 bytes."""
 
-    def __init__(self, batches: Batches) -> None:
-        self.batches, self.file = batches, tempfile.TemporaryFile()
+    def __init__(self, batches: Batches, file: BinaryIO) -> None:
+        self.batches, self.file = batches, file
         self.written: list[tuple[tuple[int, ...], int]] | None = None
 
     def __call__(self) -> Iterator[tuple[np.ndarray, int]]:
@@ -86,16 +87,11 @@ class Spill:
             self.file.readinto(memoryview(acts).cast("B"))
             yield acts, group
 
-    def close(self) -> None:
-        self.file.close()
-
 
 def scan_network(network: Network, images: np.ndarray, layout: Layout, label: str, progress: bool) -> Scored:
-    spill = Spill(network_batches(network, images, layout))
-    try:
+    with tempfile.TemporaryFile() as file:  # unnamed: gone when closed, even if the process is killed
+        spill = Spill(network_batches(network, images, layout), file)
         return scan(watched(spill, len(layout.order), label, progress), layout.counts())
-    finally:
-        spill.close()
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import MiniBatchKMeans

@@ -7,7 +7,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from catneuron.analysis.baselines import chance, filter_blocks, image_rows
-from catneuron.analysis.evaluate import SCAN_BYTES, BYTES_PER_UNIT, block_size, scan_linear
+from catneuron.analysis.evaluate import BYTES_PER_UNIT, SCAN_BYTES, block_size, scan_linear
 from catneuron.analysis.selectivity import GRID, N_THRESHOLDS, Layout, scan, stratified_halves
 
 

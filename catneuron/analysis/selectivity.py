@@ -8,9 +8,9 @@ Memory does not grow with the number of images: pass 1 keeps each unit's min and
 counts values into histograms on a fine grid of GRID bins between the min and the max whose edges include
 the 20 thresholds (GRID = 19 * 27), so threshold counts are exact sums of bins and the ROC AUC (which the
 paper lacks) comes from the same histogram: exact when values fall in distinct bins, otherwise pairs in one
-bin count 1/2 (within 1 / GRID of the exact AUC in the worst case; tests/analysis checks it against
-scikit-learn). The same pass counts each half's images on the other half's 20 thresholds, which is all the
-held-out score needs, for any unit that turns out to be picked.
+bin count 1/2 (off by at most half the share of positive-negative pairs that share a bin; tests/analysis
+checks it against scikit-learn). The same pass counts each half's images on the other half's 20
+thresholds, which is all the held-out score needs, for any unit that turns out to be picked.
 """
 
 from __future__ import annotations

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from catneuron.analysis.activations import UnitIndex
-from catneuron.analysis.baselines import random_guess, sample_filters
-from catneuron.analysis.evaluate import Responses, linear_filter_responses, network_responses, scan_subset
-from catneuron.analysis.selectivity import accuracy_at, stratified_halves
+from catneuron.analysis.baselines import chance, filter_blocks, image_rows
+from catneuron.analysis.evaluate import block_size, scan_linear, scan_network
+from catneuron.analysis.selectivity import Layout, Scored
 from catneuron.data.images import read_folder
 from catneuron.data.sources import ArraySource
 from catneuron.model import config as configs
@@ -54,22 +54,13 @@ def labelled_folders(positives: str, negatives: str, size: int, channels: int) -
     return images, np.array([1] * len(pos) + [0] * len(neg), dtype=np.int64)
 
 
-def population_scores(responses: Responses, labels: np.ndarray, groups: dict[str, np.ndarray],
-                      seed: int = 0) -> dict[str, dict]:
+def population_scores(scored: Scored, groups: dict[str, np.ndarray]) -> dict[str, dict]:
     """Per group of units: best accuracy and AUC on the whole set, and the held-out accuracy."""
-    everything = np.arange(len(labels))
-    full = scan_subset(responses, labels, everything)
-    halves = stratified_halves(labels, seed)
-    picks = [(scan_subset(responses, labels, pick), test) for pick, test in (halves, halves[::-1])]
     out = {}
     for name, units in groups.items():
-        best = full.best(units)
-        heldout = []
-        for on_pick, test in picks:
-            unit = on_pick.best(units)
-            heldout.append(accuracy_at(responses.unit(unit, test), labels[test], float(on_pick.threshold[unit])))
-        out[name] = {"unit": int(best), "accuracy": float(full.accuracy[best]), "auc": float(full.auc[best]),
-                     "heldout": float(np.mean(heldout))}
+        best = scored.full.best(units)
+        out[name] = {"unit": int(best), "accuracy": float(scored.full.accuracy[best]),
+                     "auc": float(scored.full.auc[best]), "heldout": scored.heldout(units)[0]}
     return out
 
 
@@ -78,7 +69,7 @@ def network_scores(network: Network, images: np.ndarray, labels: np.ndarray) -> 
     groups = {f"s{s}": index.units_of_stage(s) for s in range(1, len(network.stages) + 1)}
     groups["any"] = np.arange(len(index))
     groups["upper"] = np.concatenate([groups[f"s{s}"] for s in range(2, len(network.stages) + 1)])
-    scores = population_scores(network_responses(network.eval(), images), labels, groups)
+    scores = population_scores(scan_network(network.eval(), images, Layout(labels), "network", True), groups)
     for s in scores.values():
         s["unit"] = str(index.neuron(s["unit"]))
     return scores
@@ -89,9 +80,12 @@ def baselines(cfg: configs.Config, split: Path, images: np.ndarray, labels: np.n
     torch.manual_seed(cfg.train.seed + 1)
     rand = network_scores(Network(cfg.model), images, labels)
     batch = torch.from_numpy(train_images.astype(np.float32) / 255.0)
-    filters = sample_filters([batch], len(batch))
-    linear = population_scores(linear_filter_responses(filters, images), labels, {"all": np.arange(len(filters))})
-    return {"random_guess": random_guess(labels), "random": rand, "linear": linear["all"]}
+    blocks = filter_blocks([batch], len(batch), block_size(len(labels)))
+    leader, _ = scan_linear(blocks, image_rows(images), Layout(labels), len(batch), "linear", True)
+    linear = leader.record("training image")
+    linear = {"unit": int(linear["id"].split()[-1]), "accuracy": linear["accuracy"], "auc": linear["auc"],
+              "heldout": linear["heldout_accuracy"]}
+    return {"random_guess": chance(labels, "faces")["accuracy"], "random": rand, "linear": linear}
 
 
 def row(name: str, step: int, batch: int, scores: dict, base: dict, control: dict | None) -> dict:

@@ -32,6 +32,13 @@ class UnitIndex:
                 return NeuronId(stage, sublayer, m, y, x)
         raise IndexError(unit)
 
+    def unit(self, neuron: NeuronId) -> int:
+        """The flat unit number of `neuron` (the inverse of `neuron`)."""
+        for stage, sublayer, _, side, start in self.blocks:
+            if (stage, sublayer) == (neuron.stage, neuron.sublayer):
+                return start + (neuron.map * side + neuron.y) * side + neuron.x
+        raise IndexError(str(neuron))
+
     def units_of_stage(self, stage: int) -> np.ndarray:
         return np.concatenate([np.arange(start, start + maps * side * side)
                                for s, _, maps, side, start in self.blocks if s == stage])

@@ -1,89 +1,135 @@
-"""`evaluate`: the selectivity scan of a network for one concept, with the paper's baselines (Table 1)."""
+"""`evaluate`: the selectivity scan of a network for one concept, with the paper's baselines (Table 1).
+
+Sized for the paper's job (37,000 test images, 100,000 linear filters) on a small machine: the network's
+units are scanned in two streamed passes over the test set (selectivity.py), and the linear filters in
+blocks whose responses fit SCAN_BYTES, keeping only the best filter so far; a progress line per phase.
+"""
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from catneuron.analysis.activations import UnitIndex, unit_activations
-from catneuron.analysis.baselines import filter_responses, random_guess, sample_filters
-from catneuron.analysis.selectivity import Scan, accuracy_at, scan, stratified_halves
+from catneuron.analysis.baselines import chance, filter_blocks, image_rows
+from catneuron.analysis.selectivity import GRID, N_THRESHOLDS, Batches, Layout, Scored, scan
 from catneuron.data.labelled import LabelledImages
 from catneuron.model.network import Network
+from catneuron.progress import Progress
 
-CACHE_BYTES = 1536 << 20
-
-
-class Responses:
-    """The units' responses to a test set: kept in memory when they fit CACHE_BYTES, else recomputed per pass."""
-
-    def __init__(self, produce, n_images: int, n_units: int) -> None:
-        self.produce = produce
-        self.cached = torch.cat(list(produce(np.arange(n_images)))) if n_images * n_units * 4 <= CACHE_BYTES else None
-
-    def batches(self, index: np.ndarray, batch_size: int = 512) -> Iterator[torch.Tensor]:
-        if self.cached is None:
-            yield from self.produce(index)
-            return
-        for start in range(0, len(index), batch_size):
-            yield self.cached[torch.as_tensor(index[start:start + batch_size])]
-
-    def unit(self, unit: int, index: np.ndarray) -> np.ndarray:
-        return torch.cat([b[:, unit] for b in self.batches(index)]).numpy()
+SCAN_BYTES = 512 << 20  # linear-filter responses and counts held at once
+CHUNK = 1024  # images per streamed batch of linear-filter responses
+# A unit's histograms in a scan (int64 counts).
+BYTES_PER_UNIT = 8 * (6 * (GRID + 1) + 4 * (N_THRESHOLDS + 1))
 
 
-def network_responses(network: Network, images: np.ndarray) -> Responses:
-    return Responses(lambda idx: unit_activations(network, images[idx]), len(images), len(UnitIndex(network)))
+def block_size(n_images: int, budget: int = SCAN_BYTES) -> int:
+    """Linear filters per block: their responses to every test image, and their counts, within `budget`."""
+    return max(1, budget // (4 * n_images + BYTES_PER_UNIT))
 
 
-def linear_filter_responses(filters: torch.Tensor, images: np.ndarray) -> Responses:
-    return Responses(lambda idx: filter_responses(filters, images[idx]), len(images), len(filters))
+def watched(batches: Batches, n_images: int, label: str, enabled: bool) -> Batches:
+    """`batches` with a progress line per pass (images done, rate, time left)."""
+    passes = iter(["pass 1/2 (activations, ranges)", "pass 2/2 (counts)"])
+
+    def run() -> Iterator[tuple[torch.Tensor, int]]:
+        progress = Progress(n_images, f"{label}, {next(passes, 'pass')}: images", enabled)
+        start, done = time.monotonic(), 0
+        for acts, group in batches():
+            yield acts, group
+            done += len(acts)
+            progress.update(done, done / max(time.monotonic() - start, 1e-9), "images", final=done == n_images)
+
+    return run
 
 
-def scan_subset(responses: Responses, labels: np.ndarray, index: np.ndarray) -> Scan:
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        start = 0
-        for acts in responses.batches(index):
-            yield acts, torch.as_tensor(labels[index[start:start + len(acts)]])
-            start += len(acts)
+def network_batches(network: Network, images: np.ndarray, layout: Layout, batch_size: int = 512) -> Batches:
+    """Every unit's activations, a batch of one (half, label) group at a time."""
+    def run() -> Iterator[tuple[torch.Tensor, int]]:
+        for group, index in layout.spans(batch_size):
+            for acts in unit_activations(network, images[index], len(index)):
+                yield acts, group
 
-    return scan(batches)
+    return run
+
+
+class Spill:
+    """Batches computed once: the first pass writes them to an unnamed temporary file as it hands them on, the
+    second reads them back. The network runs once per scan, memory stays one batch, the file holds
+    images x units x 4 bytes."""
+
+    def __init__(self, batches: Batches, file: BinaryIO) -> None:
+        self.batches, self.file = batches, file
+        self.written: list[tuple[tuple[int, ...], int]] | None = None
+
+    def __call__(self) -> Iterator[tuple[np.ndarray, int]]:
+        return self._write() if self.written is None else self._read()
+
+    def _write(self) -> Iterator[tuple[np.ndarray, int]]:
+        written = []
+        for acts, group in self.batches():
+            acts = np.ascontiguousarray(acts, dtype=np.float32)
+            self.file.write(memoryview(acts).cast("B"))
+            written.append((acts.shape, group))
+            yield acts, group
+        self.written = written
+
+    def _read(self) -> Iterator[tuple[np.ndarray, int]]:
+        self.file.seek(0)
+        for shape, group in self.written or []:
+            acts = np.empty(shape, dtype=np.float32)
+            self.file.readinto(memoryview(acts).cast("B"))
+            yield acts, group
+
+
+def scan_network(network: Network, images: np.ndarray, layout: Layout, label: str, progress: bool) -> Scored:
+    with tempfile.TemporaryFile() as file:  # unnamed: gone when closed, even if the process is killed
+        spill = Spill(network_batches(network, images, layout), file)
+        return scan(watched(spill, len(layout.order), label, progress), layout.counts())
 
 
 @dataclass
-class Scored:
-    """A scanned population of units: the scan of the whole test set, and of each half for the held-out protocol."""
+class Leader:
+    """The best unit of a population scanned block by block: all that its Table 1 row needs, so memory does
+    not grow with the population. Ties keep the earlier unit, as Scan.best does."""
 
-    responses: Responses
-    labels: np.ndarray
-    full: Scan
-    halves: list[tuple[Scan, np.ndarray]]  # (scan of the picking half, indices of the other half)
+    full: tuple[float, float, int, float] = (-1.0, -1.0, -1, 0.0)  # accuracy, AUC, unit, threshold
+    halves: list[tuple[float, float, int, float]] = field(  # per picking half: accuracy, AUC, unit, transfer
+        default_factory=lambda: [(-1.0, -1.0, -1, 0.0)] * 2)
 
-    def heldout(self, units: np.ndarray | None = None) -> tuple[float, tuple[int, int]]:
-        """Unit and threshold chosen on one half (among `units`), scored on the other; mean of both directions,
-        so the held-out number does not hang on one split. Returns it with the two chosen units."""
-        accuracies, chosen = [], []
-        for on_pick, test in self.halves:
-            unit = on_pick.best(units)
-            values = self.responses.unit(unit, test)
-            accuracies.append(accuracy_at(values, self.labels[test], float(on_pick.threshold[unit])))
-            chosen.append(unit)
-        return float(np.mean(accuracies)), (chosen[0], chosen[1])
+    def update(self, scored: Scored, offset: int) -> None:
+        u = scored.full.best()
+        s = scored.full
+        if (s.accuracy[u], s.auc[u]) > self.full[:2]:
+            self.full = (float(s.accuracy[u]), float(s.auc[u]), offset + u, float(s.threshold[u]))
+        for h, half in enumerate(scored.halves):
+            u = half.best()
+            if (half.accuracy[u], half.auc[u]) > self.halves[h][:2]:
+                self.halves[h] = (float(half.accuracy[u]), float(half.auc[u]), offset + u, float(half.transfer[u]))
 
-    @property
-    def heldout_accuracy(self) -> float:
-        return self.heldout()[0]
+    def record(self, name: str, **extra) -> dict:
+        accuracy, auc, unit, threshold = self.full
+        return {"id": f"{name} {unit}", "accuracy": accuracy, "threshold": threshold, "auc": auc,
+                "heldout_accuracy": float(np.mean([h[3] for h in self.halves]))} | extra
 
 
-def score(responses: Responses, labels: np.ndarray, seed: int = 0) -> Scored:
-    """The paper's protocol on all images, and the scans of two stratified halves for the strict one."""
-    full = scan_subset(responses, labels, np.arange(len(labels)))
-    first, second = stratified_halves(labels, seed)
-    halves = [(scan_subset(responses, labels, first), second), (scan_subset(responses, labels, second), first)]
-    return Scored(responses, labels, full, halves)
+def scan_linear(blocks: Iterable[torch.Tensor], rows: torch.Tensor, layout: Layout, total: int, label: str,
+                progress: bool) -> tuple[Leader, int]:
+    """Linear detectors (unit rows, in blocks) against `rows` of the test images: the best, and how many."""
+    leader, done, start = Leader(), 0, time.monotonic()
+    meter = Progress(total, f"{label}: filters", progress)
+    for block in blocks:
+        responses = [(rows[index] @ block.T, group) for group, index in layout.spans(CHUNK)]
+        leader.update(scan(lambda r=responses: iter(r), layout.counts()), done)
+        done += len(block)
+        meter.update(done, done / max(time.monotonic() - start, 1e-9), "filters", final=done >= total)
+    return leader, done
 
 
 def record(scored: Scored, unit: int, name: str, **extra) -> dict:
@@ -117,12 +163,12 @@ def verdict(by_stage: list[dict], baselines: dict[str, dict]) -> dict:
 
 
 def evaluate(network: Network, test: LabelledImages, concept: str, training_batches: Iterable[torch.Tensor],
-             n_filters: int = 100_000, seed: int = 0, top: int = 20) -> dict:
+             n_filters: int = 100_000, seed: int = 0, top: int = 20, progress: bool = True) -> dict:
     """The whole Table 1 row for one concept, as the JSON `catneuron evaluate --json` writes."""
     labels = test.labels.astype(np.int64)
+    layout = Layout(labels, seed)
     index = UnitIndex(network)
-    responses = network_responses(network, test.images)
-    trained = score(responses, labels, seed=seed)
+    trained = scan_network(network, test.images, layout, f"{concept}: trained network", progress)
     best = trained.full.best()
     by_stage = []
     for stage in range(1, len(network.stages) + 1):
@@ -132,17 +178,17 @@ def evaluate(network: Network, test: LabelledImages, concept: str, training_batc
 
     torch.manual_seed(seed + 1)
     random_net = Network(network.config).to(next(network.parameters()).device).eval()
-    rand = score(network_responses(random_net, test.images), labels, seed=seed)
+    rand = scan_network(random_net, test.images, layout, f"{concept}: random-weights network", progress)
 
-    filters = sample_filters(training_batches, n_filters)
-    linear = score(linear_filter_responses(filters, test.images), labels, seed=seed)
+    blocks = filter_blocks(training_batches, n_filters, block_size(len(labels)))
+    linear, n_used = scan_linear(blocks, image_rows(test.images), layout, n_filters, f"{concept}: linear", progress)
 
     order = np.lexsort((-trained.full.auc, -trained.full.accuracy))[:top]
     rows = {
+        "chance": chance(labels, concept),
         "random_weights": neuron_record(UnitIndex(random_net), rand, rand.full.best()) | {
-            "heldout_accuracy": rand.heldout_accuracy},
-        "linear_filter": record(linear, linear.full.best(), f"training image {linear.full.best()}",
-                                heldout_accuracy=linear.heldout_accuracy, n_filters=len(filters)),
+            "heldout_accuracy": rand.heldout()[0]},
+        "linear_filter": linear.record("training image", n_filters=n_used),
         "best_first_stage": by_stage[0],
     }
     return {
@@ -152,11 +198,12 @@ def evaluate(network: Network, test: LabelledImages, concept: str, training_batc
         "positive_fraction": float((labels == 1).mean()),
         "best_neuron": neuron_record(index, trained, best),
         "best_by_stage": by_stage,
-        "heldout_accuracy": trained.heldout_accuracy,
+        "heldout_accuracy": trained.heldout()[0],
         "heldout": {"units": [str(index.neuron(u)) for u in trained.heldout()[1]],
                     "protocol": "unit and threshold chosen on one stratified half, scored on the other; "
                                 "mean of both directions"},
-        "baselines": {"random_guess": random_guess(labels)} | {k: v["accuracy"] for k, v in rows.items()},
+        "baselines": {"random_guess": rows["chance"]["accuracy"]} | {
+            k: v["accuracy"] for k, v in rows.items() if k != "chance"},
         "baselines_detail": rows,
         "top_neurons": [neuron_record(index, trained, int(u)) for u in order],
         "verdict": verdict(by_stage, rows),

@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from catneuron.model.network import Network  # noqa: E402
 
@@ -36,8 +37,9 @@ def histogram(values: np.ndarray, labels: np.ndarray, threshold: float, title: s
 
 
 def image_grid(images: np.ndarray, path: Path, title: str = "", columns: int = 8,
-               captions: list[str] | None = None) -> Path:
-    """Images (N, C, S, S) in any range, each rescaled to its own min..max, in a grid."""
+               captions: list[str] | None = None, marked: np.ndarray | None = None) -> Path:
+    """Images (N, C, S, S) in any range, each rescaled to its own min..max, in a grid; those `marked` (bool per
+    image, e.g. the concept's images among top stimuli) in a green frame."""
     n = len(images)
     rows = max(1, -(-n // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.2 + 0.4), squeeze=False)
@@ -48,6 +50,9 @@ def image_grid(images: np.ndarray, path: Path, title: str = "", columns: int = 8
         img = images[i].astype(np.float64)
         img = (img - img.min()) / max(img.max() - img.min(), 1e-12)
         ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray", interpolation="nearest")
+        if marked is not None and marked[i]:
+            side = img.shape[-1]
+            ax.add_patch(Rectangle((-0.5, -0.5), side, side, fill=False, edgecolor="#1a7f37", linewidth=3))
         if captions:
             ax.set_title(captions[i], fontsize=6)
     if title:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.cluster import MiniBatchKMeans
 
-from catneuron.analysis.evaluate import Responses, score
+from catneuron.analysis.evaluate import scan_linear
+from catneuron.analysis.selectivity import Layout
 from catneuron.data.labelled import LabelledImages
 from catneuron.model.network import standardize
 
@@ -39,13 +39,8 @@ def fit_centroids(batches: Iterable[torch.Tensor], n_images: int, n_centroids: i
 
 def kmeans_record(centroids: torch.Tensor, test: LabelledImages, side: int, seed: int = 0) -> dict:
     """The best centroid as a detector, scanned with the paper's protocol and the held-out one."""
-    def produce(index: np.ndarray):
-        for start in range(0, len(index), 512):
-            batch = torch.as_tensor(test.images[index[start:start + 512]])
-            yield downsampled(batch, side) @ centroids.T
-
-    scored = score(Responses(produce, len(test.labels), len(centroids)), test.labels.astype(np.int64), seed=seed)
-    unit = scored.full.best()
-    return {"id": f"centroid {unit}", "accuracy": float(scored.full.accuracy[unit]),
-            "threshold": float(scored.full.threshold[unit]), "auc": float(scored.full.auc[unit]),
-            "heldout_accuracy": scored.heldout_accuracy, "n_centroids": len(centroids), "side": side}
+    rows = torch.cat([downsampled(torch.as_tensor(test.images[s:s + 512]), side)
+                      for s in range(0, len(test.labels), 512)])
+    layout = Layout(test.labels, seed)
+    leader, _ = scan_linear([centroids], rows, layout, len(centroids), "k-means", progress=False)
+    return leader.record("centroid", n_centroids=len(centroids), side=side)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from catneuron.analysis import figures
+from catneuron.analysis.activations import UnitIndex, unit_activations
 from catneuron.analysis.concepts import ratio_subsample
 from catneuron.analysis.evaluate import evaluate
-from catneuron.analysis.stimuli import responses
 from catneuron.data.images import read_folder
 from catneuron.data.labelled import LabelledImages
 from catneuron.data.sources import open_source
@@ -27,15 +29,21 @@ def concept_slug(concept: str) -> str:
     return slug or "concept"
 
 
-def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int
-                 ) -> list[tuple[str, LabelledImages]]:
+PAPER_POSITIVE_FRACTION = 0.352  # the paper's test sets: 37,000 images, 13,026 of them faces
+
+
+def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int,
+                 positive_fraction: float | None = None) -> list[tuple[str, LabelledImages]]:
     """One labelled set per concept against the shared distractors, at the model's size and channels.
 
-    The first concept (the face set) keeps every image and sets the positive:negative ratio; the
-    others are subsampled to the same ratio, as the paper does for cats and bodies.
+    With `positive_fraction`, every concept is subsampled (as few images dropped as possible) to that share
+    of positives. Without it the first concept (the face set) keeps every image and sets the
+    positive:negative ratio, and the others are subsampled to the same ratio, as the paper does for cats
+    and bodies.
     """
     neg = _read(negatives, "--negatives", size, channels)
-    sets, ratio = [], None
+    ratio = None if positive_fraction is None else (1 - positive_fraction) / positive_fraction
+    sets = []
     for name, folder in concepts:
         pos = _read(folder, "--positives", size, channels)
         if ratio is None:
@@ -49,6 +57,16 @@ def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, cha
     return sets
 
 
+def check_fraction(positive_fraction: float | None, paper_ratio: bool) -> float | None:
+    """--positive-fraction F and --paper-ratio as one share of positives (None: keep the face set's)."""
+    if paper_ratio and positive_fraction is not None:
+        raise UserError("--paper-ratio and --positive-fraction: give one (--paper-ratio is --positive-fraction "
+                        f"{PAPER_POSITIVE_FRACTION})")
+    if positive_fraction is not None and not 0 < positive_fraction < 1:
+        raise UserError(f"--positive-fraction {positive_fraction}: must lie strictly between 0 and 1")
+    return PAPER_POSITIVE_FRACTION if paper_ratio else positive_fraction
+
+
 def _read(folder: str, flag: str, size: int, channels: int) -> np.ndarray:
     """Grey and colour both accepted: converted to the model's channels and resized to its input."""
     found = read_folder(folder, size, channels, flag=flag)
@@ -57,30 +75,51 @@ def _read(folder: str, flag: str, size: int, channels: int) -> np.ndarray:
     return found.images
 
 
+def neuron_values(network: Network, images: np.ndarray, neurons: list[str], batch_size: int = 256) -> np.ndarray:
+    """The activations of a few neurons over an image set in one pass of the network, (N, len(neurons))."""
+    index = UnitIndex(network)
+    columns = [index.unit(NeuronId.parse(n)) for n in neurons]
+    return torch.cat([acts[:, columns] for acts in unit_activations(network, images, batch_size)]).numpy()
+
+
 def write_figures(run: Path, network: Network, test: LabelledImages, result: dict) -> dict[str, str]:
-    """Histogram and top stimuli of the best neuron, stage-1 filters, training curves; paths relative to run."""
+    """Histogram and top stimuli of the best neuron and of the best of each stage (result["neuron_figures"]),
+    stage-1 filters, training curves; paths relative to run."""
     out = runs.figures_dir(run)
-    slug = concept_slug(result["concept"])
-    best = result["best_neuron"]
-    values = responses(network, test.images, NeuronId.parse(best["id"])).numpy()
-    made = {
-        "histogram": figures.histogram(values, test.labels, best["threshold"],
-                                       f"{best['id']}: {result['concept']} vs distractors", result["concept"],
-                                       out / f"{slug}_histogram.png"),
-        "top_stimuli": figures.image_grid(test.images[np.argsort(-values)[:24]], out / f"{slug}_top_stimuli.png",
-                                          f"top stimuli of {best['id']} in the test set"),
-        "filters": figures.first_stage_filters(network, out / "stage1_filters.png"),
-    }
+    slug, concept = concept_slug(result["concept"]), result["concept"]
+    records = {r["id"]: r for r in [result["best_neuron"], *result["best_by_stage"]]}
+    values = neuron_values(network, test.images, list(records))
+    made: dict[str, Path] = {}
+    result["neuron_figures"] = {}
+    for column, (neuron, rec) in enumerate(records.items()):
+        stem = slug if neuron == result["best_neuron"]["id"] else f"{slug}_{concept_slug(neuron)}"
+        v = values[:, column]
+        top = np.argsort(-v, kind="stable")[:24]
+        pictures = {
+            "histogram": figures.histogram(v, test.labels, rec["threshold"], f"{neuron}: {concept} vs distractors",
+                                           concept, out / f"{stem}_histogram.png"),
+            "top_stimuli": figures.image_grid(test.images[top], out / f"{stem}_top_stimuli.png",
+                                              f"top stimuli of {neuron} in the test set (green frame: {concept})",
+                                              marked=test.labels[top] == 1),
+        }
+        result["neuron_figures"][neuron] = {k: str(p.relative_to(run)) for k, p in pictures.items()}
+        if neuron == result["best_neuron"]["id"]:
+            made |= pictures
+    made["filters"] = figures.first_stage_filters(network, out / "stage1_filters.png")
     if training_curves(runs.read_metrics(run), out / "training_curves.png"):
         made["training_curves"] = out / "training_curves.png"
     return {name: str(path.relative_to(run)) for name, path in made.items()}
 
 
 def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters: int = 100_000,
-                 training_data: str | None = None, json_path: str | Path | None = None) -> dict:
-    """Scan the run's network for `concept`; write results/<concept>.json, figures, and `json_path` if given."""
+                 training_data: str | None = None, json_path: str | Path | None = None,
+                 inputs: dict | None = None) -> dict:
+    """Scan the run's network for `concept`; write results/<concept>.json, figures, and `json_path` if given.
+
+    The result records what it was computed from (`inputs`: test folders, subsampling, plus the checkpoint
+    step, training data, number of linear filters and date), so a later evaluation cannot pass for it."""
     run = Path(run)
-    network, _ = runs.load_network(run)
+    network, ckpt = runs.load_network(run)
     data = training_data or json.loads((run / runs.CONFIG).read_text())["data"]
     model = network.config
     try:
@@ -88,6 +127,9 @@ def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters:
     except UserError as e:
         raise UserError(f"linear-filter baseline needs the run's training data: {e}") from None
     result = evaluate(network, test, concept, source.batches(500, seed=12345), n_filters=n_filters)
+    result["inputs"] = (inputs or {}) | {
+        "checkpoint_step": ckpt.step, "training_data": str(data), "linear_filters": n_filters,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     result["figures"] = write_figures(run, network, test, result)
     files.write_json(runs.results_dir(run) / f"{concept_slug(concept)}.json", result)
     if json_path:

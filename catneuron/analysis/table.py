@@ -7,9 +7,10 @@ from rich.table import Table
 
 from catneuron.paper import PAPER, paper_concept
 
-ROWS = (("random_guess", "random guess (all negative)"), ("random_weights", "same network, random weights"),
+ROWS = (("random_guess", "chance (majority class)"), ("random_weights", "same network, random weights"),
         ("linear_filter", "best linear filter"), ("best_first_stage", "best first-stage neuron"),
-        ("best_neuron", "best neuron (any stage)"))
+        ("best_neuron", "best neuron"))
+BASELINES = ("random_weights", "linear_filter")  # what a neuron must beat, on the same protocol
 
 
 def published(concept: str) -> dict[str, float]:
@@ -17,39 +18,67 @@ def published(concept: str) -> dict[str, float]:
     return PAPER.get(paper_concept(concept) or "", {})
 
 
-def table_rows(result: dict) -> list[tuple[str, float, float | None, float | None, float | None]]:
-    """(row label, accuracy, held-out accuracy, AUC, paper) for one concept's results."""
+def _label(result: dict, key: str, label: str) -> str:
+    if key == "random_guess" and "chance" in result.get("baselines_detail", {}):
+        return f"chance ({result['baselines_detail']['chance']['id']})"
+    if key == "best_neuron":
+        rec = result["best_neuron"]
+        return f"best neuron of any stage (stage {rec['stage']}: {rec['id']})"
+    return label
+
+
+def table_rows(result: dict) -> list[tuple[str, float, float | None, float | None, float | None, bool]]:
+    """(row label, accuracy, held-out accuracy, AUC, paper, whether it is a neuron of the trained network)."""
     paper = published(result["concept"])
     detail = result.get("baselines_detail", {})
     rows = []
     for key, label in ROWS:
         if key == "best_neuron":
             rec = result["best_neuron"]
-            rows.append((label, rec["accuracy"], result["heldout_accuracy"], rec["auc"], paper.get(key)))
+            rows.append((_label(result, key, label), rec["accuracy"], result["heldout_accuracy"], rec["auc"],
+                         paper.get(key), True))
             continue
         rec = detail.get(key, {})
-        rows.append((label, result["baselines"][key], rec.get("heldout_accuracy"), rec.get("auc"), paper.get(key)))
+        rows.append((_label(result, key, label), result["baselines"][key], rec.get("heldout_accuracy"),
+                     rec.get("auc"), paper.get(key), key == "best_first_stage"))
     for rec in result["best_by_stage"]:
         rows.append((f"best stage-{rec['stage']} neuron ({rec['id']})", rec["accuracy"], rec.get("heldout_accuracy"),
-                     rec["auc"], None))
+                     rec["auc"], None, True))
     return rows
 
 
+def _cell(value: float | None, bars: list[float | None], ours: bool) -> str:
+    """A neuron's accuracy, green only where it beats every baseline on the same protocol."""
+    if value is None:
+        return ""
+    text = f"{100 * value:.1f}"
+    beats = ours and bars and None not in bars and all(value > bar for bar in bars)
+    return f"[green]{text}[/green]" if beats else text
+
+
 def print_table(results: list[dict], console: Console | None = None) -> None:
+    """Per concept: the measured verdict first, then Table 1 with this run's and the paper's numbers."""
     console = console or Console()
     for result in results:
+        if "verdict" in result:
+            v = result["verdict"]
+            colour = "green" if v["emerged"] else "yellow"
+            console.print(f"[bold {colour}]{result['concept']}, verdict:[/bold {colour}] {v['text']}")
+        detail = result.get("baselines_detail", {})
+        full_bars = [result["baselines"].get(k) for k in BASELINES]
+        held_bars = [detail.get(k, {}).get("heldout_accuracy") for k in BASELINES]
         table = Table(title=f"Table 1, {result['concept']}: {result['n_positive']} positives, "
                             f"{result['n_negative']} negatives ({result['positive_fraction']:.1%} positive)")
         for name in ("", "accuracy %", "held-out %", "AUC", "paper %"):
             table.add_column(name, justify="left" if not name else "right")
-        for label, acc, held, auc, paper in table_rows(result):
-            table.add_row(label, f"{100 * acc:.1f}", "" if held is None else f"{100 * held:.1f}",
+        for label, acc, held, auc, paper, ours in table_rows(result):
+            table.add_row(label, _cell(acc, full_bars, ours), _cell(held, held_bars, ours),
                           "" if auc is None else f"{auc:.3f}", "" if paper is None else f"{paper:.1f}")
         console.print(table)
-        if "verdict" in result:
-            console.print(result["verdict"]["text"])
-    console.print("held-out: unit and threshold chosen on one half of the test set, scored on the other. "
-                  "The paper's numbers come from 10M 200x200 frames, 1e9 parameters and 3 days on 16,000 cores.")
+    console.print("green: beats the random-weights network and the best linear filter on the same protocol. "
+                  "held-out: unit and threshold chosen on one half of the test set, scored on the other. "
+                  "The paper's best neuron is in the top layer of a network trained on 10M 200x200 frames "
+                  "(1e9 parameters, 3 days on 16,000 cores).")
 
 
 FULL_ROWS = (("random_guess", "random guess"), ("random_weights", "same network, random weights"),

@@ -41,7 +41,8 @@ def demo(
     test = corpus.test_set()
     print(f"2/3 scanning every neuron on {len(test.labels)} held-out test images "
           f"({test.positive_fraction:.1%} faces; the paper's test set has 35.2%)")
-    result = evaluate_run(out, test, "faces", n_filters=linear_filters)
+    result = evaluate_run(out, test, "faces", n_filters=linear_filters,
+                          inputs={"test_set": f"embedded corpus test set ({corpus.description})"})
     print("3/3 results")
     print_table([result])
     print(f"report: {write_report(out)}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from catneuron.analysis.concepts import parse_concepts
-from catneuron.analysis.run_evaluation import concept_sets, concept_slug, evaluate_run
+from catneuron.analysis.run_evaluation import check_fraction, concept_sets, concept_slug, evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli.app import app
 from catneuron.errors import UserError
@@ -24,14 +24,25 @@ def evaluate(
     json_file: Path = typer.Option(None, "--json", help="Also write the results JSON here (one concept)."),
     linear_filters: int = typer.Option(100_000, help="Random training images tried as linear filters."),
     training_data: str = typer.Option(None, help="Training data for the linear filters (default: the run's)."),
+    positive_fraction: float = typer.Option(None, help="Subsample each concept's test set to this share of "
+                                                       "positives (default: the face set's own ratio)."),
+    paper_ratio: bool = typer.Option(False, "--paper-ratio", help="The paper's share of positives, 35.2%, so the "
+                                                                  "'paper %' column compares like with like."),
 ) -> None:
     """Scan every neuron of every sublayer of every stage (20 thresholds, AUC) and the baselines."""
     concepts = parse_concepts(positives, concept)
     if json_file and len(concepts) > 1:
         raise UserError("--json: one concept at a time (every concept is written to RUN/results/NAME.json)")
+    fraction = check_fraction(positive_fraction, paper_ratio)
+    if linear_filters < 1:
+        raise UserError(f"--linear-filters {linear_filters}: must be at least 1")
     model = checkpoint.read_config(runs.checkpoint_path(run)).model
-    results = [evaluate_run(run, test, name, linear_filters, training_data, json_file)
-               for name, test in concept_sets(concepts, negatives, model.input_size, model.channels)]
+    folders = dict(concepts)
+    results = []
+    for name, test in concept_sets(concepts, negatives, model.input_size, model.channels, fraction):
+        inputs = {"positives": str(Path(folders[name]).resolve()), "negatives": str(Path(negatives).resolve()),
+                  "positive_fraction_requested": fraction}
+        results.append(evaluate_run(run, test, name, linear_filters, training_data, json_file, inputs))
     print_table(results)
     for result in results:
         print(f"results: {runs.results_dir(run) / (concept_slug(result['concept']) + '.json')}")

@@ -38,6 +38,7 @@ class Concept:
     data: dict
     anchor: str
     figures: list[Picture] = field(default_factory=list)
+    neuron_figures: dict[str, list[Picture]] = field(default_factory=dict)  # histogram, top stimuli per neuron
 
 
 @dataclass
@@ -121,6 +122,16 @@ def _concept_figures(run: Path, figures: Path, concept: Concept) -> None:
             concept.figures.append(picture)
 
 
+def _neuron_figures(run: Path, concept: Concept) -> None:
+    """The histogram and top stimuli `evaluate` drew of each best-of-stage neuron (result["neuron_figures"])."""
+    named = concept.data.get("neuron_figures")
+    for neuron, pictures in named.items() if isinstance(named, dict) else []:
+        found = [_picture(run, rel, CONCEPT_FIGURES.get(str(k), str(k).replace("_", " ")))
+                 for k, rel in pictures.items()] if isinstance(pictures, dict) else []
+        if found := [p for p in found if p]:
+            concept.neuron_figures[str(neuron)] = found
+
+
 def _concept_order(concept: Concept) -> tuple[int, str]:
     known = paper_concept(concept.name)
     return (list(PAPER).index(known) if known else len(PAPER), concept.name)
@@ -187,6 +198,7 @@ def _neuron_files(run: Path, figures: Path, results: Path, neurons: dict[str, Ne
 
 def _other_figures(view: RunView, figures: Path) -> list[Picture]:
     shown = {p.source.resolve() for c in view.concepts for p in c.figures}
+    shown |= {p.source.resolve() for c in view.concepts for ps in c.neuron_figures.values() for p in ps}
     shown |= {p.source.resolve() for n in view.neurons for p in (n.optimal_figure, n.invariance_figure) if p}
     if view.metrics:
         shown.add((figures / TRAINING_CURVES).resolve())
@@ -216,6 +228,7 @@ def collect(run: str | Path) -> RunView:
             name = str(data["concept"])
             concept = Concept(name, path.name, data, f"concept-{slug(path.stem)}")
             _concept_figures(run, figures, concept)
+            _neuron_figures(run, concept)
             concepts.append(concept)
         elif path.name.startswith("optimal_"):
             optimal[path.stem[len("optimal_"):]] = data

@@ -101,6 +101,7 @@ table.sortable th[aria-sort=descending]::after { content: " \\2193"; color: var(
 .missing code, .note code { background: #f3ede0; padding: 0 4px; border-radius: 3px; }
 .note { color: var(--muted); font-size: 13px; }
 .better { color: var(--good); font-weight: 600; }
+.worse { color: var(--warn); font-weight: 600; }
 .tag { display: inline-block; font-size: 12px; padding: 0 6px; margin: 1px 2px; border-radius: 10px;
        background: #ddf4ff; color: #0550ae; white-space: nowrap; }
 .grid { display: flex; flex-wrap: wrap; gap: 16px; }

@@ -9,9 +9,9 @@ from catneuron.report.collect import Concept, Neuron, RunView
 from catneuron.report.html import Html, el, fixed, join, number, page, percent
 from catneuron.report.parts import Assets, code, figure, missing, num_cell, record_cells, roles, value_html
 
-# (key in PAPER, label, how this run measures it)
+# (key in PAPER, label, how this run measures it); the first two labels say what this run's row is
 TABLE1 = [
-    ("random_guess", "random guess (majority class)", lambda d: d.get("baselines", {}).get("random_guess")),
+    ("random_guess", "chance (majority class)", lambda d: d.get("baselines", {}).get("random_guess")),
     ("random_weights", "same network, random weights", lambda d: d.get("baselines", {}).get("random_weights")),
     ("linear_filter", "best linear filter", lambda d: d.get("baselines", {}).get("linear_filter")),
     ("best_first_stage", "best first-stage neuron", lambda d: d.get("baselines", {}).get("best_first_stage")),
@@ -23,6 +23,7 @@ OTHER_RUNS = [
     ("no_lcn", "best neuron, network trained without LCN", "catneuron train --no-lcn"),
     ("no_faces", "best neuron, trained without faces", "catneuron ingest --exclude-faces, then train"),
 ]
+BASELINES = {"random_weights": "random weights", "linear_filter": "best linear filter"}
 
 
 def _get(data: dict, getter) -> object:
@@ -37,23 +38,88 @@ def _neuron_link(neuron_id: str, neurons: dict[str, Neuron], root: str = "") -> 
     return el("a", neuron_id, href=root + neuron.page) if neuron else el("span", neuron_id)
 
 
+def chance_label(data: dict) -> str:
+    """'chance (always 'not faces')': what always answering the majority class says, where recorded."""
+    answer = _get(data, lambda d: d["baselines_detail"]["chance"]["id"])
+    return f"chance ({answer})" if isinstance(answer, str) else TABLE1[0][1]
+
+
+def stage_of(data: dict, neuron_id: object) -> object:
+    """The stage a result file gives a neuron of its best_by_stage, best_neuron or top_neurons lists."""
+    lists = [data.get("best_by_stage"), [data.get("best_neuron")], data.get("top_neurons")]
+    for records in lists:
+        for r in records if isinstance(records, list) else []:
+            if isinstance(r, dict) and r.get("id") == neuron_id:
+                return r.get("stage")
+    return None
+
+
+def beats_baselines(data: dict, key: str) -> bool:
+    """A number is green only where it beats every baseline it must: the random-weights network and the best
+    linear filter, on the same protocol (whole test set, or held-out)."""
+    if key == "best_neuron":
+        ours, bars = _get(data, TABLE1[4][2]), [_get(data, lambda d, k=k: d["baselines"][k]) for k in BASELINES]
+    elif key == "heldout":
+        ours = data.get("heldout_accuracy")
+        bars = [_get(data, lambda d, k=k: d["baselines_detail"][k]["heldout_accuracy"]) for k in BASELINES]
+    else:
+        return False
+    values = [number(v) for v in [ours, *bars]]
+    return None not in values and all(values[0] > bar for bar in values[1:])
+
+
+def _verdict_line(concept: Concept, neurons: dict[str, Neuron]) -> list[object]:
+    """The measured verdict: the best stage-2/3 neuron (held-out) against the better baseline."""
+    d, v = concept.data, concept.data.get("verdict")
+    upper = v.get("upper_neuron") if isinstance(v, dict) else None
+    margin = number(v.get("margin")) if isinstance(v, dict) else None
+    if not isinstance(upper, str) or margin is None:
+        return [el("b", "no verdict recorded", class_="worse"), " in ", code(f"results/{concept.file}"),
+                " (re-run ", code("catneuron evaluate"), ")"]
+    emerged = v.get("emerged") is True
+    held = {k: number(_get(d, lambda x, k=k: x["baselines_detail"][k]["heldout_accuracy"])) for k in BASELINES}
+    better = max((k for k in held if held[k] is not None), key=lambda k: held[k], default=None)
+    stage = stage_of(d, upper)
+    return [el("b", "a high-level neuron beats both baselines" if emerged else
+               "no high-level neuron beats the baselines by 3 points", class_="better" if emerged else "worse"),
+            f" — best stage-{stage if stage is not None else '?'} neuron ", _neuron_link(upper, neurons), ": ",
+            el("b", f"{percent(v.get('upper_heldout_accuracy'))}%"), " held-out, against ",
+            f"{percent(v.get('baseline_heldout_accuracy'))}%",
+            f" for the better baseline ({BASELINES[better]})" if better else " for the better baseline",
+            f" ({100 * margin:+.1f} points)."]
+
+
 def headline(concept: Concept, neurons: dict[str, Neuron]) -> Html:
-    best = concept.data.get("best_neuron")
-    if not isinstance(best, dict) or best.get("id") in (None, ""):
-        return el("li", el("a", concept.name, href=f"#{concept.anchor}"), ": no best neuron in ", concept.file)
-    known = paper_concept(concept.name)
-    chance = _get(concept.data, TABLE1[0][2])
-    parts: list[object] = [el("a", concept.name, href=f"#{concept.anchor}"), ": neuron ",
-                           _neuron_link(str(best["id"]), neurons), " reaches ",
-                           el("b", f"{percent(best.get('accuracy'))}%"), " accuracy"]
-    if number(chance) is not None:
-        parts.append(f" (random guess {percent(chance)}%)")
-    if known and "best_neuron" in PAPER[known]:
-        parts.append(f"; the paper's best {known} neuron: {PAPER[known]['best_neuron']:.1f}%")
-    verdict = concept.data.get("verdict")
-    if isinstance(verdict, dict) and isinstance(verdict.get("text"), str):
-        parts += [el("br"), verdict["text"]]
+    """The verdict first; then the best neuron of any stage, with its stage and the baselines beside it, and
+    the paper's top-layer neuron last."""
+    d = concept.data
+    parts: list[object] = [el("a", concept.name, href=f"#{concept.anchor}"), ": ", *_verdict_line(concept, neurons)]
+    best = d.get("best_neuron")
+    if isinstance(best, dict) and best.get("id") not in (None, ""):
+        stage = best.get("stage")
+        scores = [f"{label} {percent(_get(d, lambda x, k=k: x['baselines'][k]))}%" for k, label in BASELINES.items()]
+        scores.append(f"{chance_label(d)} {percent(_get(d, TABLE1[0][2]))}%")
+        parts += [el("br"), "Best neuron of any stage: ", _neuron_link(str(best["id"]), neurons),
+                  f" (stage {stage if stage is not None else '?'}): ",
+                  el("span", f"{percent(best.get('accuracy'))}%", class_="better" if beats_baselines(
+                      d, "best_neuron") else None),
+                  " on the whole test set, against ", ", ".join(scores), "."]
+        known = paper_concept(concept.name)
+        if known and "best_neuron" in PAPER[known]:
+            parts.append(f" The paper's best {known} neuron (top layer of its network): "
+                         f"{PAPER[known]['best_neuron']:.1f}%.")
+    else:
+        parts += [el("br"), "no best neuron in ", concept.file]
     return el("li", *parts)
+
+
+def _row_label(data: dict, key: str, label: str) -> str:
+    if key == "random_guess":
+        return chance_label(data)
+    stage = _get(data, lambda d: d["best_neuron"]["stage"])
+    if key == "best_neuron" and stage is not None:
+        return f"best neuron (stage {stage})"
+    return label
 
 
 def table1(concept: Concept) -> Html:
@@ -62,8 +128,8 @@ def table1(concept: Concept) -> Html:
     rows = []
     for key, label, getter in TABLE1:
         value = _get(concept.data, getter)
-        cls = "better" if key == "best_neuron" else None
-        rows.append(el("tr", el("td", label), num_cell(value, percent(value)),
+        cls = "better" if beats_baselines(concept.data, key) else None
+        rows.append(el("tr", el("td", _row_label(concept.data, key, label)), num_cell(value, percent(value)),
                        el("td", f"{paper[key]:.1f}" if key in paper else "—", class_="num"), class_=cls))
     for key, label, command in OTHER_RUNS:
         if key in paper:
@@ -77,7 +143,10 @@ def table1(concept: Concept) -> Html:
     head = el("tr", el("th", "accuracy (%)"), el("th", "this run", class_="num"), el("th", paper_head, class_="num"))
     note = ("" if known else el("p", "The paper reports no numbers for this concept (it has faces, human bodies and "
                                      "cat faces).", class_="note"))
-    return join([el("table", el("thead", head), el("tbody", join(rows))), note])
+    green = el("p", "Green: beats both the random-weights network and the best linear filter on the same "
+                    "protocol. The paper's best neuron is in the top layer of a network trained on 10M frames.",
+               class_="note")
+    return join([el("table", el("thead", head), el("tbody", join(rows))), green, note])
 
 
 def best_neurons(concept: Concept, neurons: dict[str, Neuron]) -> Html:
@@ -100,12 +169,17 @@ def concept_section(concept: Concept, neurons: dict[str, Neuron], assets: Assets
     figures = (el("div", join(figure(p, assets, "", small=True) for p in concept.figures), class_="grid")
                if concept.figures else
                missing("No histogram or top-stimuli figure for this concept in ", code(f"{run}/figures"), "."))
+    inputs = d.get("inputs")
+    recorded = (el("details", el("summary", "computed from (recorded by evaluate)"), value_html(inputs))
+                if isinstance(inputs, dict) else
+                missing("This result does not record its inputs (test folders, checkpoint step, linear filters); "
+                        "re-run ", code("catneuron evaluate"), "."))
     return el("section", el("h2", "Concept: ", concept.name),
               el("p", "test set: ", ", ".join(counts) or "sizes not recorded", " — from ",
                  code(f"results/{concept.file}"), class_="sub"),
               el("h3", "Table 1: classification accuracy"), table1(concept),
               el("h3", "Best neurons"), best_neurons(concept, neurons),
-              el("h3", "Figures"), figures, class_="card", id=concept.anchor)
+              el("h3", "Figures"), figures, el("h3", "Inputs"), recorded, class_="card", id=concept.anchor)
 
 
 def neuron_table(view: RunView) -> Html:

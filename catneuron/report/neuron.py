@@ -27,12 +27,14 @@ def scores(neuron: Neuron) -> Html:
 
 
 def concept_figures(neuron: Neuron, assets: Assets) -> Html:
-    """A concept's histogram and top stimuli are drawn for its best neuron: shown on that neuron's page."""
+    """The histogram and top stimuli a concept's evaluation drew of this neuron (every best-of-stage unit; a
+    result without per-neuron figures has them for its best neuron only)."""
     parts = []
     for e in neuron.entries:
-        if "best neuron" in e.roles and e.concept.figures:
+        pictures = e.concept.neuron_figures.get(neuron.id) or (e.concept.figures if "best neuron" in e.roles else [])
+        if pictures:
             parts.append(el("h3", e.concept.name, ": activations over the test set"))
-            parts.append(el("div", join(figure(p, assets, ROOT, small=True) for p in e.concept.figures), class_="grid"))
+            parts.append(el("div", join(figure(p, assets, ROOT, small=True) for p in pictures), class_="grid"))
     if not parts:
         return Html("")
     return el("section", el("h2", "Selectivity"), join(parts), class_="card")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 from pathlib import Path
 
+from catneuron.errors import UserError
 from catneuron.report.collect import TRAINING_CURVES, collect
 from catneuron.report.index import index_page
 from catneuron.report.neuron import neuron_page
@@ -11,19 +15,47 @@ from catneuron.report.parts import Assets
 from catneuron.report.plots import training_curves
 from catneuron.store import files
 
+MARK = b"<title>catneuron report"  # how a folder shows it holds a report this function wrote
+
+
+def _replaceable(out: Path) -> None:
+    """`out` may be replaced only if it is missing, empty, or a report written here before."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder")
+    index = out / "index.html"
+    if any(out.iterdir()) and not (index.is_file() and MARK in index.read_bytes()[:4096]):
+        raise UserError(f"--out {out}: holds files that are not a catneuron report; choose a new or empty folder")
+
 
 def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     """Write the report of `run` into `out` (default RUN/report) and return the path of its index.html.
 
-    Figures and data files are copied in, so every link resolves inside the report folder.
+    A fresh site every time: it is built in a folder beside `out` and swapped in whole, so no page of an
+    earlier evaluation survives and a reader never sees half a report. Figures and data files are copied
+    in, so every link resolves inside the report folder.
     """
     view = collect(run)
     out = Path(out) if out is not None else view.run / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    assets = Assets(out)
-    curves = TRAINING_CURVES if training_curves(view.metrics, out / TRAINING_CURVES) else None
-    for neuron in view.neurons:
-        files.write_atomic(out / neuron.page, neuron_page(neuron, view, assets).encode("utf-8"))
-    index = out / "index.html"
-    files.write_atomic(index, index_page(view, assets, curves).encode("utf-8"))
-    return index
+    _replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.new-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        assets = Assets(staging)
+        curves = TRAINING_CURVES if training_curves(view.metrics, staging / TRAINING_CURVES) else None
+        for neuron in view.neurons:
+            files.write_atomic(staging / neuron.page, neuron_page(neuron, view, assets).encode("utf-8"))
+        files.write_atomic(staging / "index.html", index_page(view, assets, curves).encode("utf-8"))
+        if out.exists():
+            old = staging.with_name(staging.name.replace(".new-", ".old-"))
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return out / "index.html"

@@ -22,6 +22,10 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     (["train", "--data", "embedded", "--bogus"], "No such option: --bogus"),
     (["info", "--config", "/no/config.yaml"], "--config /no/config.yaml: cannot read"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b"], "no checkpoint there"),
+    (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--positive-fraction", "1.5"],
+     "--positive-fraction 1.5: must lie strictly between 0 and 1"),
+    (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--paper-ratio", "--positive-fraction", "0.3"],
+     "--paper-ratio and --positive-fraction: give one"),
 ])
 def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, args, message):
     code, _, err = run(monkeypatch, capsys, *args)
@@ -91,6 +95,32 @@ def test_evaluate_several_concepts_keeps_the_first_ratio(monkeypatch, capsys, tm
     cats = json.loads((out / "results" / "cats.json").read_text())
     assert (faces["n_positive"], faces["n_negative"]) == (10, 20)
     assert (cats["n_positive"], cats["n_negative"]) == (10, 20)
+
+
+def test_evaluate_at_the_papers_ratio_records_its_inputs(monkeypatch, capsys, tmp_path, image_folder):
+    """--paper-ratio subsamples every concept to 35.2% positives; the result says what it was computed from;
+    the printed output leads with the verdict and names the chance row by the majority class."""
+    for name, count, seed in (("data", 30, 0), ("faces", 10, 1), ("neg", 20, 3)):
+        image_folder(tmp_path / name, count, seed)
+    out = tmp_path / "run"
+    assert run(monkeypatch, capsys, "train", "--data", str(tmp_path / "data"), "--preset", "tiny", "--steps", "2",
+               "--out", str(out))[0] == 0
+    code, stdout, stderr = run(monkeypatch, capsys, "evaluate", str(out), "--positives", str(tmp_path / "faces"),
+                               "--negatives", str(tmp_path / "neg"), "--linear-filters", "20", "--paper-ratio")
+    assert code == 0
+    assert stdout.lstrip().startswith("faces, verdict:") and stdout.index("verdict") < stdout.index("Table 1")
+    assert "chance (always 'not faces')" in stdout and "best neuron of any stage (stage " in stdout
+    assert "linear: filters 20/20" in stderr and "trained network, pass 2/2 (counts)" in stderr
+    result = json.loads((out / "results" / "faces.json").read_text())
+    assert (result["n_positive"], result["n_negative"]) == (10, 18)
+    assert result["baselines_detail"]["chance"]["accuracy"] == pytest.approx(18 / 28)
+    inputs = result["inputs"]
+    assert inputs["positives"] == str((tmp_path / "faces").resolve()) and inputs["checkpoint_step"] == 2
+    assert inputs["negatives"] == str((tmp_path / "neg").resolve()) and inputs["linear_filters"] == 20
+    assert inputs["positive_fraction_requested"] == 0.352 and inputs["date"].startswith("20")
+    for stage in result["best_by_stage"]:
+        for path in result["neuron_figures"][stage["id"]].values():
+            assert (out / path).is_file()
 
 
 def test_table_trains_every_comparison_model(monkeypatch, capsys, tmp_path, image_folder):

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from catneuron.analysis.evaluate import verdict
 from catneuron.data.sources import ArraySource
 from catneuron.model.config import PRESETS
 from catneuron.train.trainer import Trainer
@@ -30,19 +31,35 @@ def record(neuron: str, accuracy: float, auc: float, threshold: float) -> dict:
             "auc": auc}
 
 
-def concept_result(concept: str, figures: dict[str, str] | None = None, best: str = BEST) -> dict:
-    """A results/<concept>.json as `catneuron evaluate` writes it (docs/architecture.md)."""
+def concept_result(concept: str, figures: dict[str, str] | None = None, best: str = BEST,
+                   baselines: tuple[float, float] = (0.6612, 0.7403)) -> dict:
+    """A results/<concept>.json as `catneuron evaluate` writes it (docs/architecture.md); `baselines`: the
+    random-weights network's and the best linear filter's accuracy (their held-out scores 1 point lower)."""
     top = [record(best, 0.8571, 0.9132, 0.4375)] + [
         record(f"s{s}.{sub}.m{m}.y0.x0", 0.80 - 0.01 * i, 0.85 - 0.01 * i, 0.1 * i)
         for i, (s, sub, m) in enumerate([(3, "norm", 1), (2, "pool", 0), (1, "filter", 3), (2, "norm", 2)])]
-    by_stage = [top[3], top[2], top[0]]
+    by_stage = [dict(r, heldout_accuracy=r["accuracy"] - 0.02) for r in (top[3], top[2], top[0])]
+    by_stage.sort(key=lambda r: r["stage"])
+    random_weights, linear = baselines
+    detail = {
+        "chance": {"id": f"always 'not {concept}'", "accuracy": 0.6479, "majority": "negative"},
+        "random_weights": record("s2.norm.m0.y1.x1", random_weights, 0.7, 0.2) | {
+            "heldout_accuracy": random_weights - 0.01},
+        "linear_filter": {"id": "training image 17", "accuracy": linear, "threshold": 0.31, "auc": 0.8,
+                          "heldout_accuracy": linear - 0.01, "n_filters": 1000},
+        "best_first_stage": by_stage[0],
+    }
     return {
         "concept": concept, "n_positive": 100, "n_negative": 184, "positive_fraction": 100 / 284,
         "best_neuron": top[0], "best_by_stage": by_stage, "heldout_accuracy": 0.8234,
         "heldout": {"units": [best, top[1]["id"]], "protocol": "chosen on one half, scored on the other"},
-        "baselines": {"random_guess": 0.6479, "random_weights": 0.6612, "linear_filter": 0.7403,
-                      "best_first_stage": 0.7700},
-        "top_neurons": top, "figures": figures or {},
+        "baselines": {"random_guess": 0.6479, "random_weights": random_weights, "linear_filter": linear,
+                      "best_first_stage": by_stage[0]["accuracy"]},
+        "baselines_detail": detail, "top_neurons": top, "figures": figures or {},
+        "verdict": verdict(by_stage, detail),
+        "inputs": {"positives": "/data/faces", "negatives": "/data/distractors", "positive_fraction_requested": None,
+                   "checkpoint_step": 15, "training_data": "/data/train", "linear_filters": 1000,
+                   "date": "2026-12-03T10:00:00+00:00"},
     }
 
 

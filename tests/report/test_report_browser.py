@@ -144,6 +144,11 @@ def test_click_through_to_a_neuron_page(report, tmp_path):
     try:
         browser.load(report.as_uri())
         assert browser.evaluate("document.title").startswith("catneuron report")
+        # the first line a reader sees is the measured verdict, in green only because it beats both baselines
+        first = browser.evaluate("document.querySelector('#summary li').innerText")
+        assert first.startswith("faces: a high-level neuron beats both baselines — best stage-3 neuron"), first
+        assert browser.evaluate("getComputedStyle(document.querySelector('#summary li b.better')).color") == \
+            "rgb(26, 127, 55)"
         assert browser.evaluate("document.querySelectorAll('img[src=\"x\"], svg').length") == 0
         # the hostile name is on the page as text, and no script of it ran (no alert dialog)
         assert "onerror=alert(1)" in browser.evaluate("document.body.innerText")

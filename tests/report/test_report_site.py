@@ -58,10 +58,10 @@ def test_numbers_equal_the_results_json(run):
     table1 = {cells[0].text(): (cells[1].text(), cells[2].text()) for cells in kit.table_rows(section.find("table"))
               if len(cells) == 3}
     b = faces["baselines"]
-    assert table1["random guess (majority class)"] == (f"{100 * b['random_guess']:.1f}", "64.8")
+    assert table1["chance (always 'not faces')"] == (f"{100 * b['random_guess']:.1f}", "64.8")
     assert table1["best linear filter"] == (f"{100 * b['linear_filter']:.1f}", "74.0")
     assert table1["best first-stage neuron"] == (f"{100 * b['best_first_stage']:.1f}", "71.0")
-    assert table1["best neuron"] == (f"{100 * faces['best_neuron']['accuracy']:.1f}", "81.7")
+    assert table1["best neuron (stage 3)"] == (f"{100 * faces['best_neuron']['accuracy']:.1f}", "81.7")
     assert table1["best neuron, chosen on one half, scored on the other"][0] == f"{100 * faces['heldout_accuracy']:.1f}"
     assert table1["best neuron, network trained without LCN"][1] == "78.5"
 
@@ -167,3 +167,84 @@ def test_report_of_a_real_evaluation(tiny_run, tmp_path):
     best = kit.parse(index.parent / "neurons" / f"{result['best_neuron']['id']}.html")
     assert any("histogram" in img.attrs["src"] for img in best.iter("img"))
     assert check_links(index.parent) > 20
+
+
+def summary_lines(index: Path) -> list[kit.Node]:
+    return list(kit.parse(index).find("section", id="summary").find("ul").iter("li"))
+
+
+def test_summary_leads_with_the_verdict_and_greens_only_what_beats_the_baselines(run):
+    """The issue's run: a stage-1 unit at 87.3% beside random weights at 88.0% and a linear filter at 91.5%."""
+    losing = kit.concept_result("faces", baselines=(0.880, 0.915))
+    losing["best_neuron"] = kit.record("s1.filter.m6.y0.x12", 0.873, 0.9, 0.1)
+    losing["top_neurons"].insert(0, losing["best_neuron"])
+    (run / "results" / "faces.json").write_text(json.dumps(losing))
+    index = write_report(run)
+    first = summary_lines(index)[0].text()
+    assert first.startswith("faces: no high-level neuron beats the baselines by 3 points — best stage-3 neuron")
+    assert "for the better baseline (best linear filter)" in first
+    best_part = first[first.index("Best neuron of any stage"):]
+    assert best_part.startswith("Best neuron of any stage: s1.filter.m6.y0.x12 (stage 1): 87.3%")
+    assert best_part.index("random weights 88.0%") < best_part.index("best linear filter 91.5%") < best_part.index(
+        "The paper's best faces neuron (top layer")
+    tree = kit.parse(index)
+    faces_parts = [tree.find("section", id="concept-faces"), summary_lines(index)[0]]
+    assert [n.text() for part in faces_parts for n in part.iter() if "better" in n.attrs.get("class", "")] == []
+    rows = {cells[0].text(): cells for cells in kit.table_rows(tree.find("section", id="concept-faces").find("table"))
+            if len(cells) == 3}
+    assert "best neuron (stage 1)" in rows
+
+    bodies = summary_lines(index)[1].text()  # beats both baselines: the verdict and the number are green
+    assert bodies.startswith("bodies: a high-level neuron beats both baselines — best stage-2 neuron")
+    section = kit.parse(index).find("section", id="concept-bodies")
+    green_rows = [tr.find("td").text() for tr in section.find("tbody").iter("tr") if tr.attrs.get("class") == "better"]
+    assert green_rows == ["best neuron (stage 2)", "best neuron, chosen on one half, scored on the other"]
+
+
+def test_a_result_without_a_verdict_says_so(run):
+    old = kit.concept_result("faces")
+    del old["verdict"], old["baselines_detail"], old["inputs"]
+    (run / "results" / "faces.json").write_text(json.dumps(old))
+    index = write_report(run)
+    assert summary_lines(index)[0].text().startswith("faces: no verdict recorded in results/faces.json")
+    text = kit.parse(index).find("section", id="concept-faces").text()
+    assert "chance (majority class)" in text and "does not record its inputs" in text
+
+
+def test_every_best_of_stage_page_shows_its_figures_and_the_inputs_are_shown(run):
+    faces = json.loads((run / "results" / "faces.json").read_text())
+    stage2 = faces["best_by_stage"][1]["id"]
+    for kind in ("histogram", "top_stimuli"):
+        kit.png(run / "figures" / f"faces_{stage2}_{kind}.png", colour=(10, 200, 10))
+    kit.png(run / "figures" / f"optimal_{stage2}.png", size=(80, 80))
+    faces["neuron_figures"] = {stage2: {k: f"figures/faces_{stage2}_{k}.png" for k in ("histogram", "top_stimuli")},
+                               "s9.pool.m0.y0.x0": {"histogram": "../outside.png"}}
+    (run / "results" / "faces.json").write_text(json.dumps(faces))
+    index = write_report(run)
+    page = kit.parse(index.parent / "neurons" / f"{stage2}.html")
+    sources = {img.attrs["src"] for img in page.iter("img")}
+    assert {f"../figures/faces_{stage2}_histogram.png", f"../figures/faces_{stage2}_top_stimuli.png",
+            f"../figures/optimal_{stage2}.png"} <= sources
+    assert "best of stage 2" in page.text()
+    inputs = kit.parse(index).find("section", id="concept-faces").find("details").text()
+    assert "checkpoint_step" in inputs and "/data/faces" in inputs and "linear_filters" in inputs
+    assert check_links(index.parent) > 40
+
+
+def test_report_writes_a_fresh_site(run, tmp_path):
+    write_report(run)
+    stale = run / "report" / "neurons" / "s2.pool.m1.y2.x2.html"
+    assert stale.is_file()
+    (run / "results" / "bodies.json").unlink()  # re-evaluated: that neuron is no longer listed
+    (run / "report" / "notes.txt").write_text("left by an earlier report")
+    write_report(run)
+    assert not stale.exists() and not (run / "report" / "notes.txt").exists()
+    assert not [p for p in run.iterdir() if p.name.startswith(".report")]  # no staging folder left behind
+    check_links(run / "report")
+
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("not a report")
+    with pytest.raises(UserError, match="not a catneuron report"):
+        write_report(run, foreign)
+    assert (foreign / "thesis.tex").is_file()

@@ -34,8 +34,8 @@ def train(
     fetch_every: int = typer.Option(1, help="Downpour: a replica fetches parameters every P steps."),
     push_every: int = typer.Option(1, help="Downpour: a replica pushes its accumulated gradients every G steps."),
     address: str = typer.Option(None, help="Downpour: join the Ray cluster at this address (e.g. auto)."),
-    on_replica_failure: str = typer.Option("replace", help="Downpour: replace a dead replica, or continue "
-                                           "with the others."),
+    on_replica_failure: str = typer.Option("replace", help="Downpour: replace a dead replica (the run stops if "
+                                           "it dies 3 times within a minute), drop it, or stop the run."),
     ps_snapshot_minutes: float = typer.Option(5.0, help="Downpour: shards snapshot their state to RUN/ps this "
                                               "often."),
 ) -> None:
@@ -61,10 +61,8 @@ def train(
     if replicas > 1 or address is not None:
         from catneuron.train.downpour import Downpour, DownpourOptions
 
-        if on_replica_failure not in ("replace", "continue"):
-            raise UserError(f"--on-replica-failure {on_replica_failure}: choose replace or continue")
         runner = Downpour(trainer, DownpourOptions(replicas, ps_shards, fetch_every, push_every, address,
-                                                   on_replica_failure == "replace", ps_snapshot_minutes * 60))
+                                                   on_replica_failure, ps_snapshot_minutes * 60))
         how = f" with Downpour SGD ({replicas} replicas, {ps_shards} parameter shards)"
     elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
         raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from catneuron.errors import UserError
+from catneuron.model import budget
 from catneuron.model.network import Network
 from catneuron.store import checkpoint, files
 
@@ -45,13 +46,15 @@ def load_network(run: str | Path, device: str = "cpu") -> tuple[Network, checkpo
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder")
-    ckpt = checkpoint.load(checkpoint_path(run))
+    path = checkpoint_path(run)
+    budget.check_fits(budget.weight_bytes(checkpoint.read_config(path).model), f"the network of {run}")
+    ckpt = checkpoint.load(path)
     bad = checkpoint.non_finite(ckpt.model)
     if bad is not None:
         raise UserError(f"{run}: the network's weights are not finite (NaN or infinity in {bad}); "
                         "nothing can be measured on it")
     net = Network(ckpt.config.model)
-    checkpoint.load_weights(net, ckpt.model, checkpoint_path(run))
+    checkpoint.load_weights(net, ckpt.model, path)
     return net.to(device).eval(), ckpt
 
 

@@ -13,6 +13,7 @@ import torch
 
 from catneuron.data.sources import BatchSource, open_source
 from catneuron.errors import UserError
+from catneuron.model import budget
 from catneuron.model.config import Config, to_dict
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
@@ -79,6 +80,7 @@ class Trainer:
         self.device = torch.device(device)
         self.data_spec = data_spec or source.description
         torch.manual_seed(config.train.seed)
+        budget.check_fits(budget.training_bytes(config.model), f"training the {config.preset} model")
         self.network = Network(config.model).to(self.device)
         self.network.normalize_weights()
         self.optimizer = make_optimizer(config, self.network.parameters())

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from catneuron.analysis import figures
-from catneuron.analysis.concepts import ratio_subsample
+from catneuron.analysis.concepts import concept_slug, ratio_subsample
 from catneuron.analysis.evaluate import evaluate
 from catneuron.analysis.stimuli import responses
 from catneuron.data.images import read_folder
@@ -19,12 +18,6 @@ from catneuron.errors import UserError
 from catneuron.model.network import Network, NeuronId
 from catneuron.report.plots import training_curves
 from catneuron.store import files, runs
-
-
-def concept_slug(concept: str) -> str:
-    """A file-name-safe form of a user's concept name."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", concept).strip("_")
-    return slug or "concept"
 
 
 def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int

@@ -35,6 +35,12 @@ def writable_file(path: str | Path, flag: str) -> Path:
     return path
 
 
+def run_outputs(run: str | Path) -> None:
+    """The folders of a run that analyses write into (results/, figures/)."""
+    for part in ("results", "figures"):
+        writable_folder(Path(run) / part, "RUN")
+
+
 def at_least(flag: str, value: int | float, least: int | float) -> None:
     if not value >= least:  # `not >=` also refuses NaN
         raise UserError(f"{flag} {value}: must be at least {least}")
@@ -50,3 +56,28 @@ def fraction(flag: str, value: float | None) -> None:
     """A number strictly between 0 and 1 (None: the flag was not given)."""
     if value is not None and not 0 < value < 1:
         raise UserError(f"{flag} {value}: must be between 0 and 1")
+
+
+def resume_keeps(given: dict[str, object]) -> None:
+    """--resume continues a run with the config in its checkpoint: a flag that would change it is refused,
+    not ignored."""
+    changed = [flag for flag, value in given.items() if value is not None]
+    if changed:
+        raise UserError(f"{changed[0]} with --resume: a resumed run keeps the config of its checkpoint "
+                        "(start a new run to change it)")
+
+
+def same_data(data: str, trained_on: str | None) -> None:
+    """--resume on other data than the run's would mix two corpora in one run without a word."""
+    if trained_on and _place(data) != _place(trained_on):
+        raise UserError(f"--data {data}: the run was trained on {trained_on}; resume it on the same data")
+
+
+def _place(spec: str) -> str:
+    return spec if spec == "embedded" else str(Path(spec).expanduser().resolve())
+
+
+def data_exists(spec: str, flag: str) -> None:
+    """A --data-like flag names something that is there, checked before the commands that read it late."""
+    if spec != "embedded" and "{" not in spec and not Path(spec).exists():
+        raise UserError(f"{flag} {spec}: no such file or folder")

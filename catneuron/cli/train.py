@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.cli.options import resolve_config
 from catneuron.data.sources import open_source
@@ -41,10 +42,18 @@ def train(
 ) -> None:
     """Train the network on unlabeled images."""
     dev = runs.device(device)
+    checks.at_least("--steps", steps, 1)
+    checks.positive("--minutes", minutes)
+    checks.at_least("--replicas", replicas, 1)
     if resume:
         if not runs.checkpoint_path(out).is_file():
             raise UserError(f"--resume: {out} has no checkpoint to resume from")
+        given = {"--preset": preset, "--config": config, "--lr": lr, "--optimizer": optimizer, "--seed": seed,
+                 "--no-lcn": no_lcn or None}
+        checks.resume_keeps(given)
+        checks.writable_folder(out, "--out")
         ckpt_config = checkpoint.read_config(runs.checkpoint_path(out))
+        checks.same_data(data, checkpoint.read_extra(runs.checkpoint_path(out)).get("data"))
         source = open_source(data, ckpt_config.model.input_size, ckpt_config.model.channels)
         trainer = Trainer.resume(out, source, dev)
     else:
@@ -53,11 +62,10 @@ def train(
         cfg = configs.replace(cfg, train=train_overrides, model={"lcn": False} if no_lcn else {})
         if runs.checkpoint_path(out).is_file():
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
+        checks.writable_folder(out, "--out")
         source = open_source(data, cfg.model.input_size, cfg.model.channels)
         trainer = Trainer(cfg, source, out, dev, data_spec=data)
     runner, how = trainer, ""
-    if replicas < 1:
-        raise UserError(f"--replicas {replicas}: must be at least 1")
     if replicas > 1 or address is not None:
         from catneuron.train.downpour import Downpour, DownpourOptions
 

@@ -140,6 +140,12 @@ def read_config(path: str | Path) -> Config:
     return from_dict(_json(path, _metadata(path), "config"), source=str(path))
 
 
+def read_extra(path: str | Path) -> dict:
+    """The extra metadata of a checkpoint (the data it was trained on, ...), from its header alone."""
+    path = Path(path)
+    return _json(path, _metadata(path), "extra", "{}")
+
+
 def load(path: str | Path) -> Checkpoint:
     path = Path(path)
     meta = _metadata(path)

@@ -95,9 +95,10 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
     try:
         save_file(tensors, str(path), metadata=metadata)
     except SafetensorError as e:
-        code = re.search(r"code: (\d+)", str(e))
+        code = re.search(r"os error (\d+)|code: (\d+)", str(e))
         if code:
-            raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), str(path)) from None
+            errno = int(code.group(1) or code.group(2))
+            raise OSError(errno, os.strerror(errno), str(path)) from None
         raise OSError(f"{path}: cannot write ({e})") from None
 
 

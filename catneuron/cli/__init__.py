@@ -28,8 +28,8 @@ def main() -> None:
     except UserError as e:
         print(f"catneuron: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt as e:
-        print(f"catneuron: interrupted {e}".rstrip(), file=sys.stderr)
+    except KeyboardInterrupt:
+        print("catneuron: interrupted", file=sys.stderr)
         sys.exit(130)
     except OSError as e:
         # The machine refused (disk full, a folder gone read-only mid-run): what and where, in one line.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from contextlib import suppress
 from dataclasses import dataclass
@@ -59,9 +60,12 @@ def stopped(error: Diverged, run: Path, saved_step: int | None) -> Diverged:
 
 
 def interrupted(run: Path, step: int, data_spec: str) -> KeyboardInterrupt:
-    """What Ctrl-C tells the user: where the checkpoint is and the command that continues the run."""
-    return KeyboardInterrupt(f"at step {step}: checkpoint {runs.checkpoint_path(run)}; continue with "
-                             f"`catneuron train --resume --out '{run}' --data '{data_spec}'`")
+    """Tell the user, on stderr, where Ctrl-C left the checkpoint and the command that continues the run (the
+    CLI cannot: typer turns KeyboardInterrupt into exit status 130 without a word); the exception to raise."""
+    message = (f"interrupted at step {step}: checkpoint {runs.checkpoint_path(run)}; continue with "
+               f"`catneuron train --resume --out '{run}' --data '{data_spec}'`")
+    print(f"catneuron: {message}", file=sys.stderr)
+    return KeyboardInterrupt(message)
 
 
 @dataclass

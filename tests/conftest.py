@@ -1,5 +1,7 @@
 """Fixtures shared across the suite."""
 
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,22 @@ def write_images(folder: Path, count: int, seed: int, corrupt: int = 0, size: tu
 @pytest.fixture
 def image_folder() -> Callable[..., Path]:
     return write_images
+
+
+def write_bomb(path: Path, side: int = 20000) -> Path:
+    """A PNG of a few dozen bytes whose header claims side x side pixels (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)  # 8-bit RGB
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture
+def bomb_png() -> Callable[..., Path]:
+    return write_bomb
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from catneuron.errors import UserError
 
 
+def concept_slug(concept: str) -> str:
+    """A file-name-safe form of a user's concept name."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", concept).strip("_")
+    return slug or "concept"
+
+
 def parse_concepts(values: list[str], default_name: str) -> list[tuple[str, str]]:
-    """`--positives` values: `NAME=DIR` or a bare `DIR` (named `default_name`); names must be distinct."""
+    """`--positives` values: `NAME=DIR` or a bare `DIR` (named `default_name`); names must be distinct, and so
+    must the file names they become (`a b` and `a_b` would write the same results file)."""
     pairs = []
     for value in values:
         name, sep, folder = value.partition("=")
@@ -16,6 +25,12 @@ def parse_concepts(values: list[str], default_name: str) -> list[tuple[str, str]
     names = [n for n, _ in pairs]
     if len(set(names)) != len(names):
         raise UserError(f"--positives: concept names repeat ({', '.join(names)}); write NAME=DIR")
+    slugs: dict[str, str] = {}
+    for name in names:
+        other = slugs.setdefault(concept_slug(name), name)
+        if other != name:
+            raise UserError(f"--positives: concepts {other!r} and {name!r} would share the results file "
+                            f"{concept_slug(name)}.json; rename one")
     return pairs
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 
 from catneuron.analysis import figures
 from catneuron.analysis.activations import UnitIndex, unit_activations
-from catneuron.analysis.concepts import ratio_subsample
+from catneuron.analysis.concepts import concept_slug, ratio_subsample
 from catneuron.analysis.evaluate import evaluate
 from catneuron.data.images import read_folder
 from catneuron.data.labelled import LabelledImages
@@ -21,13 +20,6 @@ from catneuron.errors import UserError
 from catneuron.model.network import Network, NeuronId
 from catneuron.report.plots import training_curves
 from catneuron.store import files, runs
-
-
-def concept_slug(concept: str) -> str:
-    """A file-name-safe form of a user's concept name."""
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", concept).strip("_")
-    return slug or "concept"
-
 
 PAPER_POSITIVE_FRACTION = 0.352  # the paper's test sets: 37,000 images, 13,026 of them faces
 

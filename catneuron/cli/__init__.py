@@ -21,7 +21,8 @@ from catneuron.cli import visualize  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:
-    """Entry point: bad input becomes one line on stderr and exit status 2, never a traceback."""
+    """Entry point: bad input becomes one line on stderr and exit status 2, an OS failure one line and
+    exit status 1; never a traceback."""
     try:
         code = app(standalone_mode=False)
     except UserError as e:
@@ -30,6 +31,11 @@ def main() -> None:
     except KeyboardInterrupt:
         print("catneuron: interrupted", file=sys.stderr)
         sys.exit(130)
+    except OSError as e:
+        # The machine refused (disk full, a folder gone read-only mid-run): what and where, in one line.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"catneuron: error: {where}{e.strerror or e}", file=sys.stderr)
+        sys.exit(1)
     except Exception as e:
         # typer vendors click: its usage errors (unknown option, missing argument) carry these two.
         if hasattr(e, "format_message") and hasattr(e, "exit_code"):

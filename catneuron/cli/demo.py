@@ -9,6 +9,7 @@ import typer
 
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.analysis.table import print_table
+from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.errors import UserError
@@ -28,11 +29,13 @@ def demo(
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
 ) -> None:
     """Train on unlabeled embedded images, find the face neuron, print Table 1 against the paper."""
-    if minutes <= 0:
-        raise UserError(f"--minutes {minutes}: must be positive")
+    checks.positive("--minutes", minutes)
+    checks.at_least("--steps", steps, 1)
+    checks.at_least("--linear-filters", linear_filters, 1)
     out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     if runs.checkpoint_path(out).exists():
         raise UserError(f"--out {out}: already holds a run; choose another folder")
+    checks.writable_folder(out, "--out")
     cfg = configs.preset(preset)
     corpus = EmbeddedCorpus(size=cfg.model.input_size, channels=cfg.model.channels)
     print(f"1/3 training the {preset} preset on {corpus.description} for up to {minutes:g} min into {out}")

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
-from catneuron.analysis.concepts import parse_concepts
-from catneuron.analysis.run_evaluation import check_fraction, concept_sets, concept_slug, evaluate_run
+from catneuron.analysis.concepts import concept_slug, parse_concepts
+from catneuron.analysis.run_evaluation import check_fraction, concept_sets, evaluate_run
 from catneuron.analysis.table import print_table
+from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.errors import UserError
 from catneuron.store import checkpoint, runs
+
+
+def _keeps_other_results(run: Path, concept: str) -> None:
+    """Refuse to overwrite the results of another concept whose name gives the same file name."""
+    path = runs.results_dir(run) / f"{concept_slug(concept)}.json"
+    try:
+        before = json.loads(path.read_text()).get("concept") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return  # an unreadable results file is replaced
+    if before is not None and before != concept:
+        raise UserError(f"concept {concept!r}: {path} holds the results of concept {before!r}, which has the "
+                        "same file name; rename the concept")
 
 
 @app.command()
@@ -30,13 +44,17 @@ def evaluate(
                                                                   "'paper %' column compares like with like."),
 ) -> None:
     """Scan every neuron of every sublayer of every stage (20 thresholds, AUC) and the baselines."""
+    checks.at_least("--linear-filters", linear_filters, 1)
     concepts = parse_concepts(positives, concept)
     if json_file and len(concepts) > 1:
         raise UserError("--json: one concept at a time (every concept is written to RUN/results/NAME.json)")
     fraction = check_fraction(positive_fraction, paper_ratio)
-    if linear_filters < 1:
-        raise UserError(f"--linear-filters {linear_filters}: must be at least 1")
     model = checkpoint.read_config(runs.checkpoint_path(run)).model
+    checks.run_outputs(run)
+    for name, _ in concepts:
+        _keeps_other_results(run, name)
+    if json_file:
+        checks.writable_file(json_file, "--json")
     folders = dict(concepts)
     results = []
     for name, test in concept_sets(concepts, negatives, model.input_size, model.channels, fraction):

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from catneuron.analysis.finetune import Schedule, ensure_new, finetune_run, load_data
+from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.store import checkpoint, runs
 
@@ -42,13 +43,19 @@ def finetune(
 ) -> None:
     """Train one-vs-all logistic classifiers on the top stage, then fine-tune the whole network with them."""
     dev = runs.device(device)
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size)):
+        checks.at_least(flag, value, 1)
+    checks.positive("--lr", lr)
+    checks.positive("--finetune-lr", finetune_lr)
+    checks.fraction("--split", split)
     schedule = Schedule(epochs=epochs, batch_size=batch_size, lr=lr, finetune_lr=finetune_lr, seed=seed)
     config = checkpoint.read_config(runs.checkpoint_path(run))
-    train_set, val_set = load_data(config, train, val, split, seed)
     out = out or run.resolve().with_name(f"{run.resolve().name}-{'scratch' if from_scratch else 'finetune'}")
     arms = [(False, out), (True, out.with_name(f"{out.name}-scratch"))] if compare else [(from_scratch, out)]
     for _, folder in arms:
         ensure_new(folder)
+        checks.writable_folder(folder, "--out")
+    train_set, val_set = load_data(config, train, val, split, seed)
     print(f"{len(train_set.classes)} classes: {len(train_set)} training, {len(val_set)} validation images")
     for folder, part in ((train, train_set), (val, val_set if val else None)):
         if part is not None and part.skipped:

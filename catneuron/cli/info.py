@@ -8,7 +8,7 @@ from rich.table import Table
 
 from catneuron.cli.app import app
 from catneuron.cli.options import resolve_config
-from catneuron.model.budget import layer_rows, training_flops
+from catneuron.model.budget import layer_rows, training_bytes, training_flops
 
 
 @app.command()
@@ -28,4 +28,5 @@ def info(
     Console().print(table)
     m = cfg.model
     print(f"input {m.channels}x{m.input_size}x{m.input_size}; sparsity lambda {m.sparsity}; "
-          f"LCN {'on' if m.lcn else 'off'}; training FLOPs/image {training_flops(m):,}")
+          f"LCN {'on' if m.lcn else 'off'}; training FLOPs/image {training_flops(m):,}; "
+          f"training memory at least {training_bytes(m) / 2**30:,.2f} GiB (weights, gradients, optimizer)")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.data.ingest import ERRORS, STATS, Settings
 from catneuron.data.ingest import ingest as run_ingest
@@ -28,6 +29,9 @@ def ingest(
     """Ingest videos (one random frame each) and images into WebDataset shards; resumes an interrupted run."""
     settings = Settings(size=size, frames_per_video=frames_per_video, seed=seed, exclude_faces=exclude_faces,
                         detect_faces=detect_faces, census=census, shard_files=shard_files)
+    settings.check()
+    checks.at_least("--workers", workers, 1)
+    checks.writable_folder(out, "--out")
     result = run_ingest(src, out, settings, workers=workers)
     s = result.stats
     print(f"{s['samples']:,} samples from {s['images']:,} images and {s['videos']:,} videos in {s['shards']} shards "

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from catneuron.analysis.invariance import invariance_curves, out_of_plane_curve, plot_curves, read_views, write_csv
+from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.cli.options import parse_neuron
 from catneuron.data.images import read_folder
@@ -28,6 +29,7 @@ def invariance(
     if n < 1:
         raise UserError(f"--n {n}: must be at least 1")
     network, _ = runs.load_network(run, runs.device(device))
+    checks.run_outputs(run)
     nid = parse_neuron(network, neuron)
     size, channels = network.config.input_size, network.config.channels
     found = read_folder(images, size, channels, flag="--images")

@@ -10,6 +10,7 @@ from catneuron.analysis.ablations import build_table
 from catneuron.analysis.concepts import parse_concepts
 from catneuron.analysis.run_evaluation import concept_sets
 from catneuron.analysis.table import print_full_table
+from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.cli.options import resolve_config
 from catneuron.train.trainer import train_run
@@ -29,6 +30,12 @@ def table(
     centroids: int = typer.Option(1000, help="K-means centroids."),
 ) -> None:
     """Train the network, its no-LCN and sigmoid-autoencoder variants and the no-face control; scan them all."""
+    for flag, value in (("--steps", steps), ("--linear-filters", linear_filters), ("--centroids", centroids)):
+        checks.at_least(flag, value, 1)
+    checks.data_exists(data, "--data")
+    if control_data is not None:
+        checks.data_exists(control_data, "--control-data")
+    checks.writable_folder(out, "--out")
     cfg = resolve_config(preset, config)
     sets = concept_sets(parse_concepts(positives, "faces"), negatives, cfg.model.input_size, cfg.model.channels)
     summary = build_table(out, cfg, data, control_data, sets, steps, train_run, linear_filters, centroids)

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import typer
 
+from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.cli.options import resolve_config
 from catneuron.data.sources import open_source
@@ -36,8 +37,8 @@ def train(
     fetch_every: int = typer.Option(1, help="Downpour: a replica fetches parameters every P steps."),
     push_every: int = typer.Option(1, help="Downpour: a replica pushes its accumulated gradients every G steps."),
     address: str = typer.Option(None, help="Downpour: join the Ray cluster at this address (e.g. auto)."),
-    on_replica_failure: str = typer.Option("replace", help="Downpour: replace a dead replica, or continue "
-                                           "with the others."),
+    on_replica_failure: str = typer.Option("replace", help="Downpour: replace a dead replica (the run stops if "
+                                           "it dies 3 times within a minute), drop it, or stop the run."),
     ps_snapshot_minutes: float = typer.Option(5.0, help="Downpour: shards snapshot their state to RUN/ps this "
                                               "often."),
     partitions: str = typer.Option("1x1", help="Model parallelism: one replica as R x C processes, each owning "
@@ -47,18 +48,27 @@ def train(
     """Train the network on unlabeled images."""
     dev = runs.device(device)
     grid = parse_grid(partitions)
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads {threads}: must be at least 1")
+    checks.at_least("--steps", steps, 1)
+    checks.positive("--minutes", minutes)
+    checks.at_least("--replicas", replicas, 1)
+    if threads is not None:
+        checks.at_least("--threads", threads, 1)
     if resume:
         if not runs.checkpoint_path(out).is_file():
             raise UserError(f"--resume: {out} has no checkpoint to resume from")
+        given = {"--preset": preset, "--config": config, "--lr": lr, "--optimizer": optimizer, "--seed": seed,
+                 "--no-lcn": no_lcn or None}
+        checks.resume_keeps(given)
+        checks.writable_folder(out, "--out")
         cfg = checkpoint.read_config(runs.checkpoint_path(out))
+        checks.same_data(data, checkpoint.read_extra(runs.checkpoint_path(out)).get("data"))
     else:
         cfg = resolve_config(preset, config)
         train_overrides = {k: v for k, v in {"lr": lr, "optimizer": optimizer, "seed": seed}.items() if v is not None}
         cfg = configs.replace(cfg, train=train_overrides, model={"lcn": False} if no_lcn else {})
         if runs.checkpoint_path(out).is_file():
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
+        checks.writable_folder(out, "--out")
     source = open_source(data, cfg.model.input_size, cfg.model.channels)
     if grid != (1, 1):
         run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, replicas, address)
@@ -67,15 +77,11 @@ def train(
         torch.set_num_threads(threads)
     trainer = Trainer.resume(out, source, dev) if resume else Trainer(cfg, source, out, dev, data_spec=data)
     runner, how = trainer, ""
-    if replicas < 1:
-        raise UserError(f"--replicas {replicas}: must be at least 1")
     if replicas > 1 or address is not None:
         from catneuron.train.downpour import Downpour, DownpourOptions
 
-        if on_replica_failure not in ("replace", "continue"):
-            raise UserError(f"--on-replica-failure {on_replica_failure}: choose replace or continue")
         runner = Downpour(trainer, DownpourOptions(replicas, ps_shards, fetch_every, push_every, address,
-                                                   on_replica_failure == "replace", ps_snapshot_minutes * 60))
+                                                   on_replica_failure, ps_snapshot_minutes * 60))
         how = f" with Downpour SGD ({replicas} replicas, {ps_shards} parameter shards)"
     elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
         raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")

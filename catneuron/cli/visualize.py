@@ -7,10 +7,11 @@ from pathlib import Path
 
 import typer
 
+from catneuron.analysis.concepts import concept_slug
 from catneuron.analysis.features import as_float
 from catneuron.analysis.optimal import optimal_stimulus, plot_optimal
-from catneuron.analysis.run_evaluation import concept_slug
 from catneuron.analysis.stimuli import top_stimuli
+from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.cli.options import parse_neuron
 from catneuron.data.images import read_folder
@@ -49,6 +50,7 @@ def visualize(
             raise UserError(f"{flag} {value}: must be at least {least}")
     text = neuron if neuron is not None else concept_neuron(run, concept)
     network, _ = runs.load_network(run, runs.device(device))
+    checks.run_outputs(run)
     nid = parse_neuron(network, text, "--neuron" if neuron is not None else f"--concept {concept}: neuron")
     found = None if images is None else read_folder(images, network.config.input_size, network.config.channels,
                                                     flag="--images")

@@ -25,9 +25,29 @@ def list_images(root: str | Path, flag: str = "--data") -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
 
 
+def eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and floating-point grey images scaled to 8 bits (Pillow's convert clips them at 255, which
+    turns a 16-bit photo nearly white and a [0, 1] float image black); a ValueError says why one cannot be."""
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError(f"{image.mode} pixels that are not finite numbers")
+    low, high = values.min(), values.max()
+    if image.mode == "F":
+        if low < 0 or high > 1:
+            raise ValueError(f"floating-point pixels outside [0, 1] ({low:.4g} .. {high:.4g}); convert it to 8 bits")
+        values = values * 255
+    elif image.mode.startswith("I;16") or high > 255:
+        if low < 0 or high > 65535:
+            raise ValueError(f"integer pixels outside 16 bits ({low:.0f} .. {high:.0f}); convert it to 8 bits")
+        values = values / 257
+    return Image.fromarray(np.round(values).astype(np.uint8), "L")
+
+
 def to_square(image: Image.Image, size: int, channels: int) -> np.ndarray:
     """Centre-crop to a square, resize to size x size, convert to grey or RGB: uint8 (channels, size, size)."""
-    image = image.convert("L" if channels == 1 else "RGB")
+    image = eight_bit(image).convert("L" if channels == 1 else "RGB")
     w, h = image.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
@@ -36,13 +56,18 @@ def to_square(image: Image.Image, size: int, channels: int) -> np.ndarray:
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
+UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
+"""What decoding an untrusted file may raise: the file is skipped and counted, never the run stopped.
+DecompressionBombError: a header claiming more than Pillow's limit of pixels (a bomb of a few KB)."""
+
+
 def read_image(path: str | Path, size: int, channels: int) -> np.ndarray:
     """One image as uint8 (channels, size, size); raises ValueError if it cannot be decoded."""
     try:
         with Image.open(path) as image:
             image.load()
             return to_square(image, size, channels)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UNREADABLE as e:
         raise ValueError(f"{path}: {e}") from None
 
 

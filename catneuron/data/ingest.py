@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import multiprocessing
+import os
 import signal
 import time
 from collections import deque
@@ -28,13 +29,15 @@ from catneuron.data.census import Census, Detector, allocate_patches, grey, haar
 from catneuron.data.images import IMAGE_EXTENSIONS, to_square
 from catneuron.data.shards import MANIFEST, Sample, write_shard
 from catneuron.data.video import VIDEO_EXTENSIONS, random_frames
-from catneuron.errors import UserError
+from catneuron.errors import UserError, printable
 from catneuron.progress import Progress
 from catneuron.store.files import write_atomic, write_json
 
 FORMAT = "catneuron-shards/1"
 STATS, ERRORS, RECORDS = "stats.json", "errors.tsv", ".ingest"
 MEDIA = IMAGE_EXTENSIONS + VIDEO_EXTENSIONS
+# Each sample is decoded, resized and held as size x size colour: 2048 is 12 MiB a sample, 100000 would be 28 GiB.
+MAX_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Settings:
     quality: int = 90
 
     def check(self) -> None:
+        if self.size > MAX_SIZE:
+            raise UserError(f"--size {self.size}: at most {MAX_SIZE} (the paper's images are 200)")
         for flag, value, least in (("--size", self.size, 8), ("--frames-per-video", self.frames_per_video, 1),
                                    ("--shard-files", self.shard_files, 1), ("--census", self.census, 0)):
             if value < least:
@@ -159,7 +164,7 @@ def process_file(index: int, path: Path, patches: tuple[int, ...], settings: Set
         return FileResult(kind, samples)
     except Exception as e:  # noqa: BLE001  see the docstring
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).removeprefix(f"{path}: ")
-        reason = reason or type(e).__name__
+        reason = reason.replace(f" {str(path)!r}", "") or type(e).__name__  # Pillow quotes the path: it is in column 1
         return FileResult("", error=" ".join(reason.split()))
 
 
@@ -198,7 +203,7 @@ def shard_name(i: int) -> str:
 
 
 def _digest(paths: list[Path]) -> str:
-    return hashlib.sha256("\n".join(map(str, paths)).encode()).hexdigest()[:16]
+    return hashlib.sha256(b"\n".join(map(os.fsencode, paths))).hexdigest()[:16]  # names need not be UTF-8
 
 
 def _load_records(out: Path, settings: Settings, paths: list[Path]) -> dict[int, ShardRecord]:
@@ -250,7 +255,7 @@ def _write_summary(out: Path, settings: Settings, paths: list[Path], records: di
         "this_run": {"elapsed_s": elapsed, "samples": new_samples, "samples_per_s": new_samples / max(elapsed, 1e-9)},
     }
     write_json(out / STATS, stats)
-    write_atomic(out / ERRORS, "".join(f"{p}\t{why}\n" for r in done for p, why in r.errors))
+    write_atomic(out / ERRORS, "".join(f"{printable(p)}\t{printable(why)}\n" for r in done for p, why in r.errors))
     return stats
 
 

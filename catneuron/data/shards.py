@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from braceexpand import braceexpand
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from catneuron.data.images import IMAGE_EXTENSIONS, to_square
+from catneuron.data.images import IMAGE_EXTENSIONS, UNREADABLE, to_square
 from catneuron.errors import UserError
 from catneuron.store.files import write_atomic
 
@@ -140,7 +140,7 @@ class _Stream(IterableDataset):
                 if n % stride == offset:
                     try:
                         yield decode(data, self.size, self.channels)
-                    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+                    except UNREADABLE:
                         continue
 
     def __iter__(self) -> Iterator[np.ndarray]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from catneuron.errors import UserError
 from catneuron.model.config import ModelConfig, stage_shapes
 
 
@@ -41,3 +43,33 @@ def training_flops(model: ModelConfig) -> int:
     def factor(row: LayerRow) -> int:
         return 2 if row.sublayer == "filter (W1)" and model.detach_stages else 3
     return sum(r.flops * factor(r) for r in layer_rows(model))
+
+
+def weight_bytes(model: ModelConfig) -> int:
+    """The network's weights in float32."""
+    return 4 * sum(s.parameters for s in stage_shapes(model))
+
+
+def training_bytes(model: ModelConfig) -> int:
+    """A lower bound of training's memory: weights, their gradients and the optimizer's sums (activations more)."""
+    return 3 * weight_bytes(model)
+
+
+def available_bytes() -> int | None:
+    """Memory the kernel can give without swapping (MemAvailable), or None where /proc/meminfo says nothing."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_fits(need: int, what: str) -> None:
+    """Refuse before allocating what cannot fit in the memory available now (a MemoryError or the kernel's
+    OOM killer would say it later, after minutes, or not at all)."""
+    available = available_bytes()
+    if available is not None and need > available:
+        raise UserError(f"{what} needs at least {need / 2**30:,.1f} GiB of memory; "
+                        f"{available / 2**30:,.1f} GiB is available")

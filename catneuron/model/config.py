@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ class Config:
     preset: str = "custom"
 
 
+# Larger inputs are no longer images of this model's kind (the paper's are 200): refused before any arithmetic.
+MAX_INPUT_SIZE = 2048
 OPTIMIZERS = ("adagrad", "sgd")
 WEIGHT_NORMS = ("none", "encoder", "both")
 # "linear" is the paper's TICA filtering; "sigmoid" codes sigmoid(W1^T x) make the stages the
@@ -146,9 +149,12 @@ def validate(config: Config, source: str = "config") -> Config:
     positive = {"model.input_size": m.input_size, "model.eps": m.eps, "train.batch_size": t.batch_size,
                 "train.lr": t.lr, "train.checkpoint_every": t.checkpoint_every, "train.log_every": t.log_every}
     for name, value in positive.items():
-        if value <= 0:
-            raise UserError(f"{source}: {name} must be positive, got {value}")
-    if m.sparsity < 0:
+        if not (value > 0 and math.isfinite(value)):  # refuses NaN, which compares false with everything
+            raise UserError(f"{source}: {name} must be a positive number, got {value}")
+    if m.input_size > MAX_INPUT_SIZE:
+        raise UserError(f"{source}: model.input_size {m.input_size} is larger than {MAX_INPUT_SIZE} "
+                        "(the paper's is 200)")
+    if not (m.sparsity >= 0 and math.isfinite(m.sparsity)):
         raise UserError(f"{source}: model.sparsity must be >= 0, got {m.sparsity}")
     if t.optimizer not in OPTIMIZERS:
         raise UserError(f"{source}: train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")

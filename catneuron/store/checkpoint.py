@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from catneuron.errors import UserError
 from catneuron.model.config import Config, from_dict, to_dict
+from catneuron.store.files import atomic
 
 FORMAT = "catneuron-checkpoint/2"  # 2: filter fan-in ordered (row, column, channel)
 
@@ -30,6 +33,16 @@ class Checkpoint:
     rng: torch.Tensor | None
     extra: dict
     extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """CRC-32 of every tensor's name, dtype, shape and bytes, in name order: a flipped byte changes it."""
+    crc = 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        crc = zlib.crc32(f"{name}|{t.dtype}|{tuple(t.shape)}".encode(), crc)
+        crc = zlib.crc32(t.reshape(-1).view(torch.uint8).numpy(), crc)
+    return f"crc32:{crc:08x}"
 
 
 def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -74,11 +87,21 @@ def save(path: str | Path, config: Config, step: int, model: torch.nn.Module | d
         tensors |= opt_tensors
         meta["optimizer"] = json.dumps(opt_meta)
     tensors["rng.torch"] = torch.get_rng_state()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    meta["checksum"] = checksum(tensors)
+    with atomic(path) as tmp:
+        save_tensors(tensors, tmp, meta)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """safetensors' save_file, its I/O failures (disk full) raised as the OSError they are."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        code = re.search(r"os error (\d+)|code: (\d+)", str(e))
+        if code:
+            errno = int(code.group(1) or code.group(2))
+            raise OSError(errno, os.strerror(errno), str(path)) from None
+        raise OSError(f"{path}: cannot write ({e})") from None
 
 
 def _metadata(path: Path) -> dict[str, str]:
@@ -94,12 +117,36 @@ def _metadata(path: Path) -> dict[str, str]:
                         "(channel, row, column); train it again with this version")
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: not a catneuron checkpoint (format {meta.get('format')!r})")
+    for key in ("config", "step"):
+        if key not in meta:
+            raise UserError(f"{path}: damaged checkpoint (its metadata has no {key!r})")
+    if not re.fullmatch(r"\d+", meta["step"]):
+        raise UserError(f"{path}: damaged checkpoint (step {meta['step'][:40]!r} is not a count of steps)")
     return meta
+
+
+def _json(path: Path, meta: dict[str, str], key: str, default: str | None = None) -> dict:
+    """One JSON field of the metadata, which must hold a mapping."""
+    try:
+        value = json.loads(meta.get(key, default) if default is not None else meta[key])
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: damaged checkpoint (its {key} metadata is not valid JSON: {e.msg} "
+                        f"at character {e.pos})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: damaged checkpoint (its {key} metadata is not a mapping)")
+    return value
 
 
 def read_config(path: str | Path) -> Config:
     """The config of a checkpoint, read from its header alone (no weights loaded)."""
-    return from_dict(json.loads(_metadata(Path(path))["config"]), source=str(path))
+    path = Path(path)
+    return from_dict(_json(path, _metadata(path), "config"), source=str(path))
+
+
+def read_extra(path: str | Path) -> dict:
+    """The extra metadata of a checkpoint (the data it was trained on, ...), from its header alone."""
+    path = Path(path)
+    return _json(path, _metadata(path), "extra", "{}")
 
 
 def load(path: str | Path) -> Checkpoint:
@@ -109,10 +156,40 @@ def load(path: str | Path) -> Checkpoint:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable checkpoint ({e})") from None
+    if "checksum" in meta and checksum(tensors) != meta["checksum"]:  # checkpoints before 0.3 have none
+        raise UserError(f"{path}: damaged checkpoint (its tensors do not match the checksum written with them)")
     model = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     optim = {k: v for k, v in tensors.items() if k.startswith("optim.")}
-    optimizer = _optimizer_state(optim, json.loads(meta["optimizer"])) if "optimizer" in meta else None
-    return Checkpoint(config=from_dict(json.loads(meta["config"]), source=str(path)), step=int(meta["step"]),
+    optimizer = None
+    if "optimizer" in meta:
+        try:
+            optimizer = _optimizer_state(optim, _json(path, meta, "optimizer"))
+        except (KeyError, ValueError, AttributeError) as e:
+            raise UserError(f"{path}: damaged checkpoint (optimizer state: {e})") from None
+    return Checkpoint(config=from_dict(_json(path, meta, "config"), source=str(path)), step=int(meta["step"]),
                       model=model, optimizer=optimizer, rng=tensors.get("rng.torch"),
-                      extra=json.loads(meta.get("extra", "{}")),
+                      extra=_json(path, meta, "extra", "{}"),
                       extra_tensors={k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")})
+
+
+def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Load a checkpoint's weights into the module its config builds, saying which tensor does not fit."""
+    expected = module.state_dict()
+    for name in sorted(set(expected) | set(weights)):
+        if name not in weights:
+            raise UserError(f"{path}: damaged checkpoint (tensor model.{name} is missing)")
+        if name not in expected:
+            raise UserError(f"{path}: damaged checkpoint (tensor model.{name} is not part of its model)")
+        if weights[name].shape != expected[name].shape:
+            raise UserError(f"{path}: damaged checkpoint (tensor model.{name} has shape "
+                            f"{tuple(weights[name].shape)}; its config needs {tuple(expected[name].shape)})")
+    module.load_state_dict(weights)
+
+
+def non_finite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first tensor holding NaN or infinity, or None when all are finite."""
+    for name in sorted(tensors):
+        t = tensors[name]
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from catneuron.errors import UserError
+from catneuron.model import budget
 from catneuron.model.network import Network
-from catneuron.store import checkpoint
+from catneuron.store import checkpoint, files
 
 CHECKPOINT = "checkpoint.safetensors"
 CONFIG = "config.json"
@@ -45,9 +46,15 @@ def load_network(run: str | Path, device: str = "cpu") -> tuple[Network, checkpo
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder")
-    ckpt = checkpoint.load(checkpoint_path(run))
+    path = checkpoint_path(run)
+    budget.check_fits(budget.weight_bytes(checkpoint.read_config(path).model), f"the network of {run}")
+    ckpt = checkpoint.load(path)
+    bad = checkpoint.non_finite(ckpt.model)
+    if bad is not None:
+        raise UserError(f"{run}: the network's weights are not finite (NaN or infinity in {bad}); "
+                        "nothing can be measured on it")
     net = Network(ckpt.config.model)
-    net.load_state_dict(ckpt.model)
+    checkpoint.load_weights(net, ckpt.model, path)
     return net.to(device).eval(), ckpt
 
 
@@ -62,6 +69,24 @@ def read_metrics(run: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue  # a line cut by a crash
     return rows
+
+
+def truncate_metrics(run: str | Path, step: int) -> None:
+    """Drop the metrics logged after `step` (a resumed run redoes those steps: each step is logged once)."""
+    path = Path(run) / METRICS
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    keep = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+    if keep != lines:
+        files.write_atomic(path, "".join(keep))
 
 
 def device(name: str) -> torch.device:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import signal
 import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,9 +36,12 @@ from catneuron.progress import Progress
 from catneuron.store import checkpoint, files, runs
 from catneuron.train.downpour_ps import ParameterShard, Piece, gather, layout, scatter, snapshot_name
 from catneuron.train.ray_env import ray_session
-from catneuron.train.trainer import Trainer, TrainResult, loss_terms
+from catneuron.train.trainer import Diverged, Trainer, TrainResult, check_finite, interrupted, loss_terms, stopped
 
 PS_DIR = "ps"
+FAILURE_POLICIES = ("replace", "drop", "stop")
+# A replica that dies this many times within this many seconds is not unlucky: its error stops the run.
+DEATHS, DEATH_WINDOW = 3, 60.0
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ class DownpourOptions:
     fetch_every: int = 1
     push_every: int = 1
     address: str | None = None
-    replace_failed: bool = True
+    on_failure: str = "replace"
     snapshot_seconds: float = 300.0
     chunk_seconds: float = 1.0
 
@@ -57,9 +62,24 @@ class DownpourOptions:
                             ("--fetch-every", self.fetch_every), ("--push-every", self.push_every)):
             if value < 1:
                 raise UserError(f"{flag} {value}: must be at least 1")
-        if self.snapshot_seconds <= 0:
+        if not self.snapshot_seconds > 0:
             raise UserError(f"--ps-snapshot-minutes {self.snapshot_seconds / 60:g}: must be positive")
+        if self.on_failure not in FAILURE_POLICIES:
+            raise UserError(f"--on-replica-failure {self.on_failure}: choose {', '.join(FAILURE_POLICIES)}")
         return self
+
+
+def check_feeds(source: BatchSource, replicas: int) -> None:
+    """Refuse, before Ray starts, more replicas than the data can give a portion each."""
+    if isinstance(source, ArraySource) and len(source.images) < replicas:
+        raise UserError(f"--replicas {replicas}: {source.description} has {len(source.images)} image(s), and each "
+                        f"replica needs its own; use at most {len(source.images)} replicas")
+
+
+def death_reason(error: Exception) -> str:
+    """The last line of a dead actor's error (the exception its code raised, or how Ray lost it), plain text."""
+    lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
 
 
 def replica_stream(source: BatchSource, seed: int, replica: int, replicas: int) -> tuple[BatchSource, int]:
@@ -107,8 +127,11 @@ class Replica:
             if self.since_fetch >= self.fetch_every:
                 fetched += self._fetch()
             outputs = self.network(next(self.batches))
-            self.network.loss(outputs).backward()  # gradients add up in .grad until the push
+            loss = self.network.loss(outputs)
             terms.append(loss_terms(outputs))
+            if not math.isfinite(terms[-1]["loss"]):
+                break  # pushes no gradient of it: the driver stops the run
+            loss.backward()  # gradients add up in .grad until the push
             self.since_fetch += 1
             self.accumulated += 1
             if self.accumulated >= self.push_every:
@@ -160,12 +183,16 @@ class Downpour:
         self.options = options.validate()
         if trainer.device.type != "cpu":
             raise UserError(f"--device {trainer.device}: Downpour replicas run on CPU in this version")
+        check_feeds(trainer.source, options.replicas)
         self.trainer = trainer
         self.session = uuid.uuid4().hex[:8]
         self.pieces = layout(trainer.network, options.ps_shards)
         self.base_step = trainer.step // options.replicas
         self.positions = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas
         self.incarnations = [0] * options.replicas
+        self.deaths: dict[int, deque[float]] = {i: deque() for i in range(options.replicas)}
+        self.restarts: dict[int, float] = {}  # replica -> when its replacement starts (backoff)
+        self.failure: str | None = None  # why the run stops early, when a replica's failure stops it
         self.shards: list = []
         self.replicas: dict = {}
         self.shard_states: list[dict] = []
@@ -185,6 +212,7 @@ class Downpour:
             raise UserError(f"--steps {steps}: the run is already at step {t.step}")
         t.run.mkdir(parents=True, exist_ok=True)
         files.write_json(t.run / runs.CONFIG, {"config": to_dict(t.config), "data": t.data_spec})
+        runs.truncate_metrics(t.run, t.step)
         ps_dir = t.run / PS_DIR
         ps_dir.mkdir(exist_ok=True)
         for old in ps_dir.glob("shard-*.safetensors"):
@@ -192,21 +220,27 @@ class Downpour:
         with ray_session(self.options.address):
             import ray
 
+            self.cpus, self.threads = self._replica_resources()
             shards, loaded = zip(*(self._start_shard(k) for k in range(self.options.ps_shards)), strict=True)
             self.shards = list(shards)
             ray.get(list(loaded))  # every shard holds its rows before the first fetch
             self.source = ray.put(t.source)
-            self.cpus, self.threads = self._replica_resources()
             self.replicas = {i: self._start_replica(i) for i in range(self.options.replicas)}
             try:
                 with self._ctrl_c():
                     result = self._loop(steps, max_seconds, progress)
                 self.save()
+            except Diverged as e:
+                with suppress(Diverged):  # weights gone bad: the checkpoint on disk is the last finite one
+                    self.save()
+                raise stopped(e, t.run, t.saved_step) from None
             finally:
                 for actor in [*self.replicas.values(), *self.shards]:
                     ray.kill(actor)  # a Ray instance that outlives the run gets its CPUs back
+        if self.failure is not None:
+            raise UserError(f"{self.failure}; stopped at step {t.step}: checkpoint {runs.checkpoint_path(t.run)}")
         if self.interrupted:
-            raise KeyboardInterrupt
+            raise interrupted(t.run, t.step, t.data_spec)
         return result
 
     @contextmanager
@@ -254,6 +288,9 @@ class Downpour:
 
         total = ray.cluster_resources().get("CPU", 1.0)
         largest = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
+        if self.options.replicas > total:
+            raise UserError(f"--replicas {self.options.replicas}: the Ray cluster has {total:g} CPU(s), and each "
+                            f"replica needs one; use at most {int(total)} replicas")
         cpus = math.floor(min(total / self.options.replicas, largest) * 1e4) / 1e4  # Ray's resource precision
         return cpus, max(1, int(cpus))
 
@@ -269,20 +306,39 @@ class Downpour:
                             o.fetch_every, o.push_every, self.threads)
 
     def _replica_died(self, i: int, error: Exception) -> None:
+        """Replace a dead replica after a backoff (1 s, 2 s, ...), drop it, or stop the run, per the policy;
+        a replica that dies DEATHS times within DEATH_WINDOW seconds stops the run with its error."""
         del self.replicas[i]
-        if self.options.replace_failed:
+        reason, now, policy = death_reason(error), time.monotonic(), self.options.on_failure
+        deaths = self.deaths[i]
+        deaths.append(now)
+        while deaths and now - deaths[0] > DEATH_WINDOW:
+            deaths.popleft()
+        if policy == "stop":
+            self.failure = f"replica {i} died ({reason})"
+        elif policy == "replace" and len(deaths) >= DEATHS:
+            self.failure = f"replica {i} died {len(deaths)} times within {DEATH_WINDOW:g} s ({reason})"
+        elif policy == "replace":
+            delay = 2.0 ** (len(deaths) - 1)
+            self.restarts[i] = now + delay
+            print(f"catneuron: replica {i} died ({reason}): replaced in {delay:g} s", file=sys.stderr)
+        elif self.replicas:
+            print(f"catneuron: replica {i} died ({reason}): going on with {len(self.replicas)} replica(s)",
+                  file=sys.stderr)
+        else:
+            self.failure = f"every replica died (the last: replica {i}, {reason})"
+
+    def _restart_due(self, grant) -> None:
+        """Start the replacements whose backoff is over, and give them work."""
+        for i in [i for i, when in self.restarts.items() if when <= time.monotonic()]:
+            del self.restarts[i]
             self.incarnations[i] += 1
             self.replicas[i] = self._start_replica(i)
-            what = "replaced"
-        elif self.replicas:
-            what = f"going on with {len(self.replicas)} replica(s)"
-        else:
-            raise RuntimeError("every replica died") from error
-        print(f"catneuron: replica {i} died ({type(error).__name__}): {what}", file=sys.stderr)
+            grant(i)
 
     def _loop(self, steps: int, max_seconds: float | None, progress: bool) -> TrainResult:
         import ray
-        from ray.exceptions import RayActorError
+        from ray.exceptions import RayActorError, RayTaskError
 
         t, cfg = self.trainer, self.trainer.config.train
         bar = Progress(steps, "step", enabled=progress)
@@ -302,7 +358,11 @@ class Downpour:
         for i in self.replicas:
             grant(i)
         with open(t.run / runs.METRICS, "a") as metrics:
-            while pending and not self.interrupted:
+            while (pending or (self.restarts and t.step < steps)) and not self.interrupted and self.failure is None:
+                self._restart_due(grant)
+                if not pending:
+                    time.sleep(0.1)
+                    continue
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 if not ready:
                     continue
@@ -310,11 +370,10 @@ class Downpour:
                 granted -= n
                 try:
                     report = ray.get(ready[0])
-                except RayActorError as e:
+                except (RayActorError, RayTaskError) as e:  # a dead actor, or an exception in its work
                     rates.pop(i, None)
+                    ray.kill(self.replicas[i])
                     self._replica_died(i, e)
-                    if i in self.replicas:
-                        grant(i)
                     continue
                 self.positions[i] += len(report["terms"])
                 rates[i] = len(report["terms"]) / max(report["seconds"], 1e-9)
@@ -331,6 +390,7 @@ class Downpour:
                          "fetched_bytes": moved["fetched"], "pushed_bytes": moved["pushed"],
                          "bytes_per_image": (moved["fetched"] + moved["pushed"]) / max(images, 1)}
                 for terms in report["terms"]:
+                    check_finite(terms, t.step + 1)
                     t.step += 1
                     last = {"step": t.step, **stats, **terms}
                     if t.step % cfg.log_every == 0 or t.step == steps:
@@ -381,4 +441,8 @@ class Downpour:
         extra = {"data": t.data_spec, "replica_steps": self.positions,
                  "downpour": {"replicas": o.replicas, "ps_shards": o.ps_shards, "fetch_every": o.fetch_every,
                               "push_every": o.push_every}}
+        bad = checkpoint.non_finite(t.network.state_dict())
+        if bad is not None:
+            raise Diverged(f"step {t.step}: the weights are not finite ({bad})")
         checkpoint.save(runs.checkpoint_path(t.run), t.config, t.step, t.network, t.optimizer, extra=extra)
+        t.saved_step = t.step

@@ -10,7 +10,6 @@ the single-process trainer makes, value for value.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open
 from torch import nn
 
 from catneuron.model.config import Config
 from catneuron.model.stage import Stage
+from catneuron.store.checkpoint import save_tensors
+from catneuron.store.files import atomic
 from catneuron.train.trainer import make_optimizer
 
 
@@ -69,14 +70,6 @@ def scatter(flat: np.ndarray, pieces: list[Piece], tensors: list[torch.Tensor]) 
     """Write one shard's flat array into its rows of full-size tensors (in place)."""
     for p in pieces:
         np.copyto(tensors[p.param].detach()[p.start:p.stop].numpy(), flat[p.offset:p.offset + p.numel].reshape(p.shape))
-
-
-def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ParameterShard:
@@ -144,7 +137,8 @@ class ParameterShard:
 
     def snapshot(self) -> None:
         tensors = {"param": self.param} | {f"optim.{k}": v for k, v in self.optimizer.state[self.param].items()}
-        _save_atomic(self.snapshot_path, tensors, {"version": str(self.version)})
+        with atomic(self.snapshot_path) as tmp:
+            save_tensors(tensors, tmp, {"version": str(self.version)})
         self.last_snapshot = time.monotonic()
 
     def state(self) -> dict:

@@ -9,15 +9,20 @@ Ray 2.60 left to itself, even with `_node_ip_address="127.0.0.1"`:
   metadata.google.internal) at start, whatever the usage-stats setting
   (`UsageStatsHead.run` -> `get_cluster_config_to_report`); those requests go through `requests`, so an
   HTTP proxy on a closed loopback port, with loopback exempt, turns them into an immediate local refusal;
-- enables token authentication for new local clusters and writes the token to ~/.ray/auth_token;
-  `RAY_AUTH_MODE=disabled` keeps it off (a private loopback instance has no one to keep out).
-tests/train/test_downpour.py proves, under strace, that a local run connects to nothing outside 127.0.0.0/8.
+- enables token authentication for new local clusters and writes the token to ~/.ray/auth_token.
+  Loopback is not private on a shared machine: any local user can reach the instance's ports and submit
+  work that runs as the trainer. So the private instance requires a token (`RAY_AUTH_MODE=token`), a
+  fresh random one per process, passed to Ray's processes in their environment (which only their owner
+  and root can read) and written to no file; a client without it is refused.
+tests/train/test_downpour.py proves, under strace, that a local run connects to nothing outside 127.0.0.0/8,
+and test_ray_env.py that a second client without the token is refused.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -29,11 +34,15 @@ LOCAL_ENV = {
     # Ray runs workers at nice 15; here the workers are the training, and compete with nothing of ours.
     "RAY_worker_niceness": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_AUTH_MODE": "disabled",
+    "RAY_AUTH_MODE": "token",
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     "http_proxy": _CLOSED_PROXY, "HTTP_PROXY": _CLOSED_PROXY,
     "no_proxy": _NO_PROXY, "NO_PROXY": _NO_PROXY,
 }
+
+
+# One token per process: Ray's C++ token loader caches the first token it reads for the process's life.
+_TOKEN = secrets.token_hex(32)
 
 
 @contextmanager
@@ -61,26 +70,40 @@ def _keep_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def _reload_auth() -> None:
+    """Make this process's Ray read RAY_AUTH_MODE and the token again: its config was read when ray was
+    first imported, perhaps before the environment said token mode (as Ray's own `_enable_token_auth` does)."""
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 @contextmanager
 def local_ray(num_cpus: int | None = None) -> Iterator[None]:
-    """A private Ray instance on loopback for the duration of the block: no dashboard, no usage stats, no
-    auth token, no traffic off this machine; shut down (all its processes) on exit."""
-    with _environment(LOCAL_ENV):
-        import ray
+    """A private Ray instance on loopback for the duration of the block: no dashboard, no usage stats, a
+    token only this process knows, no traffic off this machine; shut down (all its processes) on exit."""
+    import ray
 
-        _keep_loopback()
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address=LOOPBACK,
-                 log_to_driver=False, logging_level=logging.WARNING)
-        try:
-            yield
-        finally:
-            ray.shutdown()
+    try:
+        with _environment(LOCAL_ENV | {"RAY_AUTH_TOKEN": _TOKEN}):
+            _keep_loopback()
+            _reload_auth()
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address=LOOPBACK,
+                     log_to_driver=False, logging_level=logging.WARNING)
+            try:
+                yield
+            finally:
+                ray.shutdown()
+    finally:
+        _reload_auth()  # the caller's settings again, for a later ray.init in this process
 
 
 @contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     """Ray for one run: the instance already running in this process (left running), the cluster at
-    `address` (disconnected after), or a private local one (stopped after)."""
+    `address` (disconnected after; its authentication is the cluster's: RAY_AUTH_MODE and the token as Ray
+    finds them), or a private local one (stopped after)."""
     import ray
 
     if ray.is_initialized():

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import sys
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import torch
 
 from catneuron.data.sources import BatchSource, open_source
 from catneuron.errors import UserError
+from catneuron.model import budget
 from catneuron.model.config import Config, to_dict
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
@@ -38,6 +42,33 @@ def loss_terms(outputs: list[StageOutput]) -> dict[str, float]:
     return terms
 
 
+class Diverged(UserError):
+    """The objective became NaN or infinite: training stops rather than go on and save weights that mean nothing."""
+
+
+def check_finite(terms: dict[str, float], step: int) -> None:
+    """Raise Diverged at the first non-finite objective (`step`: the step that computed it)."""
+    if not math.isfinite(terms["loss"]):
+        bad = ", ".join(f"{k} {v:.4g}" for k, v in terms.items() if not math.isfinite(v))
+        raise Diverged(f"step {step}: the objective is not finite ({bad})")
+
+
+def stopped(error: Diverged, run: Path, saved_step: int | None) -> Diverged:
+    """The one line a diverged run ends with: where the last finite checkpoint is, and what to try."""
+    kept = (f"{runs.checkpoint_path(run)} holds step {saved_step}, the last finite one" if saved_step is not None
+            else "no checkpoint was written")
+    return Diverged(f"{error}; training stopped: {kept} (a lower --lr may help)")
+
+
+def interrupted(run: Path, step: int, data_spec: str) -> KeyboardInterrupt:
+    """Tell the user, on stderr, where Ctrl-C left the checkpoint and the command that continues the run (the
+    CLI cannot: typer turns KeyboardInterrupt into exit status 130 without a word); the exception to raise."""
+    message = (f"interrupted at step {step}: checkpoint {runs.checkpoint_path(run)}; continue with "
+               f"`catneuron train --resume --out '{run}' --data '{data_spec}'`")
+    print(f"catneuron: {message}", file=sys.stderr)
+    return KeyboardInterrupt(message)
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -56,31 +87,40 @@ class Trainer:
         self.device = torch.device(device)
         self.data_spec = data_spec or source.description
         torch.manual_seed(config.train.seed)
+        budget.check_fits(budget.training_bytes(config.model), f"training the {config.preset} model")
         self.network = Network(config.model).to(self.device)
         self.network.normalize_weights()
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0
+        self.saved_step: int | None = None  # the step of the checkpoint on disk
 
     @classmethod
     def resume(cls, run: str | Path, source: BatchSource, device: str | torch.device = "cpu") -> Trainer:
         ckpt = checkpoint.load(runs.checkpoint_path(run))
         trainer = cls(ckpt.config, source, run, device, ckpt.extra.get("data", ""))
-        trainer.network.load_state_dict(ckpt.model)
+        path = runs.checkpoint_path(run)
+        checkpoint.load_weights(trainer.network, ckpt.model, path)
         if ckpt.optimizer is not None:
-            trainer.optimizer.load_state_dict(ckpt.optimizer)
+            try:
+                trainer.optimizer.load_state_dict(ckpt.optimizer)
+            except (ValueError, KeyError, TypeError) as e:
+                raise UserError(f"{path}: damaged checkpoint (optimizer state: {e})") from None
         if ckpt.rng is not None:
             torch.set_rng_state(ckpt.rng)
-        trainer.step = ckpt.step
+        trainer.step = trainer.saved_step = ckpt.step
         return trainer
 
     def train_step(self, images: torch.Tensor) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
         outputs = self.network(images.to(self.device, non_blocking=True))
-        self.network.loss(outputs).backward()
+        loss = self.network.loss(outputs)
+        terms = self.terms(outputs)  # summed over ranks under model parallelism: every rank sees the same
+        check_finite(terms, self.step + 1)  # before the update: the weights stay those of the last finite step
+        loss.backward()
         self.optimizer.step()
         self.network.normalize_weights()
         self.step += 1
-        return self.terms(outputs)
+        return terms
 
     def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
         """The logged objective's terms (a model-parallel rank's are its share: they are summed over ranks)."""
@@ -91,20 +131,27 @@ class Trainer:
         return max_seconds is not None and elapsed >= max_seconds
 
     def save(self) -> None:
+        """Write the checkpoint; weights that are no longer finite are never written over a good one."""
+        bad = checkpoint.non_finite(self.network.state_dict())
+        if bad is not None:
+            raise Diverged(f"step {self.step}: the weights are not finite ({bad})")
         self.run.mkdir(parents=True, exist_ok=True)
         checkpoint.save(runs.checkpoint_path(self.run), self.config, self.step, self.network, self.optimizer,
                         extra={"data": self.data_spec})
+        self.saved_step = self.step
 
     def fit(self, steps: int, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
         """Train until `steps` total steps (or `max_seconds`), logging and checkpointing as configured.
 
-        Ctrl-C saves a checkpoint before it propagates, so `--resume` loses nothing.
+        Ctrl-C saves a checkpoint before it propagates, so `--resume` loses nothing. A non-finite objective
+        stops the run (Diverged), the checkpoint holding the last finite step.
         """
         if steps < self.step:
             raise UserError(f"--steps {steps}: the run is already at step {self.step}")
         self.run.mkdir(parents=True, exist_ok=True)
         if self.leader:
             files.write_json(self.run / runs.CONFIG, {"config": to_dict(self.config), "data": self.data_spec})
+            runs.truncate_metrics(self.run, self.step)
         t = self.config.train
         bar = Progress(steps, "step", enabled=progress and self.leader)
         batches = self.source.batches(t.batch_size, t.seed, start_step=self.step)
@@ -132,7 +179,11 @@ class Trainer:
                         break
         except KeyboardInterrupt:
             self.save()
-            raise
+            raise interrupted(self.run, self.step, self.data_spec) from None
+        except Diverged as e:
+            with suppress(Diverged):  # weights gone bad in the update: the checkpoint on disk is the last finite
+                self.save()
+            raise stopped(e, self.run, self.saved_step) from None
         self.save()
         if last:
             bar.update(self.step, last["images_per_s"], "img", {"loss": last["loss"]}, eta=0, final=True)

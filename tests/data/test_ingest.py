@@ -4,10 +4,12 @@ parallel workers, resume after an interrupted run, and streaming the result into
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +211,24 @@ def test_cli_ingest_then_train_on_the_shards(corpus, tmp_path, monkeypatch, caps
                            "--preset", "tiny", "--steps", "2", "--out", str(tmp_path / "run"))
     assert code == 0 and "shards" in out
     assert (tmp_path / "run" / "checkpoint.safetensors").is_file()
+
+
+def test_names_that_are_not_utf8_or_hold_control_codes_are_escaped(tmp_path, bomb_png):
+    src = tmp_path / "src"
+    src.mkdir()
+    make_image(tmp_path / "good.png", 1).rename(os.fsdecode(bytes(src) + b"/caf\xe9.png"))
+    Path(os.fsdecode(bytes(src) + b"/bad\xffname.jpg")).write_bytes(b"junk")
+    (src / "evil\t\nname\x1b[31m.jpg").write_bytes(b"junk")
+    bomb_png(src / "bomb.png")
+    result = ingest([str(src)], tmp_path / "out", Settings(size=16, census=0, detect_faces=False), progress=False)
+    assert result.stats["samples"] == 1 and result.stats["errors"] == 3
+    rows = (tmp_path / "out" / ERRORS).read_text().splitlines()
+    assert len(rows) == 3 and all(row.count("\t") == 1 for row in rows) and "\x1b" not in "".join(rows)
+    names = sorted(row.split("\t")[0].rsplit("/", 1)[1] for row in rows)
+    assert names == ["bad\\xffname.jpg", "bomb.png", "evil\\t\\nname\\x1b[31m.jpg"]
+    assert json.loads((tmp_path / "out" / MANIFEST).read_text())["complete"]
+
+
+def test_size_is_bounded_before_any_work(tmp_path):
+    with pytest.raises(UserError, match=r"--size 100000: at most 2048"):
+        ingest([str(tmp_path)], tmp_path / "out", Settings(size=100_000), progress=False)

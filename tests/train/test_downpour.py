@@ -19,12 +19,16 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 ray = pytest.importorskip("ray")
 
 from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
+from catneuron.data.shards import ShardSource  # noqa: E402
+from catneuron.data.sources import ArraySource  # noqa: E402
+from catneuron.errors import UserError  # noqa: E402
 from catneuron.model.config import PRESETS, replace  # noqa: E402
 from catneuron.store import checkpoint, runs  # noqa: E402
 from catneuron.train.downpour import Downpour, DownpourOptions  # noqa: E402
@@ -144,18 +148,18 @@ def test_two_replicas_two_shards_lower_the_objective(local, corpus, tmp_path):
     assert sorted(p.name for p in (run / "ps").iterdir()) == ["shard-0-of-2.safetensors", "shard-1-of-2.safetensors"]
 
 
-@pytest.mark.parametrize("replace_failed", [True, False], ids=["replaced", "others-go-on"])
-def test_a_killed_replica_does_not_stop_the_run(local, corpus, tmp_path, replace_failed):
+@pytest.mark.parametrize("on_failure", ["replace", "drop"])
+def test_a_killed_replica_does_not_stop_the_run(local, corpus, tmp_path, on_failure):
     fixed = next(corpus.batches(200, seed=99))
     run = tmp_path / "run"
-    downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(replicas=2, replace_failed=replace_failed))
+    downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(replicas=2, on_failure=on_failure))
     before = objective_of(downpour.trainer, fixed)
     killer = kill_when(downpour, downpour.actor_name("replica", 0), at_step=15)
     result = downpour.fit(80, progress=False)
     killer.join(timeout=5)
     assert result.step == 80
-    assert downpour.incarnations[0] == (1 if replace_failed else 0)
-    assert len(downpour.replicas) == (2 if replace_failed else 1)
+    assert downpour.incarnations[0] == (1 if on_failure == "replace" else 0)
+    assert len(downpour.replicas) == (2 if on_failure == "replace" else 1)
     assert objective(run, fixed) < 0.8 * before
 
 
@@ -249,3 +253,32 @@ def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path)
     assert {a for a in addresses if not _is_loopback(a)} == set()
     assert not (home / ".ray").exists(), "Ray wrote under $HOME"
     assert not left, f"Ray processes left behind: {left}"
+
+
+def test_a_replica_that_always_dies_stops_the_run_with_its_error(local, tmp_path, capsys):
+    (tmp_path / "broken.tar").write_bytes(b"not a tar file" * 100)
+    source = ShardSource([tmp_path / "broken.tar"], 16, 1, workers=0)
+    downpour = Downpour(Trainer(tiny(), source, tmp_path / "run"), DownpourOptions(replicas=1))
+    with pytest.raises(UserError, match=r"replica 0 died 3 times within 60 s \(.*no readable images\); stopped"):
+        downpour.fit(50, progress=False)
+    err = capsys.readouterr().err
+    assert "replaced in 1 s" in err and "replaced in 2 s" in err  # the backoff
+    assert runs.checkpoint_path(tmp_path / "run").is_file()
+
+
+def test_more_replicas_than_the_data_or_the_cluster_can_hold_are_refused(local, corpus, tmp_path):
+    two = ArraySource(np.zeros((2, 1, 16, 16), np.uint8), "folder two (2 images)")
+    with pytest.raises(UserError, match=r"--replicas 3: folder two \(2 images\) has 2 image\(s\).*at most 2"):
+        Downpour(Trainer(tiny(), two, tmp_path / "a"), DownpourOptions(replicas=3))
+    with pytest.raises(UserError, match=r"--replicas 3: the Ray cluster has 2 CPU\(s\).*at most 2 replicas"):
+        Downpour(Trainer(tiny(), corpus, tmp_path / "b"), DownpourOptions(replicas=3)).fit(5, progress=False)
+    with pytest.raises(UserError, match="--on-replica-failure retry: choose replace, drop, stop"):
+        DownpourOptions(on_failure="retry").validate()
+
+
+def test_the_first_death_stops_the_run_under_stop(local, corpus, tmp_path):
+    downpour = Downpour(Trainer(tiny(), corpus, tmp_path / "run"), DownpourOptions(replicas=2, on_failure="stop"))
+    killer = kill_when(downpour, downpour.actor_name("replica", 1), at_step=10)
+    with pytest.raises(UserError, match=r"replica 1 died \(.*\); stopped at step \d+: checkpoint"):
+        downpour.fit(10_000, progress=False)
+    killer.join(timeout=5)

@@ -1,6 +1,7 @@
 """The single-process trainer: learning on real images, checkpoints, exact resume."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.data.sources import ArraySource
 from catneuron.model.config import PRESETS, replace
 from catneuron.store import checkpoint, runs
-from catneuron.train.trainer import Trainer
+from catneuron.train.trainer import Diverged, Trainer
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +87,47 @@ def test_max_seconds_stops_early_with_a_checkpoint(corpus, tmp_path):
     result = trainer.fit(10**6, max_seconds=0.5, progress=False)
     assert result.stopped_early and 0 < result.step < 10**6
     assert checkpoint.load(runs.checkpoint_path(tmp_path)).step == result.step
+
+
+class Poisoned:
+    """The embedded corpus, until a batch of NaN (or one that interrupts) at step `at` (1-based)."""
+
+    def __init__(self, corpus: EmbeddedCorpus, at: int, fault: str = "nan") -> None:
+        self.corpus, self.at, self.fault, self.description = corpus, at, fault, "poisoned"
+
+    def batches(self, batch_size: int, seed: int, start_step: int = 0):
+        for step, batch in enumerate(self.corpus.batches(batch_size, seed, start_step), start=start_step + 1):
+            if step == self.at and self.fault == "interrupt":
+                raise KeyboardInterrupt
+            yield torch.full_like(batch, float("nan")) if step == self.at else batch
+
+
+def test_a_non_finite_objective_stops_training_and_keeps_the_last_finite_checkpoint(corpus, tmp_path):
+    config = replace(PRESETS["tiny"], train={"checkpoint_every": 4, "log_every": 1})
+    trainer = Trainer(config, Poisoned(corpus, at=7), tmp_path / "run", data_spec="embedded")
+    with pytest.raises(Diverged, match=r"step 7: the objective is not finite \(recon_1 nan.*; training stopped: "
+                                       r".*checkpoint.safetensors holds step 6, the last finite one"):
+        trainer.fit(20, progress=False)
+    ckpt = checkpoint.load(runs.checkpoint_path(tmp_path / "run"))
+    assert ckpt.step == 6 and checkpoint.non_finite(ckpt.model) is None
+    assert [row["step"] for row in runs.read_metrics(tmp_path / "run")] == list(range(1, 7))
+
+
+def test_resume_truncates_metrics_to_the_checkpoint(corpus, tmp_path):
+    config = replace(PRESETS["tiny"], train={"checkpoint_every": 1000, "log_every": 1})
+    Trainer(config, corpus, tmp_path / "run").fit(5, progress=False)
+    with open(tmp_path / "run" / runs.METRICS, "a") as metrics:  # a crash after logging steps 6, 7, not saving
+        metrics.write('{"step": 6, "loss": 1.0}\n{"step": 7, "loss": 1.0}\n{"step": 8, "lo')
+    Trainer.resume(tmp_path / "run", corpus).fit(9, progress=False)
+    assert [row["step"] for row in runs.read_metrics(tmp_path / "run")] == list(range(1, 10))
+
+
+def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(corpus, tmp_path, capsys):
+    trainer = Trainer(PRESETS["tiny"], Poisoned(corpus, at=4, fault="interrupt"), tmp_path / "run",
+                      data_spec="embedded")
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(10, progress=False)
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"catneuron: interrupted at step 3: checkpoint .*checkpoint.safetensors; continue with "
+                        r"`catneuron train --resume --out '.*run' --data 'embedded'`\n", err)
+    assert checkpoint.load(runs.checkpoint_path(tmp_path / "run")).step == 3

@@ -1,0 +1,83 @@
+"""Checks every command runs before its work starts: where it will write, and the numbers it was given.
+
+A command that finds a read-only folder only when it writes its results has already spent its scan or
+its training; these checks make that a one-line error at the start instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+from catneuron.errors import UserError
+
+
+def writable_folder(path: str | Path, flag: str) -> Path:
+    """`path` as a folder this process can create files in (made if missing), or a UserError naming `flag`."""
+    path = Path(path)
+    probe = path / f".catneuron-probe-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def writable_file(path: str | Path, flag: str) -> Path:
+    """`path` as a file this process can write (its folder made if missing), or a UserError naming `flag`."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a folder, not a file")
+    writable_folder(path.parent, flag)
+    return path
+
+
+def run_outputs(run: str | Path) -> None:
+    """The folders of a run that analyses write into (results/, figures/)."""
+    for part in ("results", "figures"):
+        writable_folder(Path(run) / part, "RUN")
+
+
+def at_least(flag: str, value: int | float, least: int | float) -> None:
+    if not value >= least:  # `not >=` also refuses NaN
+        raise UserError(f"{flag} {value}: must be at least {least}")
+
+
+def positive(flag: str, value: float | None) -> None:
+    """A finite number above zero (None: the flag was not given)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise UserError(f"{flag} {value}: must be a positive number")
+
+
+def fraction(flag: str, value: float | None) -> None:
+    """A number strictly between 0 and 1 (None: the flag was not given)."""
+    if value is not None and not 0 < value < 1:
+        raise UserError(f"{flag} {value}: must be between 0 and 1")
+
+
+def resume_keeps(given: dict[str, object]) -> None:
+    """--resume continues a run with the config in its checkpoint: a flag that would change it is refused,
+    not ignored."""
+    changed = [flag for flag, value in given.items() if value is not None]
+    if changed:
+        raise UserError(f"{changed[0]} with --resume: a resumed run keeps the config of its checkpoint "
+                        "(start a new run to change it)")
+
+
+def same_data(data: str, trained_on: str | None) -> None:
+    """--resume on other data than the run's would mix two corpora in one run without a word."""
+    if trained_on and _place(data) != _place(trained_on):
+        raise UserError(f"--data {data}: the run was trained on {trained_on}; resume it on the same data")
+
+
+def _place(spec: str) -> str:
+    return spec if spec == "embedded" else str(Path(spec).expanduser().resolve())
+
+
+def data_exists(spec: str, flag: str) -> None:
+    """A --data-like flag names something that is there, checked before the commands that read it late."""
+    if spec != "embedded" and "{" not in spec and not Path(spec).exists():
+        raise UserError(f"{flag} {spec}: no such file or folder")

@@ -1,0 +1,91 @@
+"""Damaged checkpoints are refused with one line saying what is wrong: metadata cut, mistyped or missing,
+tensors of the wrong shape, bytes flipped (the checksum)."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from catneuron.errors import UserError
+from catneuron.model.config import PRESETS
+from catneuron.model.network import Network
+from catneuron.store import checkpoint, runs
+from catneuron.train.trainer import Trainer
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    net = Network(PRESETS["tiny"].model)
+    path = runs.checkpoint_path(tmp_path / "run")
+    path.parent.mkdir()
+    checkpoint.save(path, PRESETS["tiny"], 7, net, torch.optim.Adagrad(net.parameters()))
+    return path
+
+
+def rewrite(path, meta_changes: dict | None = None, tensor_changes: dict | None = None) -> None:
+    """The checkpoint again with some metadata fields (None: removed) or tensors replaced."""
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(path)) | (tensor_changes or {})
+    for key, value in (meta_changes or {}).items():
+        if value is None:
+            meta.pop(key)
+        else:
+            meta[key] = value
+    save_file(tensors, str(path), metadata=meta)
+
+
+def one_line_refusal(call, match: str) -> None:
+    with pytest.raises(UserError, match=match) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def test_a_good_checkpoint_round_trips_with_its_checksum(saved):
+    with safe_open(str(saved), framework="pt") as f:
+        assert f.metadata()["checksum"].startswith("crc32:")
+    assert checkpoint.load(saved).step == 7
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"config": '{"preset": "tiny", "model": {"input_'}, r"its config metadata is not valid JSON"),
+    ({"config": "[1, 2]"}, r"its config metadata is not a mapping"),
+    ({"config": '{"model": {"input_size": "big"}}'}, r"model.input_size must be a number"),
+    ({"step": "abc"}, r"step 'abc' is not a count of steps"),
+    ({"step": None}, r"its metadata has no 'step'"),
+    ({"config": None}, r"its metadata has no 'config'"),
+    ({"optimizer": "{cut"}, r"its optimizer metadata is not valid JSON"),
+    ({"extra": "7"}, r"its extra metadata is not a mapping"),
+])
+def test_damaged_metadata_is_named(saved, change, match):
+    rewrite(saved, change)
+    one_line_refusal(lambda: Trainer.resume(saved.parent, source=None), match)
+    one_line_refusal(lambda: runs.load_network(saved.parent), match)
+
+
+def test_tensors_of_the_wrong_shape_or_missing_are_named(saved):
+    weights = load_file(str(saved))
+    name = next(k for k in weights if k.startswith("model."))
+    rewrite(saved, {"checksum": None}, {name: torch.zeros(3, 3)})
+    one_line_refusal(lambda: runs.load_network(saved.parent), rf"tensor {name} has shape \(3, 3\); its config needs")
+    tensors = {k: v for k, v in load_file(str(saved)).items() if k != name}
+    save_file(tensors, str(saved), metadata=dict(safe_open(str(saved), framework="pt").metadata()))
+    one_line_refusal(lambda: runs.load_network(saved.parent), rf"tensor {name} is missing")
+
+
+def test_flipped_tensor_bytes_fail_the_checksum(saved):
+    data = bytearray(saved.read_bytes())
+    header = struct.unpack("<Q", data[:8])[0]
+    data[8 + header + 1000] ^= 0x40  # a bit in the middle of some tensor
+    saved.write_bytes(bytes(data))
+    one_line_refusal(lambda: checkpoint.load(saved), "its tensors do not match the checksum")
+
+
+def test_a_checkpoint_without_a_checksum_still_loads(saved):
+    rewrite(saved, {"checksum": None})
+    assert json.loads(json.dumps(checkpoint.load(saved).extra)) == {}

@@ -132,7 +132,7 @@ def features(run: str | Path, images: str | Path | Sequence[str | Path] | np.nda
     alone is a poor default at CPU scale: on a 10-minute `small` run its 32 numbers took a logistic
     regression to chance on faces against distractors, where stage 1's output carries the image's
     detail; the concatenation keeps every stage's information and lets the classifier weigh them
-    (docs/architecture.md has the measurement). For `small` it is 4,656 numbers (4,232 + 392 + 32);
+    (docs/experiments.md, "Features for a classifier"). For `small` it is 4,656 numbers (4,232 + 392 + 32);
     for `paper`, 328,848 per image, so pick layers there.
 
     `images`: a folder (rows in the sorted order of its image files, searched recursively), a list

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -81,7 +80,7 @@ def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters:
     """Scan the run's network for `concept`; write results/<concept>.json, figures, and `json_path` if given."""
     run = Path(run)
     network, _ = runs.load_network(run)
-    data = training_data or json.loads((run / runs.CONFIG).read_text())["data"]
+    data = training_data or runs.training_data(run)
     model = network.config
     try:
         source = open_source(data, model.input_size, model.channels)

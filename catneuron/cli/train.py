@@ -17,7 +17,8 @@ from catneuron.train.trainer import Trainer
 
 @app.command()
 def train(
-    data: str = typer.Option(..., help="Image folder (recursive), WebDataset shards, or 'embedded'."),
+    data: str = typer.Option(None, help="Image folder (recursive), WebDataset shards, or 'embedded'. With "
+                             "--resume, the run's own (config.json) when not given."),
     preset: str = typer.Option(None, help="Preset: tiny, small or paper (default small)."),
     config: str = typer.Option(None, help="A YAML config file."),
     steps: int = typer.Option(1000, help="Train until this many steps in total."),
@@ -45,9 +46,12 @@ def train(
         if not runs.checkpoint_path(out).is_file():
             raise UserError(f"--resume: {out} has no checkpoint to resume from")
         ckpt_config = checkpoint.read_config(runs.checkpoint_path(out))
+        data = data if data is not None else runs.training_data(out)
         source = open_source(data, ckpt_config.model.input_size, ckpt_config.model.channels)
         trainer = Trainer.resume(out, source, dev)
     else:
+        if data is None:
+            raise UserError("--data: needed to start a run (with --resume, the run's own is used)")
         cfg = resolve_config(preset, config)
         train_overrides = {k: v for k, v in {"lr": lr, "optimizer": optimizer, "seed": seed}.items() if v is not None}
         cfg = configs.replace(cfg, train=train_overrides, model={"lcn": False} if no_lcn else {})

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from catneuron.data.sources import BatchSource, open_source
+from catneuron.data.sources import BatchSource, absolute_spec, open_source
 from catneuron.errors import UserError
 from catneuron.model.config import Config, to_dict
 from catneuron.model.network import Network
@@ -45,13 +45,16 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a Network from a BatchSource into a run folder, resumable from its checkpoint."""
+    """Trains a Network from a BatchSource into a run folder, resumable from its checkpoint.
+
+    `data_spec` is the `--data` the source was opened from; the run records it absolute.
+    """
 
     def __init__(self, config: Config, source: BatchSource, run: str | Path, device: str | torch.device = "cpu",
                  data_spec: str = "") -> None:
         self.config, self.source, self.run = config, source, Path(run)
         self.device = torch.device(device)
-        self.data_spec = data_spec or source.description
+        self.data_spec = absolute_spec(data_spec) if data_spec else source.description
         torch.manual_seed(config.train.seed)
         self.network = Network(config.model).to(self.device)
         self.network.normalize_weights()

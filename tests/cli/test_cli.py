@@ -66,6 +66,28 @@ def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path, image_
         assert (out / path).is_file()
 
 
+def test_runs_record_their_data_absolute_and_resume_reads_it(monkeypatch, capsys, tmp_path, image_folder):
+    image_folder(tmp_path / "work" / "data", 30, 0)
+    image_folder(tmp_path / "pos", 12, 1)
+    image_folder(tmp_path / "neg", 22, 2)
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = run(monkeypatch, capsys, "train", "--preset", "tiny", "--out", "run")
+    assert code == 2 and "--data: needed to start a run" in err
+    assert run(monkeypatch, capsys, "train", "--data", "data", "--preset", "tiny", "--steps", "2", "--out",
+               "run")[0] == 0
+    out = tmp_path / "work" / "run"
+    assert json.loads((out / "config.json").read_text())["data"] == str(tmp_path / "work" / "data")
+    monkeypatch.chdir(tmp_path)  # elsewhere: relative "data" would now name nothing
+    code, stdout, _ = run(monkeypatch, capsys, "train", "--out", str(out), "--steps", "3", "--resume")
+    assert code == 0 and "step 3" in stdout and "(30 images)" in stdout
+    code, stdout, _ = run(monkeypatch, capsys, "evaluate", str(out), "--positives", str(tmp_path / "pos"),
+                          "--negatives", str(tmp_path / "neg"), "--linear-filters", "20")
+    assert code == 0 and "Table 1" in stdout
+    (out / "config.json").write_text("{}")
+    code, _, err = run(monkeypatch, capsys, "train", "--out", str(out), "--steps", "4", "--resume")
+    assert code == 2 and "records no training data (give --data)" in err
+
+
 def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     code, stdout, _ = run(monkeypatch, capsys, "demo", "--preset", "tiny", "--minutes", "0.05", "--out",
                           str(tmp_path / "demo"), "--linear-filters", "200")

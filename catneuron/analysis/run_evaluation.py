@@ -57,7 +57,7 @@ def _read(folder: str, flag: str, size: int, channels: int) -> np.ndarray:
 
 
 def write_figures(run: Path, network: Network, test: LabelledImages, result: dict) -> dict[str, str]:
-    """Histogram and top stimuli of the best neuron, stage-1 filters, training curves; paths relative to run."""
+    """Histogram and top stimuli of the best neuron, every stage's filters, training curves; paths relative to run."""
     out = runs.figures_dir(run)
     slug = concept_slug(result["concept"])
     best = result["best_neuron"]
@@ -68,7 +68,7 @@ def write_figures(run: Path, network: Network, test: LabelledImages, result: dic
                                        out / f"{slug}_histogram.png"),
         "top_stimuli": figures.image_grid(test.images[np.argsort(-values)[:24]], out / f"{slug}_top_stimuli.png",
                                           f"top stimuli of {best['id']} in the test set"),
-        "filters": figures.first_stage_filters(network, out / "stage1_filters.png"),
+        "filters": figures.filters(network, out / "filters.png"),
     }
     if training_curves(runs.read_metrics(run), out / "training_curves.png"):
         made["training_curves"] = out / "training_curves.png"

@@ -97,6 +97,14 @@ def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     assert result["positive_fraction"] == pytest.approx(100 / 284)
     index = tmp_path / "demo" / "report" / "index.html"
     assert f"report: {index}" in stdout and result["best_neuron"]["id"] in index.read_text()
+    for stage, best in enumerate(result["best_by_stage"], start=1):  # Figures 3 and 4 for each stage's best
+        neuron = best["id"]
+        assert neuron.startswith(f"s{stage}.") and f"stage {stage}, {neuron}: optimal stimulus" in stdout
+        optimal = json.loads((tmp_path / "demo" / "results" / f"optimal_{neuron}.json").read_text())
+        assert optimal["neuron"] == neuron and optimal["stopping"] in stdout and len(optimal["top_stimuli"]) == 16
+        assert (tmp_path / "demo" / "results" / f"invariance_{neuron}.csv").read_text().count("\n") > 40
+        for kind in ("optimal", "invariance"):
+            assert (tmp_path / "demo" / "figures" / f"{kind}_{neuron}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_several_concepts_keeps_the_first_ratio(monkeypatch, capsys, tmp_path, image_folder):

@@ -31,7 +31,7 @@ class Progress:
         self.last = now
         if eta is None:
             eta = (self.total - done) / rate if rate > 0 else float("nan")
-        parts = [f"{self.label} {done}/{self.total}", f"{rate:,.0f} {unit}/s"]
+        parts = [f"{self.label} {done}/{self.total}", f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2g} {unit}/s"]
         parts += [f"{k} {v:.4g}" for k, v in (fields or {}).items()]
         parts.append(f"left {format_seconds(eta)}" if eta == eta else "left ?")
         line = " | ".join(parts)

@@ -15,6 +15,7 @@ import catneuron
 from catneuron.data.sources import ArraySource
 from catneuron.errors import UserError
 from catneuron.model.config import PRESETS
+from catneuron.store import runs
 from catneuron.train.trainer import Trainer
 
 
@@ -38,13 +39,38 @@ def pictures(tmp_path_factory) -> tuple[Path, np.ndarray]:
 def test_folder_paths_and_arrays_give_the_same_rows(run, pictures):
     folder, images = pictures
     from_folder = catneuron.features(run, folder)
-    assert from_folder.shape == (5, 4 * 3 * 3) and from_folder.dtype == np.float32  # tiny: 4 maps, 3x3 on top
+    # tiny: 4 maps; the norm outputs are 10x10, 6x6 and 3x3
+    assert from_folder.shape == (5, 4 * (100 + 36 + 9)) and from_folder.dtype == np.float32
     paths = [folder / f"{i}.png" for i in (3, 1)]
     assert np.allclose(catneuron.features(run, paths), from_folder[[3, 1]], atol=1e-5)
     floats = images[:, None].astype(np.float32) / 255
     assert np.allclose(catneuron.features(run, floats), from_folder, atol=1e-5)
     assert np.allclose(catneuron.features(run, torch.from_numpy(floats[:, 0])), from_folder, atol=1e-5)
     assert np.allclose(catneuron.features(run, images, batch_size=2), from_folder, atol=1e-5)
+
+
+def test_layers_are_the_network_outputs_in_the_order_named(run, pictures):
+    _, images = pictures
+    network, _ = runs.load_network(run)
+    with torch.no_grad():
+        outputs = network(torch.from_numpy(images[:, None] / 255.0).float(), objective=False)
+    expected = {f"s{i}.{sub}": getattr(o, sub).flatten(1).numpy()
+                for i, o in enumerate(outputs, start=1) for sub in ("filter", "pool", "norm")}
+    for name in ("s1.filter", "s2.pool", "s3.norm"):
+        assert np.allclose(catneuron.features(run, images, layer=name), expected[name], atol=1e-5)
+    both = catneuron.features(run, images, layer=["s3.filter", "s1.norm"])
+    assert np.allclose(both, np.concatenate([expected["s3.filter"], expected["s1.norm"]], axis=1), atol=1e-5)
+    every_norm = np.concatenate([expected[f"s{i}.norm"] for i in (1, 2, 3)], axis=1)
+    assert np.allclose(catneuron.features(run, images), every_norm, atol=1e-5)
+
+
+def test_unknown_layers_are_user_errors(run, pictures):
+    _, images = pictures
+    for bad in ("s4.norm", "s1.conv", "norm", ["s1.norm", "s1.lcn"]):
+        with pytest.raises(UserError, match="not a layer of this network; choose from s1.filter"):
+            catneuron.features(run, images, layer=bad)
+    with pytest.raises(UserError, match="at least one layer"):
+        catneuron.features(run, images, layer=[])
 
 
 def test_bad_images_are_user_errors(run, tmp_path):

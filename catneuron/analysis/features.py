@@ -1,6 +1,6 @@
-"""The top stage's output as a feature vector: what the paper's classifiers sit on, for any classifier.
+"""Any layer's output as a feature vector: what the paper's classifiers sit on, for any classifier.
 
-`features(run, images)` is the entry point for scikit-learn users; `top_features` and
+`features(run, images, layer=...)` is the entry point for scikit-learn users; `top_features` and
 `batched_features` are shared with fine-tuning, so both see exactly the same vector.
 """
 
@@ -16,12 +16,60 @@ from torch import Tensor
 from catneuron.data.images import list_images, read_images
 from catneuron.errors import UserError
 from catneuron.model.network import Network
+from catneuron.model.stage import SUBLAYERS
 from catneuron.store import runs
+
+Layer = tuple[int, str]
+"""(stage, sublayer), written `s2.pool`."""
+
+
+def layer_names(network: Network) -> list[str]:
+    """Every layer a feature vector can come from, in network order: s1.filter, s1.pool, s1.norm, s2.filter, ..."""
+    return [f"s{stage}.{sub}" for stage in range(1, len(network.stages) + 1) for sub in SUBLAYERS]
+
+
+def default_layers(network: Network) -> list[Layer]:
+    """Every stage's `norm` output, concatenated: see `features` for why."""
+    return [(stage, "norm") for stage in range(1, len(network.stages) + 1)]
+
+
+def top_layer(network: Network) -> list[Layer]:
+    """The last stage's `norm`: what fine-tuning trains its classifiers on, as the paper does."""
+    return [(len(network.stages), "norm")]
+
+
+def parse_layers(network: Network, layer: str | Sequence[str] | None) -> list[Layer]:
+    """`layer=` of `features`: a name like "s2.pool", a list of names, or None for `default_layers`."""
+    if layer is None:
+        return default_layers(network)
+    names = [layer] if isinstance(layer, str) else list(layer)
+    if not names:
+        raise UserError("layer []: name at least one layer, e.g. 's1.norm'")
+    known = layer_names(network)
+    out = []
+    for name in names:
+        if name not in known:
+            raise UserError(f"layer {name!r}: not a layer of this network; choose from {', '.join(known)}")
+        stage, sublayer = name.split(".")
+        out.append((int(stage[1:]), sublayer))
+    return out
+
+
+def layer_features(network: Network, images: Tensor, layers: Sequence[Layer]) -> Tensor:
+    """(B, D): the layers' outputs, each flattened (map, row, column), concatenated in the order given;
+    differentiable through every stage."""
+    outputs = network(images, objective=False, detach=False)
+    return torch.cat([getattr(outputs[stage - 1], sublayer).flatten(1) for stage, sublayer in layers], dim=1)
 
 
 def top_features(network: Network, images: Tensor) -> Tensor:
     """(B, maps * side * side): the last stage's `norm`, flattened; differentiable through every stage."""
-    return network(images, objective=False, detach=False)[-1].norm.flatten(1)
+    return layer_features(network, images, top_layer(network))
+
+
+def feature_size(network: Network, layers: Sequence[Layer]) -> int:
+    shapes = network.sublayer_shapes()
+    return sum(shapes[layer][0] * shapes[layer][1] ** 2 for layer in layers)
 
 
 def as_float(images: np.ndarray | Tensor) -> Tensor:
@@ -32,15 +80,19 @@ def as_float(images: np.ndarray | Tensor) -> Tensor:
 
 @torch.no_grad()
 def batched_features(network: Network, images: np.ndarray | Tensor, batch_size: int = 256,
-                     device: str | torch.device = "cpu") -> Tensor:
-    """Top features of many images, a batch at a time (memory stays that of one batch), on the CPU."""
+                     device: str | torch.device = "cpu", layers: Sequence[Layer] | None = None) -> Tensor:
+    """Features of many images, a batch at a time (memory stays that of one batch), on the CPU.
+
+    `layers` defaults to `top_layer`, the vector fine-tuning uses.
+    """
+    layers = top_layer(network) if layers is None else layers
     was_training = network.training
     network.eval()
-    out = [top_features(network, as_float(images[i:i + batch_size]).to(device)).cpu()
+    out = [layer_features(network, as_float(images[i:i + batch_size]).to(device), layers).cpu()
            for i in range(0, len(images), batch_size)]
     network.train(was_training)
     if not out:
-        return torch.zeros(0, network.shapes[-1].maps * network.shapes[-1].pool_size ** 2)
+        return torch.zeros(0, feature_size(network, layers))
     return torch.cat(out)
 
 
@@ -70,8 +122,18 @@ def _load_images(images: str | Path | Sequence[str | Path] | np.ndarray | Tensor
 
 
 def features(run: str | Path, images: str | Path | Sequence[str | Path] | np.ndarray | Tensor,
-             batch_size: int = 256, device: str = "cpu") -> np.ndarray:
-    """Top-stage features of a run's network, float32 (N, D), one row per image.
+             layer: str | Sequence[str] | None = None, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
+    """Features of a run's network, float32 (N, D), one row per image.
+
+    `layer`: a layer name, `s<stage>.<sublayer>` with sublayer `filter` (the locally connected
+    responses), `pool` (L2 pooling) or `norm` (LCN, the stage's output), e.g. "s1.norm" or "s2.pool";
+    or a list of names, whose outputs are concatenated in that order. Each output is flattened
+    (map, row, column). The default, None, is every stage's `norm` output concatenated. The top stage
+    alone is a poor default at CPU scale: on a 10-minute `small` run its 32 numbers took a logistic
+    regression to chance on faces against distractors, where stage 1's output carries the image's
+    detail; the concatenation keeps every stage's information and lets the classifier weigh them
+    (docs/experiments.md, "Features for a classifier"). For `small` it is 4,656 numbers (4,232 + 392 + 32);
+    for `paper`, 328,848 per image, so pick layers there.
 
     `images`: a folder (rows in the sorted order of its image files, searched recursively), a list
     of image paths (rows in that order), or an array/tensor (N, C, S, S) in [0, 1] (uint8 0..255
@@ -79,6 +141,7 @@ def features(run: str | Path, images: str | Path | Sequence[str | Path] | np.nda
     network's input, as in training. An unreadable file is an error, so rows never shift.
     """
     network, ckpt = runs.load_network(run, device)
+    layers = parse_layers(network, layer)
     model = ckpt.config.model
     batch = _load_images(images, model.input_size, model.channels)
-    return batched_features(network, batch, batch_size, device).numpy()
+    return batched_features(network, batch, batch_size, device, layers).numpy()

@@ -1,4 +1,4 @@
-"""The paper's pictures as PNG files: activation histograms, top stimuli, first-stage filters, training curves."""
+"""The paper's pictures as PNG files: activation histograms, top stimuli, every stage's filters (W1 and W2)."""
 
 from __future__ import annotations
 
@@ -60,15 +60,52 @@ def image_grid(images: np.ndarray, path: Path, title: str = "", columns: int = 8
     return _save(fig, path)
 
 
-def first_stage_filters(network: Network, path: Path) -> Path:
-    """Stage-1 encoder filters (W1) of every map at a few positions across the image."""
-    stage = network.stages[0]
-    enc = stage.encoder
-    k, c = enc.kernel_size, enc.in_channels
-    rows, cols = enc.out_shape
-    spots = [(rows * f // 4, cols * f // 4) for f in (1, 2, 3)]
-    weights = enc.weight.detach().cpu().numpy()
-    tiles = [weights[y * cols + x, m].reshape(k, k, c).transpose(2, 0, 1) for y, x in spots
-             for m in range(enc.out_channels)]
-    return image_grid(np.stack(tiles), path, "stage-1 filters (rows: positions, columns: maps)",
-                      columns=enc.out_channels)
+def _signed(w: np.ndarray) -> np.ndarray:
+    """Weights into [0, 1] with zero at mid-grey, scaled by their largest magnitude."""
+    return 0.5 + w / (2 * max(float(np.abs(w).max()), 1e-12))
+
+
+def _mosaic(tiles: list[list[np.ndarray]]) -> np.ndarray:
+    """Rows of equal (k, k) or (k, k, 3) tiles in [0, 1] as one image, one white pixel between tiles."""
+    k = tiles[0][0].shape[0]
+    rows, cols = len(tiles), len(tiles[0])
+    canvas = np.ones((rows * (k + 1) - 1, cols * (k + 1) - 1, *tiles[0][0].shape[2:]))
+    for r, row in enumerate(tiles):
+        for c, tile in enumerate(row):
+            canvas[r * (k + 1):r * (k + 1) + k, c * (k + 1):c * (k + 1) + k] = tile
+    return canvas
+
+
+def _filter_tiles(weight: np.ndarray, out_shape: tuple[int, int], k: int, channels: int) -> tuple[list, str]:
+    """One row per map. Over the image (stage 1): a filter at three positions along the diagonal, each
+    scaled on its own. Over maps (higher stages): one tile per input map at the centre position, the row
+    scaled together so the input maps compare."""
+    rows, cols = out_shape
+    filters = weight.reshape(weight.shape[0], weight.shape[1], k, k, channels)  # fan-in (row, column, channel)
+    if channels in (1, 3):
+        spots = [(rows * f // 4, cols * f // 4) for f in (1, 2, 3)]
+        tiles = [[_signed(filters[y * cols + x, m]).squeeze(-1) for y, x in spots] for m in range(weight.shape[1])]
+        return tiles, "columns: positions"
+    centre = filters[(rows // 2) * cols + cols // 2]
+    tiles = []
+    for m in range(weight.shape[1]):
+        row = _signed(centre[m])
+        tiles.append([row[..., c] for c in range(channels)])
+    return tiles, "columns: input maps, centre position"
+
+
+def filters(network: Network, path: Path) -> Path:
+    """Every stage's encoder W1 beside its decoder W2 (the decoder shows the structure a unit paints back into
+    its input), one row per map; zero is mid-grey."""
+    stages = list(network.stages)
+    fig, axes = plt.subplots(len(stages), 2, figsize=(9, 4.2 * len(stages)), squeeze=False)
+    for s, stage in enumerate(stages, start=1):
+        for ax, layer, name in ((axes[s - 1, 0], stage.encoder, "W1 (encoder)"),
+                                (axes[s - 1, 1], stage.decoder, "W2 (decoder)")):
+            weight = layer.weight.detach().float().cpu().numpy()
+            tiles, columns = _filter_tiles(weight, layer.out_shape, layer.kernel_size, layer.in_channels)
+            image = _mosaic(tiles)
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"stage {s} {name}\nrows: maps, {columns}", fontsize=9)
+            ax.axis("off")
+    return _save(fig, path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,11 @@ import torch
 from torch import Tensor
 
 from catneuron.model.network import Network, NeuronId
+from catneuron.progress import Progress
 from catneuron.store import files
+
+PATIENCE = 10
+"""Iterations over which a start's gain is measured against its tolerance (`ascend`'s `ftol`)."""
 
 Objective = Callable[[Tensor], Tensor]
 """Images (B, C, S, S) -> one value per image (B,), differentiable; e.g. `neuron_objective(net, id)`."""
@@ -42,7 +47,8 @@ def project(x: Tensor) -> Tensor:
 class Convergence:
     """How one start ended: `reason` is `gradient` (projected gradient norm below tolerance), `stalled`
     (relative improvement over the last iterations below tolerance), `line search` (no step size increased
-    f) or `steps` (budget spent). `step_size` is the one a further iteration would try first."""
+    f), `steps` (iteration budget spent) or `time` (time budget spent); the last two are not convergence.
+    `step_size` is the one a further iteration would try first."""
 
     value: float
     initial_value: float
@@ -53,7 +59,7 @@ class Convergence:
 
     @property
     def converged(self) -> bool:
-        return self.reason != "steps"
+        return self.reason not in ("steps", "time")
 
     def to_dict(self) -> dict:
         return asdict(self) | {"converged": self.converged}
@@ -92,7 +98,7 @@ def _rows(v: Tensor, like: Tensor) -> Tensor:
 
 def ascend(objective: Objective, x0: Tensor, steps: int = 200, step_size: float = 1.0, armijo: float = 0.5,
            shrink: float = 0.5, max_backtracks: int = 30, gtol: float = 1e-5, ftol: float = 1e-6,
-           patience: int = 10) -> Ascent:
+           patience: int = PATIENCE, max_seconds: float | None = None, progress: bool = False) -> Ascent:
     """Maximize `objective` over the unit sphere from each row of `x0`, by projected gradient ascent.
 
     Each iteration takes the gradient's component tangent to the sphere, g, and tries x(a) = P(x + a g)
@@ -104,10 +110,14 @@ def ascend(objective: Objective, x0: Tensor, steps: int = 200, step_size: float 
     rejects steps past the maximum of a locally quadratic f (a small constant accepts overshoots that
     zig-zag across the optimum and crawl). A start stops when ||g|| <= gtol * max(1, |f|), when f gained
     less than ftol * max(1, |f|) over `patience` iterations (kinks, e.g. LCN's floor, keep ||g|| large
-    at a maximum), or when no step size in `max_backtracks` halvings is accepted.
+    at a maximum), or when no step size in `max_backtracks` halvings is accepted; every start still
+    running stops after `steps` iterations or, checked after each iteration, `max_seconds`. `progress`
+    shows the iteration, its rate, the best value and the starts still running on stderr.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    started = time.monotonic()
+    bar = Progress(steps, "iteration", enabled=progress)
     x = project(x0.detach())
     f, grad = _value_and_grad(objective, x)
     batch = x.shape[0]
@@ -120,9 +130,11 @@ def ascend(objective: Objective, x0: Tensor, steps: int = 200, step_size: float 
     gnorm = g.flatten(1).norm(dim=1)
     for i in torch.nonzero(gnorm <= gtol * f.abs().clamp_min(1.0)).flatten().tolist():
         active[i], reasons[i] = False, "gradient"
-    for _ in range(steps):
+    done = 0
+    for iteration in range(1, steps + 1):
         if not active.any():
             break
+        done = iteration
         accepted = torch.zeros(batch, dtype=torch.bool, device=x.device)
         trial_x, trial_f = x.clone(), f.clone()
         for _ in range(max_backtracks + 1):
@@ -156,6 +168,18 @@ def ascend(objective: Objective, x0: Tensor, steps: int = 200, step_size: float 
                 active[i], reasons[i] = False, "gradient"
             elif gain[i] <= ftol * scale[i]:
                 active[i], reasons[i] = False, "stalled"
+        elapsed = time.monotonic() - started
+        rate = iteration / max(elapsed, 1e-9)
+        left = (steps - iteration) / rate
+        bar.update(iteration, rate, "it", {"best f": float(f.max()), "running": int(active.sum())},
+                   eta=left if max_seconds is None else min(left, max_seconds - elapsed))
+        if max_seconds is not None and elapsed >= max_seconds:
+            for i in torch.nonzero(active).flatten().tolist():
+                active[i], reasons[i] = False, "time"
+            break
+    if done:
+        bar.update(done, done / max(time.monotonic() - started, 1e-9), "it", {"best f": float(f.max())}, eta=0,
+                   final=True)
     starts = [Convergence(float(f[i]), float(initial[i]), int(iterations[i]), float(gnorm[i]), float(alpha[i]),
                           reasons[i]) for i in range(batch)]
     return Ascent(x.detach(), f, starts, torch.stack(history))
@@ -169,7 +193,7 @@ def random_starts(n: int, shape: tuple[int, ...], seed: int = 0, dtype: torch.dt
 
 
 def optimal_stimulus(network: Network, neuron: NeuronId, starts: int = 8, steps: int = 300, seed: int = 0,
-                     **options: float) -> Ascent:
+                     **options: float | bool | None) -> Ascent:
     """x* for one neuron of `network`: `starts` random starts, the best in `Ascent.best`.
 
     The weights' gradients are switched off meanwhile (and restored): the locally connected layers

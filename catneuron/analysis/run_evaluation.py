@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -76,7 +75,7 @@ def neuron_values(network: Network, images: np.ndarray, neurons: list[str], batc
 
 def write_figures(run: Path, network: Network, test: LabelledImages, result: dict) -> dict[str, str]:
     """Histogram and top stimuli of the best neuron and of the best of each stage (result["neuron_figures"]),
-    stage-1 filters, training curves; paths relative to run."""
+    every stage's filters, training curves; paths relative to run."""
     out = runs.figures_dir(run)
     slug, concept = concept_slug(result["concept"]), result["concept"]
     records = {r["id"]: r for r in [result["best_neuron"], *result["best_by_stage"]]}
@@ -97,7 +96,7 @@ def write_figures(run: Path, network: Network, test: LabelledImages, result: dic
         result["neuron_figures"][neuron] = {k: str(p.relative_to(run)) for k, p in pictures.items()}
         if neuron == result["best_neuron"]["id"]:
             made |= pictures
-    made["filters"] = figures.first_stage_filters(network, out / "stage1_filters.png")
+    made["filters"] = figures.filters(network, out / "filters.png")
     if training_curves(runs.read_metrics(run), out / "training_curves.png"):
         made["training_curves"] = out / "training_curves.png"
     return {name: str(path.relative_to(run)) for name, path in made.items()}
@@ -112,7 +111,7 @@ def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters:
     step, training data, number of linear filters and date), so a later evaluation cannot pass for it."""
     run = Path(run)
     network, ckpt = runs.load_network(run)
-    data = training_data or json.loads((run / runs.CONFIG).read_text())["data"]
+    data = training_data or runs.training_data(run)
     model = network.config
     try:
         source = open_source(data, model.input_size, model.channels)

@@ -23,6 +23,7 @@ def check_neuron(network: Network, neuron: NeuronId) -> None:
 
 
 @torch.no_grad()
+@torch.no_grad()
 def responses(network: Network, images: Tensor | np.ndarray, neuron: NeuronId, batch_size: int = 256) -> Tensor:
     """The neuron's activation for every image (floats in [0, 1] or uint8), (N,), in batches so large sets fit."""
     param = next(network.parameters())

@@ -7,16 +7,41 @@ from pathlib import Path
 
 import typer
 
+from catneuron.analysis.neuron_figures import Stimuli, invariance_figure, optimal_figure
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.data.embedded import EmbeddedCorpus
+from catneuron.data.labelled import LabelledImages
 from catneuron.errors import UserError
 from catneuron.model import config as configs
+from catneuron.model.network import NeuronId
 from catneuron.report.site import write_report
 from catneuron.store import runs
 from catneuron.train.trainer import Trainer
+
+OPTIMAL_SECONDS = 20.0
+OPTIMAL_SHARE = 0.05
+"""Time budget of each stage's optimal-stimulus search: 5% of the training budget, at most 20 s, so the
+figures of all three stages add at most about a minute to the demo (stage-1 units converge in seconds;
+stage 3 of `small` reaches 99% of its final value in about 20 iterations, 10-30 s on 2 loaded cores)."""
+
+
+def stage_figures(run: Path, test: LabelledImages, result: dict, seconds: float) -> None:
+    """The paper's Figures 3 and 4 for the best neuron of every stage: optimal stimulus beside the top test
+    images (a search of at most `seconds`), and invariance curves over 10 test faces; written where
+    `visualize` and `invariance` write theirs."""
+    network, _ = runs.load_network(run)
+    stimuli = Stimuli(test.images, [f"test image {i}" for i in range(len(test.labels))], "the test set")
+    faces = test.images[test.labels == 1][:10]
+    for best in result["best_by_stage"]:
+        nid = NeuronId.parse(best["id"])
+        record = optimal_figure(run, network, nid, stimuli, top=16, starts=4, max_seconds=seconds,
+                                extra={"from_concept": result["concept"]})
+        invariance_figure(run, network, nid, faces, "test-set faces")
+        print(f"  stage {nid.stage}, {nid}: optimal stimulus f = {record['value']:.4g} "
+              f"({record['stopping']}); invariance curves over {len(faces)} faces")
 
 
 @app.command()
@@ -38,15 +63,17 @@ def demo(
     checks.writable_folder(out, "--out")
     cfg = configs.preset(preset)
     corpus = EmbeddedCorpus(size=cfg.model.input_size, channels=cfg.model.channels)
-    print(f"1/3 training the {preset} preset on {corpus.description} for up to {minutes:g} min into {out}")
+    print(f"1/4 training the {preset} preset on {corpus.description} for up to {minutes:g} min into {out}")
     trainer = Trainer(cfg, corpus, out, runs.device(device), data_spec="embedded")
     trainer.fit(steps, max_seconds=minutes * 60)
     test = corpus.test_set()
-    print(f"2/3 scanning every neuron on {len(test.labels)} held-out test images "
+    print(f"2/4 scanning every neuron on {len(test.labels)} held-out test images "
           f"({test.positive_fraction:.1%} faces; the paper's test set has 35.2%)")
     result = evaluate_run(out, test, "faces", n_filters=linear_filters,
                           inputs={"test_set": f"embedded corpus test set ({corpus.description})"})
-    print("3/3 results")
+    print("3/4 results")
     print_table([result])
+    print("4/4 the best neuron of each stage: optimal stimulus and invariance curves (the paper's Figures 3, 4)")
+    stage_figures(out, test, result, min(OPTIMAL_SECONDS, OPTIMAL_SHARE * minutes * 60))
     print(f"report: {write_report(out)}")
     print(f"run folder: {out}")

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from catneuron.analysis.invariance import invariance_curves, out_of_plane_curve, plot_curves, read_views, write_csv
+from catneuron.analysis.invariance import out_of_plane_curve, read_views
+from catneuron.analysis.neuron_figures import invariance_figure
 from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.cli.options import parse_neuron
@@ -36,14 +37,11 @@ def invariance(
     chosen = found.images[:n]
     if len(chosen) < n:
         print(f"catneuron: --images {images}: only {len(chosen)} image(s), averaging over those")
-    curves = invariance_curves(network, chosen, nid)
+    extra = []
     if out_of_plane is not None:
         sequences, angles, unit = read_views(out_of_plane, size, channels)
-        curves.append(out_of_plane_curve(network, sequences, angles, unit, nid))
-    csv_path = runs.results_dir(run) / f"invariance_{nid}.csv"
-    png_path = runs.figures_dir(run) / f"invariance_{nid}.png"
-    write_csv(curves, csv_path)
-    plot_curves(curves, png_path, f"{nid}: mean response over {len(chosen)} images of {images}")
+        extra.append(out_of_plane_curve(network, sequences, angles, unit, nid))
+    curves, csv_path, png_path = invariance_figure(run, network, nid, chosen, images, extra)
     for c in curves:
         low, high = c.mean.min(), c.mean.max()
         print(f"{c.transform:>12}: mean response {low:.4g} .. {high:.4g} over {c.amounts[0]:g} .. {c.amounts[-1]:g} "

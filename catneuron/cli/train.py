@@ -20,7 +20,8 @@ from catneuron.train.trainer import Trainer
 
 @app.command()
 def train(
-    data: str = typer.Option(..., help="Image folder (recursive), WebDataset shards, or 'embedded'."),
+    data: str = typer.Option(None, help="Image folder (recursive), WebDataset shards, or 'embedded'. With "
+                             "--resume, the run's own (config.json) when not given."),
     preset: str = typer.Option(None, help="Preset: tiny, small or paper (default small)."),
     config: str = typer.Option(None, help="A YAML config file."),
     steps: int = typer.Option(1000, help="Train until this many steps in total."),
@@ -61,8 +62,13 @@ def train(
         checks.resume_keeps(given)
         checks.writable_folder(out, "--out")
         cfg = checkpoint.read_config(runs.checkpoint_path(out))
-        checks.same_data(data, checkpoint.read_extra(runs.checkpoint_path(out)).get("data"))
+        if data is None:
+            data = runs.training_data(out)
+        else:
+            checks.same_data(data, checkpoint.read_extra(runs.checkpoint_path(out)).get("data"))
     else:
+        if data is None:
+            raise UserError("--data: needed to start a run (with --resume, the run's own is used)")
         cfg = resolve_config(preset, config)
         train_overrides = {k: v for k, v in {"lr": lr, "optimizer": optimizer, "seed": seed}.items() if v is not None}
         cfg = configs.replace(cfg, train=train_overrides, model={"lcn": False} if no_lcn else {})

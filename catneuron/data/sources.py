@@ -6,6 +6,7 @@ A source yields float batches in [0, 1], (B, channels, size, size). Batches are 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -55,6 +56,12 @@ class ArraySource:
 def folder_source(root: str, size: int, channels: int) -> tuple[ArraySource, ImageSet]:
     found = read_folder(root, size, channels)
     return ArraySource(found.images, f"folder {root} ({len(found)} images)"), found
+
+
+def absolute_spec(spec: str) -> str:
+    """`--data` as a run records it: `embedded` as it is, a folder or shard pattern made absolute, so that
+    `evaluate RUN` and `train --resume` find the data from any working folder."""
+    return spec if spec == "embedded" else os.path.abspath(os.path.expanduser(spec))
 
 
 def open_source(spec: str, size: int, channels: int) -> BatchSource:

@@ -195,6 +195,24 @@ def from_batch_last(xt: Tensor) -> Tensor:
     return xt.permute(3, 2, 0, 1).contiguous()
 
 
+def check_input(layer: nn.Module, x: Tensor, channels: int, size: tuple[int, int], what: str) -> bool:
+    """Whether `x` is batched, (B, C, H, W), or unbatched, (C, H, W); any other shape than the layer's
+    `channels` x `size` raises a RuntimeError worded like nn.Conv2d's."""
+    name = type(layer).__name__
+    if x.dim() not in (3, 4):
+        raise RuntimeError(f"{name}: expected 3D (unbatched) or 4D (batched) {what}, but got {what} of size: "
+                           f"{list(x.shape)}")
+    c, h, w = x.shape[-3:]
+    if c != channels:
+        raise RuntimeError(f"{name}: expected {what}{list(x.shape)} to have {channels} channels, but got {c} "
+                           f"channels instead")
+    if (h, w) != size:
+        raise RuntimeError(f"{name}: built for {size[0]}x{size[1]} {what}, expected {what}{list(x.shape)} to be "
+                           f"{size[0]}x{size[1]}, but got {h}x{w} instead (a locally connected layer has one "
+                           f"filter bank per position, so its {what} size is fixed)")
+    return x.dim() == 4
+
+
 class _Local(nn.Module):
     """What the encoder and the decoder share: shapes, and a (positions, out_channels, fan_in) weight."""
 
@@ -232,21 +250,43 @@ class LocallyConnected2d(_Local):
     Every output position (i, j) has its own bank of `out_channels` filters, each seeing a
     `kernel_size` x `kernel_size` window of all `in_channels` input maps; no padding. `weight` has
     shape (positions, out_channels, k * k * in_channels): positions row-major, fan-in ordered
-    (window row, window column, channel).
+    (window row, window column, channel). `bias=True` adds an untied bias per output unit,
+    (out_channels, out_h, out_w), drawn as nn.Conv2d draws its bias; the default is no bias, as in
+    the paper's W1^T x (and as every catneuron stage uses it). Input is (B, C, H, W) or unbatched
+    (C, H, W), as for nn.Conv2d; a shape the layer was not built for is a RuntimeError, as there.
     """
 
     def __init__(self, in_channels: int, out_channels: int, input_size: int | tuple[int, int], kernel_size: int,
-                 stride: int = 1, tile_bytes: int = TILE_BYTES) -> None:
+                 stride: int = 1, bias: bool = False, tile_bytes: int = TILE_BYTES) -> None:
         super().__init__(in_channels, out_channels, input_size, kernel_size, stride, tile_bytes)
+        if bias:
+            self.bias = nn.Parameter(torch.empty(out_channels, *self.out_shape))
+            self._reset_bias()
+        else:
+            self.register_parameter("bias", None)
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.fan_in))
+        self._reset_bias()
+
+    def _reset_bias(self) -> None:
+        if getattr(self, "bias", None) is not None:
+            bound = 1.0 / math.sqrt(self.fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) -> (B, out_channels, out_h, out_w)."""
+        """(B, C, H, W) -> (B, out_channels, out_h, out_w); (C, H, W) -> (out_channels, out_h, out_w)."""
+        batched = check_input(self, x, self.in_channels, self.input_shape, "input")
+        x = x if batched else x.unsqueeze(0)
         batch = x.shape[0]
         codes = _Encode.apply(to_batch_last(x), self.weight, self.geometry(batch, x.dtype))
-        return codes.permute(2, 1, 0).reshape(batch, self.out_channels, *self.out_shape)
+        out = codes.permute(2, 1, 0).reshape(batch, self.out_channels, *self.out_shape)
+        if self.bias is not None:
+            out = out + self.bias
+        return out if batched else out.squeeze(0)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", bias={self.bias is not None}"
 
 
 class LocalDecoder(_Local):
@@ -268,8 +308,10 @@ class LocalDecoder(_Local):
         nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.out_channels * overlap))
 
     def forward(self, codes: Tensor) -> Tensor:
-        """(B, out_channels, out_h, out_w) -> (B, in_channels, height, width)."""
+        """(B, out_channels, out_h, out_w) -> (B, in_channels, height, width); unbatched as well."""
+        batched = check_input(self, codes, self.out_channels, self.out_shape, "codes")
+        codes = codes if batched else codes.unsqueeze(0)
         batch = codes.shape[0]
         flat = codes.reshape(batch, self.out_channels, -1).permute(2, 1, 0).contiguous()
-        image = _Decode.apply(flat, self.weight, self.geometry(batch, codes.dtype))
-        return from_batch_last(image)
+        image = from_batch_last(_Decode.apply(flat, self.weight, self.geometry(batch, codes.dtype)))
+        return image if batched else image.squeeze(0)

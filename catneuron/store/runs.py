@@ -58,6 +58,18 @@ def load_network(run: str | Path, device: str = "cpu") -> tuple[Network, checkpo
     return net.to(device).eval(), ckpt
 
 
+def training_data(run: str | Path) -> str:
+    """The `--data` a run was trained on, as its config.json records it (absolute: see `absolute_spec`)."""
+    path = Path(run) / CONFIG
+    try:
+        data = json.loads(path.read_text()).get("data")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        raise UserError(f"{path}: cannot read the run's config (give --data)") from None
+    if not isinstance(data, str) or not data:
+        raise UserError(f"{path}: records no training data (give --data)")
+    return data
+
+
 def read_metrics(run: str | Path) -> list[dict]:
     path = Path(run) / METRICS
     if not path.is_file():

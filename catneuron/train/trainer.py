@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from catneuron.data.sources import BatchSource, open_source
+from catneuron.data.sources import BatchSource, absolute_spec, open_source
 from catneuron.errors import UserError
 from catneuron.model import budget
 from catneuron.model.config import Config, to_dict
@@ -77,7 +77,10 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains a Network from a BatchSource into a run folder, resumable from its checkpoint."""
+    """Trains a Network from a BatchSource into a run folder, resumable from its checkpoint.
+
+    `data_spec` is the `--data` the source was opened from; the run records it absolute.
+    """
 
     leader = True  # writes the run folder (of a model-parallel replica, only rank 0 does: catneuron.parallel)
 
@@ -85,7 +88,7 @@ class Trainer:
                  data_spec: str = "") -> None:
         self.config, self.source, self.run = config, source, Path(run)
         self.device = torch.device(device)
-        self.data_spec = data_spec or source.description
+        self.data_spec = absolute_spec(data_spec) if data_spec else source.description
         torch.manual_seed(config.train.seed)
         budget.check_fits(budget.training_bytes(config.model), f"training the {config.preset} model")
         self.network = Network(config.model).to(self.device)

@@ -77,3 +77,34 @@ def test_optimal_stimulus_of_a_template_neuron_is_the_template():
     cosine = float((best * expected).sum() / (best.norm() * expected.norm()))
     assert cosine > 0.99
     assert result.starts[result.best].converged
+
+
+def quadratic(seed: int = 1):
+    torch.manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(12, 12, dtype=torch.float64))
+    a = q @ torch.diag(torch.linspace(0, 2, 12, dtype=torch.float64)) @ q.T
+    return lambda x: torch.einsum("bi,ij,bj->b", x, a, x)
+
+
+def test_a_time_budget_stops_every_running_start_and_is_not_convergence():
+    result = ascend(quadratic(), torch.randn(3, 12, dtype=torch.float64), steps=500, gtol=0, ftol=0, max_seconds=0)
+    assert [s.reason for s in result.starts] == ["time"] * 3
+    assert not any(s.converged for s in result.starts) and len(result.history) == 2  # one iteration, then stop
+
+
+def test_the_tolerance_decides_when_a_start_has_converged():
+    x0 = torch.randn(2, 12, dtype=torch.float64)
+    loose = ascend(quadratic(), x0, steps=500, gtol=0, ftol=1e-2)
+    tight = ascend(quadratic(), x0, steps=500, gtol=0, ftol=1e-12)
+    assert all(s.reason == "stalled" and s.converged for s in loose.starts)
+    assert all(a.iterations < b.iterations for a, b in zip(loose.starts, tight.starts, strict=True))
+    assert tight.values.min() >= loose.values.min()
+
+
+def test_progress_shows_iterations_the_best_value_and_the_starts_running(capsys):
+    ascend(quadratic(), torch.randn(2, 12, dtype=torch.float64), steps=3, gtol=0, ftol=0, progress=True)
+    err = capsys.readouterr().err
+    assert "iteration 1/3" in err and "iteration 3/3" in err and "it/s" in err
+    assert "best f" in err and "running 2" in err and "left" in err
+    ascend(quadratic(), torch.randn(2, 12, dtype=torch.float64), steps=3)
+    assert capsys.readouterr().err == ""

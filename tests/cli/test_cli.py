@@ -70,6 +70,28 @@ def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path, image_
         assert (out / path).is_file()
 
 
+def test_runs_record_their_data_absolute_and_resume_reads_it(monkeypatch, capsys, tmp_path, image_folder):
+    image_folder(tmp_path / "work" / "data", 30, 0)
+    image_folder(tmp_path / "pos", 12, 1)
+    image_folder(tmp_path / "neg", 22, 2)
+    monkeypatch.chdir(tmp_path / "work")
+    code, _, err = run(monkeypatch, capsys, "train", "--preset", "tiny", "--out", "run")
+    assert code == 2 and "--data: needed to start a run" in err
+    assert run(monkeypatch, capsys, "train", "--data", "data", "--preset", "tiny", "--steps", "2", "--out",
+               "run")[0] == 0
+    out = tmp_path / "work" / "run"
+    assert json.loads((out / "config.json").read_text())["data"] == str(tmp_path / "work" / "data")
+    monkeypatch.chdir(tmp_path)  # elsewhere: relative "data" would now name nothing
+    code, stdout, _ = run(monkeypatch, capsys, "train", "--out", str(out), "--steps", "3", "--resume")
+    assert code == 0 and "step 3" in stdout and "(30 images)" in stdout
+    code, stdout, _ = run(monkeypatch, capsys, "evaluate", str(out), "--positives", str(tmp_path / "pos"),
+                          "--negatives", str(tmp_path / "neg"), "--linear-filters", "20")
+    assert code == 0 and "Table 1" in stdout
+    (out / "config.json").write_text("{}")
+    code, _, err = run(monkeypatch, capsys, "train", "--out", str(out), "--steps", "4", "--resume")
+    assert code == 2 and "records no training data (give --data)" in err
+
+
 def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     code, stdout, _ = run(monkeypatch, capsys, "demo", "--preset", "tiny", "--minutes", "0.05", "--out",
                           str(tmp_path / "demo"), "--linear-filters", "200")
@@ -79,6 +101,14 @@ def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     assert result["positive_fraction"] == pytest.approx(100 / 284)
     index = tmp_path / "demo" / "report" / "index.html"
     assert f"report: {index}" in stdout and result["best_neuron"]["id"] in index.read_text()
+    for stage, best in enumerate(result["best_by_stage"], start=1):  # Figures 3 and 4 for each stage's best
+        neuron = best["id"]
+        assert neuron.startswith(f"s{stage}.") and f"stage {stage}, {neuron}: optimal stimulus" in stdout
+        optimal = json.loads((tmp_path / "demo" / "results" / f"optimal_{neuron}.json").read_text())
+        assert optimal["neuron"] == neuron and optimal["stopping"] in stdout and len(optimal["top_stimuli"]) == 16
+        assert (tmp_path / "demo" / "results" / f"invariance_{neuron}.csv").read_text().count("\n") > 40
+        for kind in ("optimal", "invariance"):
+            assert (tmp_path / "demo" / "figures" / f"{kind}_{neuron}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_evaluate_several_concepts_keeps_the_first_ratio(monkeypatch, capsys, tmp_path, image_folder):

@@ -51,6 +51,25 @@ def test_visualize_writes_the_figure_and_the_convergence_record(monkeypatch, cap
     values = [t["value"] for t in record["top_stimuli"]]
     assert values == sorted(values, reverse=True)
     assert f"f(x*) = {record['value']:.4g}" in out
+    assert record["stopped_on"] == record["convergence"]["reason"] and record["tolerance"] == 1e-4
+    assert record["converged"] == (record["stopped_on"] not in ("steps", "time"))
+    assert record["stopping"] in out and record["stopping"].startswith(("converged", "did not converge"))
+    assert "iteration 1/5" in err  # progress on stderr
+
+
+def test_visualize_says_whether_it_converged_within_its_budgets(monkeypatch, capsys, tiny):
+    run, neuron = tiny / "run", "s3.norm.m1.y1.x1"
+    code, out, err = cli(monkeypatch, capsys, "visualize", run, "--neuron", neuron, "--starts", 2, "--steps", 1,
+                         "--tolerance", 1e-12)
+    assert code == 0, err
+    assert "did not converge: the iteration budget (1) ran out" in out
+    record = json.loads((run / "results" / f"optimal_{neuron}.json").read_text())
+    assert (record["converged"], record["stopped_on"], record["converged_starts"]) == (False, "steps", 0)
+    code, out, err = cli(monkeypatch, capsys, "visualize", run, "--neuron", neuron, "--starts", 2, "--steps", 400,
+                         "--tolerance", 0.05)
+    assert code == 0, err
+    record = json.loads((run / "results" / f"optimal_{neuron}.json").read_text())
+    assert record["converged"] and record["convergence"]["iterations"] < 400 and "converged: " in out
 
 
 def test_visualize_takes_the_best_neuron_of_a_concept(monkeypatch, capsys, tiny):
@@ -63,6 +82,22 @@ def test_visualize_takes_the_best_neuron_of_a_concept(monkeypatch, capsys, tiny)
     assert code == 0, err
     record = json.loads((run / "results" / "optimal_s3.norm.m0.y1.x1.json").read_text())
     assert record["from_concept"] == "cat faces" and record["top_stimuli"] == []
+
+
+def test_visualize_takes_the_best_neuron_of_a_stage(monkeypatch, capsys, tiny):
+    run = tiny / "run"
+    files.write_json(runs.results_dir(run) / "faces.json", {
+        "concept": "faces", "best_neuron": {"id": "s1.filter.m0.y1.x1"},
+        "best_by_stage": [{"stage": s, "id": f"s{s}.pool.m1.y{s - 1}.x0"} for s in (1, 2, 3)]})
+    code, out, err = cli(monkeypatch, capsys, "visualize", run, "--concept", "faces", "--stage", 3, "--starts", 1,
+                         "--steps", 2)
+    assert code == 0, err
+    assert "s3.pool.m1.y2.x0: f(x*)" in out
+    assert json.loads((run / "results" / "optimal_s3.pool.m1.y2.x0.json").read_text())["from_concept"] == "faces"
+    code, _, err = cli(monkeypatch, capsys, "visualize", run, "--concept", "faces", "--stage", 4)
+    assert code == 2 and "--stage 4: " in err and "stages 1, 2, 3" in err
+    code, _, err = cli(monkeypatch, capsys, "visualize", run, "--neuron", "s1.pool.m0.y0.x0", "--stage", 2)
+    assert code == 2 and "--stage 2: " in err and "give --concept" in err
 
 
 def test_invariance_writes_curves_as_csv_and_png(monkeypatch, capsys, tiny):

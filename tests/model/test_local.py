@@ -116,3 +116,43 @@ def test_gradcheck_float64():
 def test_kernel_larger_than_input_is_refused():
     with pytest.raises(ValueError, match="kernel_size"):
         LocallyConnected2d(1, 2, 4, 5)
+
+
+def test_wrong_input_shapes_are_refused_like_conv2d():
+    enc = LocallyConnected2d(3, 4, 16, 5)
+    with pytest.raises(RuntimeError, match=r"built for 16x16 input.*but got 17x17 instead"):
+        enc(torch.randn(2, 3, 17, 17))
+    with pytest.raises(RuntimeError, match=r"expected input\[2, 2, 16, 16\] to have 3 channels, but got 2"):
+        enc(torch.randn(2, 2, 16, 16))
+    with pytest.raises(RuntimeError, match=r"expected 3D \(unbatched\) or 4D \(batched\) input"):
+        enc(torch.randn(3 * 16 * 16))
+    dec = LocalDecoder(3, 4, 16, 5)
+    with pytest.raises(RuntimeError, match=r"built for 12x12 codes.*but got 13x13 instead"):
+        dec(torch.randn(2, 4, 13, 13))
+    with pytest.raises(RuntimeError, match="to have 4 channels, but got 3"):
+        dec(torch.randn(2, 3, 12, 12))
+
+
+def test_unbatched_input_gives_the_batched_result_without_its_batch_dimension():
+    torch.manual_seed(5)
+    enc, dec = LocallyConnected2d(2, 3, (9, 11), 3, 2), LocalDecoder(2, 3, (9, 11), 3, 2)
+    x = torch.randn(2, 9, 11)
+    torch.testing.assert_close(enc(x), enc(x[None])[0])
+    codes = torch.randn(3, *enc.out_shape)
+    torch.testing.assert_close(dec(codes), dec(codes[None])[0])
+
+
+def test_bias_is_off_by_default_and_adds_one_learned_value_per_output_unit():
+    torch.manual_seed(6)
+    plain = LocallyConnected2d(2, 3, 8, 3)
+    assert plain.bias is None and list(dict(plain.named_parameters())) == ["weight"]
+    torch.manual_seed(6)
+    biased = LocallyConnected2d(2, 3, 8, 3, bias=True)
+    torch.testing.assert_close(biased.weight, plain.weight)  # drawn after the weight: same weights for a seed
+    assert biased.bias.shape == (3, 6, 6) and biased.bias.abs().max() <= 1 / (3 * 3 * 2) ** 0.5
+    assert biased.bias.std() > 0
+    x = torch.randn(4, 2, 8, 8, dtype=torch.float64, requires_grad=True)
+    biased.double()
+    torch.testing.assert_close(biased(x), loop_encode(x, biased.weight, 3, 1) + biased.bias)
+    assert torch.autograd.gradcheck(lambda x, w, b: biased(x), (x, biased.weight, biased.bias))
+    assert "bias=True" in repr(biased)

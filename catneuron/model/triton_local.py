@@ -111,8 +111,8 @@ def _correlate_kernel(image, codes, grad, n_pos, n_maps, n_fan, n_batch, out_w, 
 
 @triton.jit
 def _spread_kernel(codes, weight, image, n_maps, n_fan, n_batch, out_h, out_w, row_len, kernel, stride, win_row,
-                   col_step, PRECISION: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_J: tl.constexpr, BLOCK_O: tl.constexpr,
-                   BLOCK_B: tl.constexpr):
+                   col_step, PRECISION: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_J: tl.constexpr,
+                   BLOCK_O: tl.constexpr, BLOCK_B: tl.constexpr):
     h = tl.program_id(0)  # the image row
     q0 = tl.program_id(1) * BLOCK_Q
     q = q0 + tl.arange(0, BLOCK_Q)  # (column, channel) entries of the row

@@ -47,6 +47,7 @@ class Blocks:
     fan_in: int = 32  # contract: fan-in per reduction step; correlate: fan-in per tile
     row: int = 64  # spread: (column, channel) entries of an image row per tile
     windows: int = 0  # spread: windows per reduction step (0: enough for 32 (window, map) pairs)
+    warps: int = 8  # per tile: with 4, ptxas spills registers in float32 for sm_90
 
 
 def _precision(dtype: torch.dtype) -> str:
@@ -157,7 +158,7 @@ def contract(image: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Bloc
     _contract_kernel[grid](image, weight, codes, positions, maps, fan_in, geo.batch, geo.out_w,
                            geo.width * geo.channels, geo.row_fan_in, geo.stride * geo.channels,
                            geo.stride * geo.width * geo.channels, _precision(image.dtype),
-                           blocks.positions, _pow2(maps), blocks.fan_in, blocks.batch)
+                           blocks.positions, _pow2(maps), blocks.fan_in, blocks.batch, num_warps=blocks.warps)
     return codes
 
 
@@ -172,7 +173,7 @@ def correlate(image: Tensor, codes: Tensor, geo: Geometry, blocks: Blocks = Bloc
     _correlate_kernel[grid](image, codes, grad, positions, maps, fan_in, geo.batch, geo.out_w,
                             geo.width * geo.channels, geo.row_fan_in, geo.stride * geo.channels,
                             geo.stride * geo.width * geo.channels, _precision(image.dtype),
-                            blocks.positions, _pow2(maps), blocks.fan_in, blocks.batch)
+                            blocks.positions, _pow2(maps), blocks.fan_in, blocks.batch, num_warps=blocks.warps)
     return grad
 
 
@@ -188,5 +189,5 @@ def spread(codes: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Blocks
     grid = (geo.height, triton.cdiv(row, blocks.row), triton.cdiv(geo.batch, blocks.batch))
     _spread_kernel[grid](codes, weight, image, maps, fan_in, geo.batch, geo.out_h, geo.out_w, row, geo.kernel,
                          geo.stride, geo.row_fan_in, geo.stride * geo.channels, _precision(codes.dtype),
-                         blocks.row, windows, block_o, blocks.batch)
+                         blocks.row, windows, block_o, blocks.batch, num_warps=blocks.warps)
     return image

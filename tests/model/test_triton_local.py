@@ -4,7 +4,11 @@ interpreter on CPU (TRITON_INTERPRET=1, set while this module's kernels are defi
 import contextlib
 import importlib
 import importlib.util
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +152,26 @@ def test_cuda_float32_and_bfloat16_go_to_the_kernels_everything_else_to_the_swee
     assert local._products(cuda, torch.bfloat16) is tk
     assert local._products(cuda, torch.float64) is local
     assert local._products(cpu, torch.float32) is local
+
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_a_hopper_gpu_on_tensor_cores_without_spills():
+    """benchmarks/gpu_compile.py builds the kernels as launched, ahead of time for sm_90 (H100, H200) with no GPU, so
+    CI builds the CUDA path, not only its interpretation (in a fresh process: an interpreting Triton cannot compile)."""
+    import triton
+
+    if "nvidia" not in triton.backends.backends:
+        pytest.skip("this Triton has no CUDA backend")
+    root = Path(__file__).resolve().parents[2]
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_compile.py"), "--arch", "90", "--json"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    rows = json.loads(out)
+    assert {(row["dtype"], row["kernel"]) for row in rows} == {
+        (dtype, kernel) for dtype in ("float32", "bf16") for kernel in ("contract", "spread", "correlate")}
+    for row in rows:
+        assert row["stack_bytes"] == 0, row
+        if row["dtype"] == "bf16":
+            assert "bf16" in row["tensor_cores"], row

@@ -44,10 +44,10 @@ class Recorder:
         return launch
 
 
-def launches(dtype: torch.dtype) -> dict[str, tuple[tuple, dict]]:
+def launches(dtype: torch.dtype, maps: int) -> dict[str, tuple[tuple, dict]]:
     """How contract, spread and correlate launch their kernels on a small image with the paper's window."""
     geo = Geometry(24, 24, 3, 18, 1, 64, TILE_BYTES, torch.finfo(dtype).bits // 8)
-    positions, maps, fan_in = geo.out_h * geo.out_w, 8, 18 * 18 * 3
+    positions, fan_in = geo.out_h * geo.out_w, 18 * 18 * 3
     image = torch.zeros(24, 24, 3, 64, dtype=dtype)
     weight, codes = torch.zeros(positions, maps, fan_in, dtype=dtype), torch.zeros(positions, maps, 64, dtype=dtype)
     kernels = {name: getattr(triton_local, name) for name in KERNELS}
@@ -96,6 +96,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability, major and minor: 90, 80, ...")
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
+    parser.add_argument("--maps", type=int, default=8, help="maps per position (the paper's: 8)")
     parser.add_argument("--tf32", action="store_true", help="float32 on tensor cores, as after "
                         "torch.set_float32_matmul_precision('high'); IEEE float32 otherwise")
     parser.add_argument("--json", action="store_true", help="one JSON list instead of the table")
@@ -104,12 +105,12 @@ def main() -> None:
         torch.set_float32_matmul_precision("high")
     rows = []
     for dname in args.dtypes:
-        for name, (launch_args, options) in launches(DTYPES[dname]).items():
+        for name, (launch_args, options) in launches(DTYPES[dname], args.maps).items():
             rows.append({"dtype": dname, **compile_one(name, launch_args, options, args.arch)})
     if args.json:
         print(json.dumps(rows))
         return
-    print(f"Triton {triton.__version__}, sm_{args.arch}, float32 {'TF32' if args.tf32 else 'IEEE'}")
+    print(f"Triton {triton.__version__}, sm_{args.arch}, {args.maps} maps, float32 {'TF32' if args.tf32 else 'IEEE'}")
     for row in rows:
         print(f"  {row['dtype']:8s} {row['kernel']:10s} {row['warps']} warps {row['registers']:4d} registers "
               f"{row['stack_bytes']:4d} B spilled {row['shared_bytes']:6d} B shared  "

@@ -28,9 +28,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 "$PY" -c 'import torch, triton; print(f"torch {torch.__version__}, triton {triton.__version__}"); assert torch.cuda.is_available(), "torch sees no CUDA device (a CPU build of torch?)"; print("device:", torch.cuda.get_device_name())' \
     || { echo "!! no usable CUDA torch with triton: stopping"; exit 1; }
 
-part "kernel tests on CUDA" 80 "$PY" -m pytest -q -p no:cacheprovider tests/model/test_triton_local.py
-part "layer sweep, paper stage-1 shape" 90 "$PY" benchmarks/gpu_layer.py --device cuda --shape paper --batches 128 256 512
-part "20 paper training steps" 110 "$PY" benchmarks/paper_step.py --device cuda --steps 20
+part "kernel tests on CUDA" 100 "$PY" -m pytest -q -p no:cacheprovider tests/model/test_triton_local.py
+part "layer sweep, paper stage-1 shape" 80 "$PY" benchmarks/gpu_layer.py --device cuda --shape paper --batches 128 256 512
+part "20 paper training steps" 100 "$PY" benchmarks/paper_step.py --device cuda --steps 20
 
 echo
 if ((${#failed[@]})); then

@@ -20,8 +20,9 @@ maps, fan-in) with fan-in ordered (window row, window column, channel), codes (p
   GEMM's reduction runs over (window, map) pairs, the weight entries a window does not reach masked to
   zero. Every output element is written once, deterministically.
 
-The kernels are compiled on first use per shape and dtype. Set TRITON_INTERPRET=1 before this module
-is imported to run them in Triton's interpreter on CPU tensors (how the tests check them).
+Triton compiles each kernel on first use per dtype, map count and tile sizes (seconds), then caches it
+on disk. With TRITON_INTERPRET=1 set before this module is imported and while the kernels run, they run
+in Triton's interpreter on CPU tensors: how the tests check them where there is no GPU.
 """
 
 from __future__ import annotations

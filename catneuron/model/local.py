@@ -19,9 +19,12 @@ LocallyConnected2D.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
@@ -149,6 +152,14 @@ def correlate(image: Tensor, codes: Tensor, geo: Geometry) -> Tensor:
     return grad
 
 
+def _products(device: torch.device, dtype: torch.dtype) -> ModuleType:
+    """Where contract, spread and correlate run: `triton_local`'s fused kernels for float32 or bfloat16 on CUDA where
+    Triton is installed (the `gpu` extra), this module's sweeps everywhere else; they are the kernels' reference."""
+    if device.type == "cuda" and dtype in (torch.float32, torch.bfloat16) and importlib.util.find_spec("triton"):
+        return importlib.import_module("catneuron.model.triton_local")
+    return sys.modules[__name__]
+
+
 class _Encode(torch.autograd.Function):
     """(H, W, C, B) image, (L, O, P) weights -> (L, O, B) codes."""
 
@@ -156,14 +167,15 @@ class _Encode(torch.autograd.Function):
     def forward(ctx, image: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
         ctx.geo = geo
         ctx.save_for_backward(image, weight)
-        return contract(image, weight, geo)
+        return _products(image.device, image.dtype).contract(image, weight, geo)
 
     @staticmethod
     def backward(ctx, grad_codes: Tensor):
         image, weight = ctx.saved_tensors
         grad_codes = grad_codes.contiguous()
-        grad_image = spread(grad_codes, weight, ctx.geo) if ctx.needs_input_grad[0] else None
-        grad_weight = correlate(image, grad_codes, ctx.geo) if ctx.needs_input_grad[1] else None
+        ops = _products(grad_codes.device, grad_codes.dtype)
+        grad_image = ops.spread(grad_codes, weight, ctx.geo) if ctx.needs_input_grad[0] else None
+        grad_weight = ops.correlate(image, grad_codes, ctx.geo) if ctx.needs_input_grad[1] else None
         return grad_image, grad_weight, None
 
 
@@ -174,14 +186,15 @@ class _Decode(torch.autograd.Function):
     def forward(ctx, codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
         ctx.geo = geo
         ctx.save_for_backward(codes, weight)
-        return spread(codes, weight, geo)
+        return _products(codes.device, codes.dtype).spread(codes, weight, geo)
 
     @staticmethod
     def backward(ctx, grad_image: Tensor):
         codes, weight = ctx.saved_tensors
         grad_image = grad_image.contiguous()
-        grad_codes = contract(grad_image, weight, ctx.geo) if ctx.needs_input_grad[0] else None
-        grad_weight = correlate(grad_image, codes, ctx.geo) if ctx.needs_input_grad[1] else None
+        ops = _products(grad_image.device, grad_image.dtype)
+        grad_codes = ops.contract(grad_image, weight, ctx.geo) if ctx.needs_input_grad[0] else None
+        grad_weight = ops.correlate(grad_image, codes, ctx.geo) if ctx.needs_input_grad[1] else None
         return grad_codes, grad_weight, None
 
 

@@ -1,0 +1,176 @@
+"""The fused Triton kernels against `local`'s sweeps: compiled on CUDA where there is a GPU, else in Triton's
+interpreter on CPU (TRITON_INTERPRET=1, set while this module's kernels are defined and run, and only then)."""
+
+import contextlib
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from catneuron.model import local
+from catneuron.model.local import Geometry, LocalDecoder, LocallyConnected2d
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed (pip install -e '.[gpu]')", allow_module_level=True)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def interpreted():
+    """TRITON_INTERPRET=1 where there is no GPU, restored after: Triton reads it when a kernel is defined and run."""
+    with pytest.MonkeyPatch.context() as env:
+        if DEVICE == "cpu":
+            env.setenv("TRITON_INTERPRET", "1")
+        yield
+
+
+def _import_kernels():
+    name = "catneuron.model.triton_local"
+    with interpreted():
+        if DEVICE == "cpu":
+            sys.modules.pop(name, None)  # defined anew, interpreted
+        return importlib.import_module(name)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def interpreter():
+    with interpreted():
+        yield
+
+
+tk = _import_kernels()
+Blocks = tk.Blocks
+# The interpreter runs tiles one by one, slowly: there, few large tiles. A GPU compiles such tiles badly: the defaults.
+ONE_TILE = Blocks(positions=64, batch=64, fan_in=64, row=64, windows=16) if DEVICE == "cpu" else Blocks()
+SMALL = Blocks(positions=4, batch=16, fan_in=16, row=16, windows=4)  # a GPU's bfloat16 dot needs a reduction >= 16
+
+CASES = [  # channels, (height, width), kernel, stride, maps, batch, tile sizes
+    (1, (8, 8), 3, 1, 2, 3, ONE_TILE),
+    (3, (9, 9), 3, 2, 3, 5, ONE_TILE),
+    (2, (7, 10), 4, 2, 8, 4, ONE_TILE),  # rectangular, the last column of pixels in no window
+    (4, (6, 7), 2, 1, 5, 2, ONE_TILE),
+    (2, (6, 7), 3, 1, 3, 20, SMALL),  # many tiles, ragged ones
+]
+
+
+def operands(c, size, k, s, maps, batch, dtype=torch.float32, seed=0):
+    """A geometry and random (H, W, C, B) image, (L, O, P) weight and (L, O, B) codes for it."""
+    gen = torch.Generator().manual_seed(seed)
+    geo = Geometry(*size, c, k, s, batch, local.TILE_BYTES, 4)
+    positions, fan_in = geo.out_h * geo.out_w, k * k * c
+    image, weight, codes = (torch.randn(shape, generator=gen).to(DEVICE, dtype)
+                            for shape in ((*size, c, batch), (positions, maps, fan_in), (positions, maps, batch)))
+    return geo, image, weight, codes
+
+
+def reference(name, *tensors, geo):
+    """The sweep's result, in float32 from the same (possibly bfloat16-rounded) operands."""
+    return getattr(local, name)(*(t.float() for t in tensors), geo)
+
+
+@pytest.mark.parametrize("c,size,k,s,maps,batch,blocks", CASES)
+def test_products_match_the_sweeps_in_float32(c, size, k, s, maps, batch, blocks):
+    geo, image, weight, codes = operands(c, size, k, s, maps, batch)
+    for name, args in (("contract", (image, weight)), ("spread", (codes, weight)), ("correlate", (image, codes))):
+        got = getattr(tk, name)(*args, geo, blocks)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, reference(name, *args, geo=geo), rtol=1e-5, atol=1e-4, msg=name)
+
+
+@pytest.fixture
+def bfloat16_dot(monkeypatch):
+    """Triton's interpreter multiplies bfloat16 operands as their raw uint16 bits (numpy has no bfloat16). Decode them
+    first: bfloat16 products are exact in float32, summed in float32, as a GPU's tensor cores do."""
+    if DEVICE == "cuda":
+        return
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpreterBuilder, TensorHandle
+
+    def as_float32(handle):
+        return TensorHandle((handle.data.astype(np.uint32) << 16).view(np.float32), tl.float32)
+
+    dot = InterpreterBuilder.create_dot
+
+    def create_dot(self, a, b, *rest):
+        if a.dtype.scalar == tl.bfloat16 and a.data.dtype == np.uint16:
+            a, b = as_float32(a), as_float32(b)
+        return dot(self, a, b, *rest)
+
+    monkeypatch.setattr(InterpreterBuilder, "create_dot", create_dot)
+
+
+@pytest.mark.parametrize("c,size,k,s,maps,batch,blocks", [CASES[1], CASES[4]])
+def test_products_take_bfloat16_and_sum_in_float32(c, size, k, s, maps, batch, blocks, bfloat16_dot):
+    geo, image, weight, codes = operands(c, size, k, s, maps, batch, torch.bfloat16, seed=1)
+    for name, args in (("contract", (image, weight)), ("spread", (codes, weight)), ("correlate", (image, codes))):
+        got = getattr(tk, name)(*args, geo, blocks)
+        assert got.dtype == torch.bfloat16
+        want = reference(name, *args, geo=geo)
+        # float32 sums rounded once to bfloat16's 8 significant bits, to nearest on a GPU, toward zero in the
+        # interpreter: within one unit of the last place.
+        torch.testing.assert_close(got.float(), want, rtol=2**-7, atol=1e-6, msg=name)
+
+
+def test_mixed_or_unsupported_dtypes_are_refused():
+    geo, image, weight, _ = operands(1, (8, 8), 3, 1, 2, 3)
+    with pytest.raises(TypeError, match="float32 or bfloat16"):
+        tk.contract(image.bfloat16(), weight, geo)
+    with pytest.raises(TypeError, match="float32 or bfloat16"):
+        tk.contract(image.double(), weight.double(), geo)
+
+
+@pytest.mark.parametrize("s", [1, 2])
+def test_layers_train_through_the_kernels_as_through_the_sweeps(s, monkeypatch):
+    """Encoder and decoder, forward and both gradients, with the kernels dispatched as on CUDA."""
+    torch.manual_seed(3)
+    enc = LocallyConnected2d(3, 4, (7, 8), 3, s).to(DEVICE)
+    dec = LocalDecoder(3, 4, (7, 8), 3, s).to(DEVICE)
+    x = torch.randn(5, 3, 7, 8, device=DEVICE, requires_grad=True)
+
+    def run():
+        loss = dec(enc(x)).square().sum()
+        return (loss, *torch.autograd.grad(loss, (x, enc.weight, dec.weight)))
+
+    monkeypatch.setattr(local, "_products", lambda device, dtype: local)
+    want = run()
+    monkeypatch.setattr(local, "_products", lambda device, dtype: tk)
+    for got, ref in zip(run(), want, strict=True):
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_cuda_float32_and_bfloat16_go_to_the_kernels_everything_else_to_the_sweeps():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert local._products(cuda, torch.float32) is tk
+    assert local._products(cuda, torch.bfloat16) is tk
+    assert local._products(cuda, torch.float64) is local
+    assert local._products(cpu, torch.float32) is local
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_a_hopper_gpu_on_tensor_cores_without_spills():
+    """benchmarks/gpu_compile.py builds the kernels as launched, ahead of time for sm_90 (H100, H200) with no GPU, so
+    CI builds the CUDA path, not only its interpretation (in a fresh process: an interpreting Triton cannot compile)."""
+    import triton
+
+    if "nvidia" not in triton.backends.backends:
+        pytest.skip("this Triton has no CUDA backend")
+    root = Path(__file__).resolve().parents[2]
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, str(root / "benchmarks" / "gpu_compile.py"), "--arch", "90", "--json"],
+                         capture_output=True, text=True, env=env, check=True).stdout
+    rows = json.loads(out)
+    assert {(row["dtype"], row["kernel"]) for row in rows} == {
+        (dtype, kernel) for dtype in ("float32", "bf16") for kernel in ("contract", "spread", "correlate")}
+    for row in rows:
+        assert row["stack_bytes"] == 0, row
+        if row["dtype"] == "bf16":
+            assert "bf16" in row["tensor_cores"], row

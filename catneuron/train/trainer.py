@@ -54,6 +54,7 @@ class Trainer:
         self.data_spec = data_spec or source.description
         torch.manual_seed(config.train.seed)
         self.network = Network(config.model).to(self.device)
+        self.network.set_precision(config.train.precision)
         self.network.normalize_weights()
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0

@@ -86,3 +86,11 @@ def test_max_seconds_stops_early_with_a_checkpoint(corpus, tmp_path):
     result = trainer.fit(10**6, max_seconds=0.5, progress=False)
     assert result.stopped_early and 0 < result.step < 10**6
     assert checkpoint.load(runs.checkpoint_path(tmp_path)).step == result.step
+
+
+def test_precision_bf16_trains_with_bfloat16_operands(corpus, tmp_path):
+    config = replace(PRESETS["tiny"], train={"precision": "bf16", "batch_size": 20})
+    trainer = Trainer(config, corpus, tmp_path / "run")
+    assert trainer.network.stages[0].encoder.operand_dtype == torch.bfloat16
+    terms = trainer.fit(3, progress=False).last
+    assert np.isfinite(terms["loss"]) and trainer.network.stages[0].encoder.weight.dtype == torch.float32

@@ -5,11 +5,14 @@ broadcast-multiply recipe common on forums, and of this machine's dense float32 
 measured in the same run, with each implementation's peak memory (measured in a fresh process).
 FLOPs counted: 12 * positions * maps * fan_in * batch (encoder and decoder; forward 2, backward 4).
 
-    python benchmarks/local_layer.py [--shapes small paper] [--rows N]
+    python benchmarks/local_layer.py [--shapes small paper] [--rows N] [--contend]
 
 At the paper's shape the reference implementations need 26+ GB, so every implementation is also
 timed on a band of `--rows` output rows of the full width (the same rows, windows, maps and batch,
 fewer of them): the rates compare.
+
+`--contend` times catneuron's layer and dense matmul again beside a busy process (one core's worth
+of pure-Python spinning, as another user's job on a shared machine) and prints the slowdown of each.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import resource
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
 from catneuron.model.local import LocalDecoder, LocallyConnected2d, output_size
+from catneuron.store.rates import processor_name
 
 SHAPES = {  # channels, (height, width), kernel, stride, maps, batch
     "small": (1, (32, 32), 8, 1, 8, 100),
@@ -101,6 +106,38 @@ def dense_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+@contextmanager
+def busy_process():
+    """Another process that keeps one core busy while the block runs."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # let it start spinning
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def contention(shapes: list[str], rows: int) -> None:
+    """catneuron's layer and dense matmul, quiet then beside a busy process: the slowdown of each."""
+    print("\nbeside a busy process (one core spinning):")
+    cases = [(name, band(SHAPES[name], rows) if name == "paper" else SHAPES[name]) for name in shapes]
+    for name, shape in cases:
+        repeats = 1 if name == "paper" else 5
+        quiet = in_subprocess("catneuron", shape, repeats)
+        with busy_process():
+            busy = in_subprocess("catneuron", shape, repeats)
+        if "error" in quiet or "error" in busy:
+            print(f"  {name:20s} failed: {quiet.get('error') or busy.get('error')}")
+            continue
+        print(f"  {name:20s} catneuron {quiet['gflops']:6.1f} -> {busy['gflops']:6.1f} GFLOP/s: "
+              f"{busy['seconds'] / quiet['seconds']:.1f}x slower")
+    quiet = dense_gflops()
+    with busy_process():
+        busy = dense_gflops()
+    print(f"  {'dense matmul':20s}           {quiet:6.1f} -> {busy:6.1f} GFLOP/s: {quiet / busy:.1f}x slower")
+
+
 def in_subprocess(impl: str, shape: tuple, repeats: int) -> dict:
     out = subprocess.run([sys.executable, __file__, "--one", impl, json.dumps(shape), str(repeats)],
                          capture_output=True, text=True)
@@ -113,13 +150,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--rows", type=int, default=12, help="output rows of the band used at the paper shape")
+    parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=list(IMPLS))
+    parser.add_argument("--contend", action="store_true", help="also time the layer beside a busy process")
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         impl, shape, repeats = args.one
         print(json.dumps(time_one(impl, tuple(json.loads(shape)), int(repeats))))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {processor_name()}")
     dense = [dense_gflops()]  # sampled between cases: a shared machine's rate drifts
     summary = []
     for name in args.shapes:
@@ -131,7 +170,7 @@ def main() -> None:
             print(f"\n{name} stage-1 shape {shape} (C, size, k, stride, maps, batch), {label}: "
                   f"{flops(*shape) / 1e9:.1f} GFLOP per step")
             results = {}
-            for impl in IMPLS:
+            for impl in args.impls:
                 if label == "full" and name == "paper" and impl != "catneuron":
                     print(f"  {impl:12s} skipped at full size: needs > 24 GB (see the band below)")
                     continue
@@ -154,6 +193,8 @@ def main() -> None:
         if "gflops" in base:
             line += f"; {ours['gflops'] / base['gflops']:.1f}x unfold+bmm ({base['gflops']:.1f} GFLOP/s)"
         print(line)
+    if args.contend:
+        contention(args.shapes, args.rows)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""One full training step of the `paper` preset (~0.94e9 parameters, batch 100) on this machine.
+"""Full training steps of a preset (default `paper`: ~0.94e9 parameters, batch 100) on this machine.
 
 Prints seconds per step, the FLOP rate (training FLOPs per image as `catneuron info` counts them),
-the device's dense float32 matmul rate measured in the same run, and peak memory (max RSS on CPU,
-the CUDA allocator's peak on a GPU, where the layer runs catneuron.model.triton_local's kernels).
+the device's dense float32 matmul rate measured in the same run, peak memory (max RSS on CPU, the
+CUDA allocator's peak on a GPU, where the layer runs catneuron.model.triton_local's kernels) and the
+processor, and records the rate (images/s, mean over the steps after the first when there are
+several) in catneuron.store.rates' file, from which `catneuron info` estimates a run's time.
 
-    python benchmarks/paper_step.py [--steps 1] [--batch 100] [--device cuda]
+    python benchmarks/paper_step.py [--preset paper] [--steps 1] [--batch 100] [--precision float32]
+                                    [--device cuda]
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from datetime import date
 
 import torch
 
 from catneuron.model.budget import training_flops
-from catneuron.model.config import PRESETS
+from catneuron.model.config import PRECISIONS, PRESETS
 from catneuron.model.network import Network
+from catneuron.store import rates
 from catneuron.train.trainer import make_optimizer
 
 
@@ -46,23 +51,27 @@ def peak_gb(device: torch.device) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="paper", choices=list(PRESETS))
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
     args = parser.parse_args()
     device = torch.device(args.device)
-    config = PRESETS["paper"]
+    config = PRESETS[args.preset]
+    processor = torch.cuda.get_device_name(device) if device.type == "cuda" else rates.processor_name()
     dense = dense_gflops(device)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"dense float32 matmul: {dense:.1f} GFLOP/s ({where})")
+    print(f"dense float32 matmul: {dense:.1f} GFLOP/s ({torch.get_num_threads()} threads, {processor})")
     start = time.perf_counter()
     network = Network(config.model).to(device)
+    network.set_precision(args.precision)
     optimizer = make_optimizer(config, network.parameters())
     params = sum(p.numel() for p in network.parameters())
-    print(f"paper preset: {params:,} parameters, built in {time.perf_counter() - start:.1f} s")
+    print(f"{args.preset} preset: {params:,} parameters, built in {time.perf_counter() - start:.1f} s")
     images = torch.rand(args.batch, config.model.channels, config.model.input_size, config.model.input_size,
                         device=device)
     train_flops = args.batch * training_flops(config.model)
+    seconds = []
     for step in range(1, args.steps + 1):
         start = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -70,10 +79,18 @@ def main() -> None:
         network.loss(outputs).backward()
         optimizer.step()
         synchronize(device)
-        seconds = time.perf_counter() - start
-        print(f"step {step}: {seconds:.2f} s, {train_flops / seconds / 1e9:.1f} GFLOP/s "
-              f"({train_flops / seconds / 1e9 / dense:.1%} of dense), {args.batch / seconds:.1f} images/s, "
-              f"peak memory {peak_gb(device):.1f} GB")
+        seconds.append(time.perf_counter() - start)
+        if args.steps <= 20 or step % 10 == 0 or step == args.steps:
+            print(f"step {step}: {seconds[-1]:.3f} s, {train_flops / seconds[-1] / 1e9:.1f} GFLOP/s "
+                  f"({train_flops / seconds[-1] / 1e9 / dense:.1%} of dense), {args.batch / seconds[-1]:.1f} images/s, "
+                  f"peak memory {peak_gb(device):.2f} GB")
+    timed = seconds[1:] or seconds
+    images_per_s = args.batch * len(timed) / sum(timed)
+    rate = rates.Rate(args.preset, images_per_s, args.batch, len(timed), torch.get_num_threads(), processor,
+                      args.precision, date.today().isoformat())
+    dense_after = dense_gflops(device)
+    print(f"{args.preset}: {images_per_s:.1f} images/s ({args.precision}) over {len(timed)} step(s); "
+          f"dense matmul {dense:.0f} then {dense_after:.0f} GFLOP/s; recorded in {rates.record(rate)}")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ def train(
     lr: float = typer.Option(None, help="Learning rate (overrides the config)."),
     optimizer: str = typer.Option(None, help="adagrad or sgd (overrides the config)."),
     seed: int = typer.Option(None, help="Random seed (overrides the config)."),
+    precision: str = typer.Option(None, help="float32 or bf16: the locally connected products' operands "
+                                  "(bf16 accumulates in float32; overrides the config)."),
     no_lcn: bool = typer.Option(False, "--no-lcn", help="The paper's ablation: stages without LCN."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
     replicas: int = typer.Option(1, help="Downpour SGD on Ray: model replicas (1 and no --address: no Ray)."),
@@ -70,7 +72,10 @@ def train(
         if data is None:
             raise UserError("--data: needed to start a run (with --resume, the run's own is used)")
         cfg = resolve_config(preset, config)
-        train_overrides = {k: v for k, v in {"lr": lr, "optimizer": optimizer, "seed": seed}.items() if v is not None}
+        if precision is not None and precision not in configs.PRECISIONS:
+            raise UserError(f"--precision {precision}: choose {' or '.join(configs.PRECISIONS)}")
+        flags = {"lr": lr, "optimizer": optimizer, "seed": seed, "precision": precision}
+        train_overrides = {k: v for k, v in flags.items() if v is not None}
         cfg = configs.replace(cfg, train=train_overrides, model={"lcn": False} if no_lcn else {})
         if runs.checkpoint_path(out).is_file():
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")

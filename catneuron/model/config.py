@@ -44,7 +44,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimization: minibatches of 100 and Adagrad are the paper's (DistBelief) defaults."""
+    """Optimization: minibatches of 100 and Adagrad are the paper's (DistBelief) defaults. `precision`: the
+    locally connected products' operands, "float32" or "bf16" (bfloat16 operands accumulated in float32)."""
 
     batch_size: int = 100
     optimizer: str = "adagrad"
@@ -52,6 +53,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
+    precision: str = "float32"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Config:
 # Larger inputs are no longer images of this model's kind (the paper's are 200): refused before any arithmetic.
 MAX_INPUT_SIZE = 2048
 OPTIMIZERS = ("adagrad", "sgd")
+PRECISIONS = ("float32", "bf16")
 WEIGHT_NORMS = ("none", "encoder", "both")
 # "linear" is the paper's TICA filtering; "sigmoid" codes sigmoid(W1^T x) make the stages the
 # locally connected deep (sigmoid) autoencoder the paper compares against.
@@ -158,6 +161,8 @@ def validate(config: Config, source: str = "config") -> Config:
         raise UserError(f"{source}: model.sparsity must be >= 0, got {m.sparsity}")
     if t.optimizer not in OPTIMIZERS:
         raise UserError(f"{source}: train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
+    if t.precision not in PRECISIONS:
+        raise UserError(f"{source}: train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if m.weight_norm not in WEIGHT_NORMS:
         raise UserError(f"{source}: model.weight_norm must be one of {', '.join(WEIGHT_NORMS)}, "
                         f"got {m.weight_norm!r}")

@@ -22,12 +22,15 @@ import functools
 import importlib.util
 import math
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 
 import torch
 from torch import Tensor, nn
+
+from catneuron.model.parallel import run_rows
 
 TILE_BYTES = 1 << 20  # about one core's L2 cache
 
@@ -73,10 +76,10 @@ class Geometry:
         row_bytes = self.out_w * self.row_fan_in * self.batch * self.element_size
         return max(1, min(self.kernel, self.tile_bytes // row_bytes))
 
-    def tiles(self) -> Iterator[tuple[int, int, slice]]:
-        """(output row, first window row, fan-in columns) of every `bmm` of a sweep."""
+    def tiles(self, rows: range | None = None) -> Iterator[tuple[int, int, slice]]:
+        """(output row, first window row, fan-in columns) of every `bmm` of a sweep over `rows` (default all)."""
         tile = self.tile
-        for y in range(self.out_h):
+        for y in range(self.out_h) if rows is None else rows:
             for dy in range(0, self.kernel, tile):
                 yield y, dy, slice(dy * self.row_fan_in, min(dy + tile, self.kernel) * self.row_fan_in)
 
@@ -110,45 +113,78 @@ def fold_into(image: Tensor, tile: Tensor, geo: Geometry, y: int, dy: int) -> No
     flat = image.view(-1, geo.batch)
     start = (y * geo.stride + dy) * geo.width * geo.channels
     index = _fold_index(geo, rows, image.device)
-    flat[start:].index_add_(0, index, tile.reshape(-1, geo.batch))
+    flat[start:].index_add_(0, index, tile.reshape(-1, geo.batch).to(image.dtype))
+
+
+def accumulator(operands: torch.dtype) -> torch.dtype:
+    """The type products accumulate in: float32 for bfloat16 operands, else the operands' own."""
+    return torch.promote_types(operands, torch.float32)
+
+
+def multiply_into(out: Tensor, a: Tensor, b: Tensor, accumulate: bool) -> None:
+    """out = a @ b, or out += a @ b, batched. Written in place when `out` is contiguous and of the operands'
+    type; otherwise through a temporary (a strided slice, or bfloat16 operands into a float32 `out`)."""
+    if a.dtype == out.dtype and out.is_contiguous():
+        if accumulate:
+            out.baddbmm_(a, b)
+        else:
+            torch.bmm(a, b, out=out)
+    elif accumulate:
+        out += torch.bmm(a, b)
+    else:
+        out.copy_(torch.bmm(a, b))
 
 
 def contract(image: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     """codes[l] = weight[l] @ patch[l] for every position: (H, W, C, B), (L, O, P) -> (L, O, B)."""
     w = weight.unflatten(0, (geo.out_h, geo.out_w))
-    codes = image.new_empty(weight.shape[0], weight.shape[1], geo.batch)
-    for y, dy, cols in geo.tiles():
-        row = codes[y * geo.out_w:(y + 1) * geo.out_w]
-        filters, patches = w[y, :, :, cols], windows(image, geo, y, dy, cols)
-        if dy == 0:
-            torch.bmm(filters, patches, out=row)
-        else:
-            row.baddbmm_(filters, patches)
+    codes = image.new_empty(weight.shape[0], weight.shape[1], geo.batch, dtype=accumulator(image.dtype))
+
+    def rows(ys: range) -> None:
+        for y, dy, cols in geo.tiles(ys):
+            row = codes[y * geo.out_w:(y + 1) * geo.out_w]
+            multiply_into(row, w[y, :, :, cols], windows(image, geo, y, dy, cols), accumulate=dy > 0)
+
+    run_rows(rows, geo.out_h, image.device)
     return codes
 
 
 def spread(codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
-    """The adjoint of `contract`: sum over positions of weight[l]^T @ codes[l], folded into an image."""
+    """The adjoint of `contract`: sum over positions of weight[l]^T @ codes[l], folded into an image.
+
+    Neighbouring output rows paint the same image rows, so each worker folds into its own image and
+    the images are summed at the end."""
     w = weight.unflatten(0, (geo.out_h, geo.out_w))
-    image = codes.new_zeros(geo.height, geo.width, geo.channels, geo.batch)
-    for y, dy, cols in geo.tiles():
-        row = codes[y * geo.out_w:(y + 1) * geo.out_w]
-        fold_into(image, torch.bmm(w[y, :, :, cols].mT, row), geo, y, dy)
+    images: dict[int, Tensor] = {}
+
+    def rows(ys: range) -> None:
+        image = images.get(threading.get_ident())
+        if image is None:
+            image = images[threading.get_ident()] = codes.new_zeros(geo.height, geo.width, geo.channels, geo.batch,
+                                                                    dtype=accumulator(codes.dtype))
+        for y, dy, cols in geo.tiles(ys):
+            row = codes[y * geo.out_w:(y + 1) * geo.out_w]
+            fold_into(image, torch.bmm(w[y, :, :, cols].mT, row), geo, y, dy)
+
+    run_rows(rows, geo.out_h, codes.device)
+    image, *others = images.values()
+    for other in others:
+        image += other
     return image
 
 
 def correlate(image: Tensor, codes: Tensor, geo: Geometry) -> Tensor:
     """grad[l] = codes[l] @ patch[l]^T for every position: the gradient of `contract` and `spread` to
     their (L, O, P) weights."""
-    grad = codes.new_empty(codes.shape[0], codes.shape[1], geo.kernel * geo.row_fan_in)
+    grad = codes.new_empty(codes.shape[0], codes.shape[1], geo.kernel * geo.row_fan_in, dtype=accumulator(codes.dtype))
     g = grad.unflatten(0, (geo.out_h, geo.out_w))
-    for y, dy, cols in geo.tiles():
-        row = codes[y * geo.out_w:(y + 1) * geo.out_w]
-        patches, target = windows(image, geo, y, dy, cols), g[y, :, :, cols]
-        if target.is_contiguous():  # all window rows in one tile
-            torch.bmm(row, patches.mT, out=target)
-        else:
-            target.copy_(torch.bmm(row, patches.mT))
+
+    def rows(ys: range) -> None:
+        for y, dy, cols in geo.tiles(ys):
+            row = codes[y * geo.out_w:(y + 1) * geo.out_w]
+            multiply_into(g[y, :, :, cols], row, windows(image, geo, y, dy, cols).mT, accumulate=False)
+
+    run_rows(rows, geo.out_h, image.device)
     return grad
 
 
@@ -161,41 +197,43 @@ def _products(device: torch.device, dtype: torch.dtype) -> ModuleType:
 
 
 class _Encode(torch.autograd.Function):
-    """(H, W, C, B) image, (L, O, P) weights -> (L, O, B) codes."""
+    """(H, W, C, B) image, (L, O, P) weights -> (L, O, B) codes; the products' operands of type `operands`."""
 
     @staticmethod
-    def forward(ctx, image: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
-        ctx.geo = geo
+    def forward(ctx, image: Tensor, weight: Tensor, geo: Geometry, operands: torch.dtype) -> Tensor:
+        ctx.geo, ctx.operands = geo, operands
+        image, weight = image.to(operands), weight.to(operands)
         ctx.save_for_backward(image, weight)
-        return _products(image.device, image.dtype).contract(image, weight, geo)
+        return _products(image.device, operands).contract(image, weight, geo)
 
     @staticmethod
     def backward(ctx, grad_codes: Tensor):
         image, weight = ctx.saved_tensors
-        grad_codes = grad_codes.contiguous()
-        ops = _products(grad_codes.device, grad_codes.dtype)
+        grad_codes = grad_codes.contiguous().to(ctx.operands)
+        ops = _products(grad_codes.device, ctx.operands)
         grad_image = ops.spread(grad_codes, weight, ctx.geo) if ctx.needs_input_grad[0] else None
         grad_weight = ops.correlate(image, grad_codes, ctx.geo) if ctx.needs_input_grad[1] else None
-        return grad_image, grad_weight, None
+        return grad_image, grad_weight, None, None
 
 
 class _Decode(torch.autograd.Function):
     """(L, O, B) codes, (L, O, P) weights -> (H, W, C, B) image, overlapping windows summed."""
 
     @staticmethod
-    def forward(ctx, codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
-        ctx.geo = geo
+    def forward(ctx, codes: Tensor, weight: Tensor, geo: Geometry, operands: torch.dtype) -> Tensor:
+        ctx.geo, ctx.operands = geo, operands
+        codes, weight = codes.to(operands), weight.to(operands)
         ctx.save_for_backward(codes, weight)
-        return _products(codes.device, codes.dtype).spread(codes, weight, geo)
+        return _products(codes.device, operands).spread(codes, weight, geo)
 
     @staticmethod
     def backward(ctx, grad_image: Tensor):
         codes, weight = ctx.saved_tensors
-        grad_image = grad_image.contiguous()
-        ops = _products(grad_image.device, grad_image.dtype)
+        grad_image = grad_image.contiguous().to(ctx.operands)
+        ops = _products(grad_image.device, ctx.operands)
         grad_codes = ops.contract(grad_image, weight, ctx.geo) if ctx.needs_input_grad[0] else None
         grad_weight = ops.correlate(grad_image, codes, ctx.geo) if ctx.needs_input_grad[1] else None
-        return grad_codes, grad_weight, None
+        return grad_codes, grad_weight, None, None
 
 
 def to_batch_last(x: Tensor) -> Tensor:
@@ -237,6 +275,8 @@ class _Local(nn.Module):
             raise ValueError(f"kernel_size {kernel_size} is larger than input_size {input_size}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.tile_bytes = kernel_size, stride, tile_bytes
+        # bfloat16: the products of float32 inputs take bfloat16 operands and accumulate in float32
+        self.operand_dtype: torch.dtype | None = None
         self.out_shape = (output_size(self.input_shape[0], kernel_size, stride),
                           output_size(self.input_shape[1], kernel_size, stride))
         self.fan_in = kernel_size * kernel_size * in_channels
@@ -248,9 +288,14 @@ class _Local(nn.Module):
         """Draw the initial weights: each layer scales them for its own role."""
         raise NotImplementedError
 
+    def operands(self, dtype: torch.dtype) -> torch.dtype:
+        """The type the products of `dtype` inputs take their operands in: `operand_dtype` for float32 inputs."""
+        return self.operand_dtype if self.operand_dtype is not None and dtype == torch.float32 else dtype
+
     def geometry(self, batch: int, dtype: torch.dtype) -> Geometry:
+        """Where the windows lie, for a batch of `batch` inputs of type `dtype`."""
         return Geometry(*self.input_shape, self.in_channels, self.kernel_size, self.stride, batch,
-                        self.tile_bytes, torch.finfo(dtype).bits // 8)
+                        self.tile_bytes, torch.finfo(self.operands(dtype)).bits // 8)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, input_size={self.input_shape}, "
@@ -292,7 +337,7 @@ class LocallyConnected2d(_Local):
         batched = check_input(self, x, self.in_channels, self.input_shape, "input")
         x = x if batched else x.unsqueeze(0)
         batch = x.shape[0]
-        codes = _Encode.apply(to_batch_last(x), self.weight, self.geometry(batch, x.dtype))
+        codes = _Encode.apply(to_batch_last(x), self.weight, self.geometry(batch, x.dtype), self.operands(x.dtype))
         out = codes.permute(2, 1, 0).reshape(batch, self.out_channels, *self.out_shape)
         if self.bias is not None:
             out = out + self.bias
@@ -326,5 +371,6 @@ class LocalDecoder(_Local):
         codes = codes if batched else codes.unsqueeze(0)
         batch = codes.shape[0]
         flat = codes.reshape(batch, self.out_channels, -1).permute(2, 1, 0).contiguous()
-        image = from_batch_last(_Decode.apply(flat, self.weight, self.geometry(batch, codes.dtype)))
+        image = from_batch_last(_Decode.apply(flat, self.weight, self.geometry(batch, codes.dtype),
+                                              self.operands(codes.dtype)))
         return image if batched else image.squeeze(0)

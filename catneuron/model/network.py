@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from catneuron.model.config import ModelConfig, StageShape, stage_shapes
+from catneuron.model.local import LocalDecoder, LocallyConnected2d
 from catneuron.model.stage import SUBLAYERS, Stage, StageOutput
 
 
@@ -75,6 +76,14 @@ class Network(nn.Module):
             outputs.append(out)
             x = out.norm.detach() if detach else out.norm
         return outputs
+
+    def set_precision(self, precision: str) -> None:
+        """The locally connected products' operands: "float32", or "bf16" (bfloat16, accumulated in float32).
+        Weights, optimizer state, pooling, LCN and the objective stay float32 either way."""
+        operands = {"float32": None, "bf16": torch.bfloat16}[precision]
+        for module in self.modules():
+            if isinstance(module, (LocallyConnected2d, LocalDecoder)):
+                module.operand_dtype = operands
 
     def loss(self, outputs: list[StageOutput]) -> Tensor:
         return torch.stack([o.loss for o in outputs]).sum()

@@ -107,6 +107,7 @@ class Replica:
                  shards: list, pieces: list[list[Piece]], fetch_every: int, push_every: int, threads: int) -> None:
         torch.set_num_threads(threads)
         self.network = Network(config.model)
+        self.network.set_precision(config.train.precision)
         self.params = list(self.network.parameters())
         stream, seed = replica_stream(source, config.train.seed, index, replicas)
         self.batches = stream.batches(config.train.batch_size, seed, start_step)

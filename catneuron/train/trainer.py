@@ -92,6 +92,7 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         budget.check_fits(budget.training_bytes(config.model), f"training the {config.preset} model")
         self.network = Network(config.model).to(self.device)
+        self.network.set_precision(config.train.precision)
         self.network.normalize_weights()
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from catneuron.cli import main
+from catneuron.store import rates
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -20,6 +21,7 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     (["train", "--data", "/no/such/folder", "--preset", "tiny"], "--data /no/such/folder: no such file or folder"),
     (["train", "--data", "embedded", "--preset", "huge"], "--preset: unknown preset 'huge'"),
     (["train", "--data", "embedded", "--bogus"], "No such option: --bogus"),
+    (["train", "--data", "embedded", "--precision", "fp16"], "--precision fp16: choose float32 or bf16"),
     (["info", "--config", "/no/config.yaml"], "--config /no/config.yaml: cannot read"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b"], "no checkpoint there"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--positive-fraction", "1.5"],
@@ -40,9 +42,20 @@ def test_empty_image_folder(monkeypatch, capsys, tmp_path):
     assert code == 2 and "no images found" in err
 
 
-def test_info_prints_parameters_without_allocating(monkeypatch, capsys):
+def test_info_prints_parameters_without_allocating(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("CATNEURON_RATES", str(tmp_path / "rates.json"))
     code, out, _ = run(monkeypatch, capsys, "info", "--preset", "paper")
     assert code == 0 and "942,217,920" in out
+    assert "10M images: no rate measured on this machine yet" in out
+
+
+def test_info_estimates_10m_images_at_the_measured_rate(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("CATNEURON_RATES", str(tmp_path / "rates.json"))
+    rates.record(rates.Rate("paper", 5.0, 100, 3, 2, "Test CPU", "float32", "2026-12-03"))
+    code, out, _ = run(monkeypatch, capsys, "info", "--preset", "paper")
+    assert code == 0 and "10M images: 23.1 days at 5.0 images/s" in out and "Test CPU" in out
+    code, out, _ = run(monkeypatch, capsys, "info", "--preset", "small")
+    assert code == 0 and "no rate measured" in out  # another preset's rate is not used
 
 
 def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path, image_folder):

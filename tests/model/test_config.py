@@ -32,10 +32,18 @@ def test_yaml_overrides_a_preset(tmp_path):
     assert cfg.model.stages == configs.PRESETS["tiny"].model.stages
 
 
+def test_precision_defaults_to_float32_and_reads_bf16(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: tiny\ntrain:\n  precision: bf16\n")
+    assert configs.load(path).train.precision == "bf16"
+    assert configs.PRESETS["paper"].train.precision == "float32"
+
+
 @pytest.mark.parametrize("text,message", [
     ("model:\n  sparsty: 0.3\n", "unknown key 'sparsty'"),
     ("model:\n  channels: 2\n", "model.channels must be 1"),
     ("train:\n  optimizer: adam\n", "train.optimizer must be one of"),
+    ("train:\n  precision: fp8\n", "train.precision must be one of float32, bf16"),
     ("train:\n  lr: fast\n", "lr must be a number"),
     ("model:\n  input_size: 6\n", "stage 1 kernel 8 exceeds its input size 6"),
     ("model:\n  stages:\n    - {maps: 2, kernel: 3, lcn_size: 4}\n", "lcn_size must be odd"),

@@ -1,4 +1,5 @@
-"""The locally connected layer and its decoder against a plain per-position loop."""
+"""The locally connected layer and its decoder against a plain per-position loop, on one thread and on the
+sweep's parallel workers; bfloat16 operands against float32."""
 
 import pytest
 import torch
@@ -41,8 +42,17 @@ SHAPES = [  # channels, (height, width), kernel, stride, maps, tile bytes (1: on
 ]
 
 
+@pytest.fixture(params=[1, 2], ids=["1 thread", "2 workers"])
+def threads(request):
+    """Run a test with 1 intra-op thread (the sweep inline) and with 2 (the sweep on parallel workers)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
-def test_encoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile):
+def test_encoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile, threads):
     torch.manual_seed(0)
     layer = LocallyConnected2d(c, maps, size, k, s, tile_bytes=tile).double()
     x = torch.randn(3, c, *size, dtype=torch.float64, requires_grad=True)
@@ -56,7 +66,7 @@ def test_encoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile):
 
 
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
-def test_decoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile):
+def test_decoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile, threads):
     torch.manual_seed(1)
     dec = LocalDecoder(c, maps, size, k, s, tile_bytes=tile).double()
     codes = torch.randn(3, maps, *dec.out_shape, dtype=torch.float64, requires_grad=True)
@@ -111,6 +121,28 @@ def test_gradcheck_float64():
     enc = LocallyConnected2d(2, 2, 6, 3, 1, tile_bytes=1).double()
     x = torch.randn(2, 2, 6, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x, w: enc(x), (x, enc.weight))
+
+
+@pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES[:4] + SHAPES[6:])
+def test_bfloat16_operands_match_float32_within_their_rounding(c, size, k, s, maps, tile, threads):
+    """bfloat16 keeps 8 bits of mantissa: each operand is off by up to 2^-9 of itself, so a product of
+    unit-sized operands summed over a fan-in of n is off by about 2^-9 sqrt(n); float32 accumulation
+    keeps it there. Outputs and both gradients, as a share of their largest value: within 2%."""
+    torch.manual_seed(5)
+    enc = LocallyConnected2d(c, maps, size, k, s, tile_bytes=tile)
+    dec = LocalDecoder(c, maps, size, k, s, tile_bytes=tile)
+    x = torch.randn(4, c, *size, requires_grad=True)
+    results = {}
+    for operands in (None, torch.bfloat16):
+        enc.operand_dtype = dec.operand_dtype = operands
+        codes = enc(x)
+        image = dec(codes)
+        loss = (image * torch.linspace(-1, 1, image.numel()).view_as(image)).sum() + codes.square().sum()
+        results[operands] = [codes, image, *torch.autograd.grad(loss, (x, enc.weight, dec.weight))]
+    for got, want in zip(results[torch.bfloat16], results[None], strict=True):
+        assert got.dtype == torch.float32
+        error = (got - want).abs().max() / want.abs().max()
+        assert 1e-5 < error < 2e-2  # bfloat16 did run, and stayed within its rounding
 
 
 def test_kernel_larger_than_input_is_refused():

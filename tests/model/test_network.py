@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from catneuron.model.config import PRESETS
+from catneuron.model.local import LocalDecoder, LocallyConnected2d
 from catneuron.model.network import Network, NeuronId, standardize
 from catneuron.model.stage import Stage
 
@@ -115,3 +116,19 @@ def test_sigmoid_encoder_codes_are_sigmoids_of_the_linear_filter():
     linear, sigmoid = tiny_network(), tiny_network(encoder="sigmoid")
     images = torch.rand(2, 1, 16, 16, dtype=torch.float64)
     torch.testing.assert_close(sigmoid(images)[0].filter, torch.sigmoid(linear(images)[0].filter))
+
+
+def test_bf16_precision_reaches_every_locally_connected_layer_and_keeps_the_objective():
+    torch.manual_seed(0)
+    net = Network(PRESETS["tiny"].model)
+    images = torch.rand(8, 1, 16, 16)
+    loss = torch.no_grad()(lambda: net.loss(net(images)))
+    full = loss()
+    net.set_precision("bf16")
+    layers = [m for m in net.modules() if isinstance(m, (LocallyConnected2d, LocalDecoder))]
+    assert len(layers) == 6 and all(m.operand_dtype == torch.bfloat16 for m in layers)
+    half = loss()
+    assert half.dtype == torch.float32 and all(p.dtype == torch.float32 for p in net.parameters())
+    assert half != full and abs(float(half / full) - 1) < 0.01
+    net.set_precision("float32")
+    assert loss() == full

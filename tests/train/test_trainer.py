@@ -131,3 +131,10 @@ def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(corpus, tmp_path,
     assert re.fullmatch(r"catneuron: interrupted at step 3: checkpoint .*checkpoint.safetensors; continue with "
                         r"`catneuron train --resume --out '.*run' --data 'embedded'`\n", err)
     assert checkpoint.load(runs.checkpoint_path(tmp_path / "run")).step == 3
+
+def test_precision_bf16_trains_with_bfloat16_operands(corpus, tmp_path):
+    config = replace(PRESETS["tiny"], train={"precision": "bf16", "batch_size": 20})
+    trainer = Trainer(config, corpus, tmp_path / "run")
+    assert trainer.network.stages[0].encoder.operand_dtype == torch.bfloat16
+    terms = trainer.fit(3, progress=False).last
+    assert np.isfinite(terms["loss"]) and trainer.network.stages[0].encoder.weight.dtype == torch.float32

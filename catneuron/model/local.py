@@ -22,7 +22,6 @@ import functools
 import importlib.util
 import math
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -30,7 +29,7 @@ from types import ModuleType
 import torch
 from torch import Tensor, nn
 
-from catneuron.model.parallel import run_rows
+from catneuron.model.workers import run_rows
 
 TILE_BYTES = 1 << 20  # about one core's L2 cache
 
@@ -152,24 +151,27 @@ def contract(image: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
 def spread(codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     """The adjoint of `contract`: sum over positions of weight[l]^T @ codes[l], folded into an image.
 
-    Neighbouring output rows paint the same image rows, so each worker folds into its own image and
-    the images are summed at the end."""
+    Neighbouring output rows paint the same image rows, so each chunk of rows folds into its own band
+    of image rows, and the bands are added in row order at the end: the sum is the same whichever
+    worker took which chunk (a resumed run equals an uninterrupted one)."""
     w = weight.unflatten(0, (geo.out_h, geo.out_w))
-    images: dict[int, Tensor] = {}
+    bands: dict[int, Tensor] = {}
 
     def rows(ys: range) -> None:
-        image = images.get(threading.get_ident())
-        if image is None:
-            image = images[threading.get_ident()] = codes.new_zeros(geo.height, geo.width, geo.channels, geo.batch,
-                                                                    dtype=accumulator(codes.dtype))
+        height = (ys.stop - 1 - ys.start) * geo.stride + geo.kernel
+        band = codes.new_zeros(height, geo.width, geo.channels, geo.batch, dtype=accumulator(codes.dtype))
         for y, dy, cols in geo.tiles(ys):
             row = codes[y * geo.out_w:(y + 1) * geo.out_w]
-            fold_into(image, torch.bmm(w[y, :, :, cols].mT, row), geo, y, dy)
+            fold_into(band, torch.bmm(w[y, :, :, cols].mT, row), geo, y - ys.start, dy)
+        bands[ys.start] = band
 
     run_rows(rows, geo.out_h, codes.device)
-    image, *others = images.values()
-    for other in others:
-        image += other
+    if list(bands) == [0] and bands[0].shape[0] == geo.height:
+        return bands[0]
+    image = codes.new_zeros(geo.height, geo.width, geo.channels, geo.batch, dtype=accumulator(codes.dtype))
+    for start in sorted(bands):
+        band = bands[start]
+        image[start * geo.stride:start * geo.stride + band.shape[0]] += band
     return image
 
 

@@ -79,6 +79,22 @@ def test_decoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile, t
         torch.testing.assert_close(a, b)
 
 
+def test_the_decoder_sums_in_the_same_order_whichever_worker_takes_which_rows():
+    """float32 sums depend on their order: the workers' chunks are added in row order, so repeated runs on
+    2 workers are bitwise equal (a resumed run equals an uninterrupted one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        layer = LocalDecoder(3, 4, (40, 40), 5, 1)
+        codes = torch.randn(8, 4, 36, 36)
+        first = layer(codes)
+        for _ in range(5):
+            assert torch.equal(layer(codes), first)
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
 def test_decoder_is_the_adjoint_when_weights_are_tied(c, size, k, s, maps, tile):
     torch.manual_seed(2)

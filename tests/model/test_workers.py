@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from catneuron.model.parallel import chunks, run_rows
+from catneuron.model.workers import chunks, run_rows
 
 
 @pytest.mark.parametrize("count,workers", [(1, 2), (7, 2), (25, 2), (183, 2), (100, 3)])

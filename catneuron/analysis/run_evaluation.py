@@ -10,6 +10,7 @@ import numpy as np
 
 from catneuron.analysis import figures
 from catneuron.analysis.concepts import ratio_subsample
+from catneuron.analysis.controls import add_controls
 from catneuron.analysis.evaluate import evaluate
 from catneuron.analysis.stimuli import responses
 from catneuron.data.images import read_folder
@@ -77,8 +78,10 @@ def write_figures(run: Path, network: Network, test: LabelledImages, result: dic
 
 
 def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters: int = 100_000,
-                 training_data: str | None = None, json_path: str | Path | None = None) -> dict:
-    """Scan the run's network for `concept`; write results/<concept>.json, figures, and `json_path` if given."""
+                 training_data: str | None = None, json_path: str | Path | None = None, null_seeds: int = 0,
+                 probe: bool = False) -> dict:
+    """Scan the run's network for `concept`; write results/<concept>.json, figures, and `json_path` if given.
+    `null_seeds` random-weights networks and the per-stage `probe` add the null and the ceiling (analysis.controls)."""
     run = Path(run)
     network, _ = runs.load_network(run)
     data = training_data or json.loads((run / runs.CONFIG).read_text())["data"]
@@ -88,6 +91,7 @@ def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters:
     except UserError as e:
         raise UserError(f"linear-filter baseline needs the run's training data: {e}") from None
     result = evaluate(network, test, concept, source.batches(500, seed=12345), n_filters=n_filters)
+    add_controls(result, network, test, null_seeds, probe)
     result["figures"] = write_figures(run, network, test, result)
     files.write_json(runs.results_dir(run) / f"{concept_slug(concept)}.json", result)
     if json_path:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from catneuron.analysis.null import check_null_seeds
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli.app import app
@@ -26,8 +27,10 @@ def demo(
     preset: str = typer.Option("small", help="Model preset."),
     linear_filters: int = typer.Option(100_000, help="Random training images tried as linear filters."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    null_seeds: int = typer.Option(5, help="Random-weights networks scanned for the null of each stage's best unit."),
 ) -> None:
     """Train on unlabeled embedded images, find the face neuron, print Table 1 against the paper."""
+    check_null_seeds(null_seeds)
     if minutes <= 0:
         raise UserError(f"--minutes {minutes}: must be positive")
     out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
@@ -41,7 +44,7 @@ def demo(
     test = corpus.test_set()
     print(f"2/3 scanning every neuron on {len(test.labels)} held-out test images "
           f"({test.positive_fraction:.1%} faces; the paper's test set has 35.2%)")
-    result = evaluate_run(out, test, "faces", n_filters=linear_filters)
+    result = evaluate_run(out, test, "faces", n_filters=linear_filters, null_seeds=null_seeds, probe=True)
     print("3/3 results")
     print_table([result])
     print(f"report: {write_report(out)}")

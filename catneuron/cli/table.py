@@ -8,6 +8,7 @@ import typer
 
 from catneuron.analysis.ablations import build_table
 from catneuron.analysis.concepts import parse_concepts
+from catneuron.analysis.null import check_null_seeds
 from catneuron.analysis.run_evaluation import concept_sets
 from catneuron.analysis.table import print_full_table
 from catneuron.cli.app import app
@@ -27,10 +28,14 @@ def table(
     out: Path = typer.Option(Path("runs/table"), help="Folder for the models and table.json (resumable)."),
     linear_filters: int = typer.Option(100_000, help="Random training images tried as linear filters."),
     centroids: int = typer.Option(1000, help="K-means centroids."),
+    null_seeds: int = typer.Option(5, help="Random-weights networks scanned for the null of each stage's best unit "
+                                           "(0: none)."),
 ) -> None:
     """Train the network, its no-LCN and sigmoid-autoencoder variants and the no-face control; scan them all."""
+    check_null_seeds(null_seeds)
     cfg = resolve_config(preset, config)
     sets = concept_sets(parse_concepts(positives, "faces"), negatives, cfg.model.input_size, cfg.model.channels)
-    summary = build_table(out, cfg, data, control_data, sets, steps, train_run, linear_filters, centroids)
+    summary = build_table(out, cfg, data, control_data, sets, steps, train_run, linear_filters, centroids,
+                          null_seeds=null_seeds)
     print_full_table(summary)
     print(f"table: {out / 'table.json'}")

@@ -22,6 +22,7 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     (["train", "--data", "embedded", "--bogus"], "No such option: --bogus"),
     (["info", "--config", "/no/config.yaml"], "--config /no/config.yaml: cannot read"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b"], "no checkpoint there"),
+    (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--null-seeds", "1"], "--null-seeds 1: 0 (none)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, args, message):
     code, _, err = run(monkeypatch, capsys, *args)
@@ -57,9 +58,10 @@ def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path, image_
     assert code == 0 and "step 6" in stdout
     code, stdout, _ = run(monkeypatch, capsys, "evaluate", str(out), "--positives", str(tmp_path / "pos"),
                           "--negatives", str(tmp_path / "neg"), "--concept", "blobs", "--linear-filters", "50",
-                          "--json", str(tmp_path / "r.json"))
-    assert code == 0 and "Table 1, blobs" in stdout
+                          "--json", str(tmp_path / "r.json"), "--null-seeds", "2", "--probe")
+    assert code == 0 and "Table 1, blobs" in stdout and "mean best of 2 random networks" in stdout
     result = json.loads((tmp_path / "r.json").read_text())
+    assert len(result["null"]["by_stage"]) == len(result["probe"]["by_stage"]) == 3
     assert result == json.loads((out / "results" / "blobs.json").read_text())
     assert (result["n_positive"], result["n_negative"]) == (12, 22)
     for path in result["figures"].values():
@@ -73,6 +75,7 @@ def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     assert "Table 1, faces" in stdout and "best linear filter" in stdout and "81.7" in stdout
     result = json.loads((tmp_path / "demo" / "results" / "faces.json").read_text())
     assert result["positive_fraction"] == pytest.approx(100 / 284)
+    assert result["null"]["seeds"] == [1, 2, 3, 4, 5] and "probe" in result and "probe" in result["verdict"]["text"]
     index = tmp_path / "demo" / "report" / "index.html"
     assert f"report: {index}" in stdout and result["best_neuron"]["id"] in index.read_text()
 

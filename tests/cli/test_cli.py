@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from catneuron.cli import main
+from catneuron.store import runs
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -113,3 +114,17 @@ def test_table_trains_every_comparison_model(monkeypatch, capsys, tmp_path, imag
     for name in ("network", "no_lcn", "sigmoid_ae", "no_faces"):
         assert (out / name / "checkpoint.safetensors").is_file()
     assert row["kmeans"]["n_centroids"] == 5
+
+
+def test_train_watch_shows_the_watch_and_logs_the_curve(monkeypatch, capsys, tmp_path, image_folder):
+    image_folder(tmp_path / "faces", 12, 1)
+    image_folder(tmp_path / "neg", 22, 2)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--steps", "4",
+                       "--out", str(out), "--watch", f"faces={tmp_path / 'faces'}", "--watch-negatives",
+                       str(tmp_path / "neg"), "--watch-every", "40", "--watch-budget", "1")
+    assert code == 0 and "faces s2/3 held-out" in err and "| bar " in err
+    assert [r["images"] for r in runs.read_rows(out) if r.get("record") == "watch"] == [0, 40, 80]
+    code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--out",
+                       str(tmp_path / "other"), "--watch", f"faces={tmp_path / 'faces'}")
+    assert code == 2 and "--watch and --watch-negatives: give both" in err

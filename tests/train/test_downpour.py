@@ -249,3 +249,16 @@ def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path)
     assert {a for a in addresses if not _is_loopback(a)} == set()
     assert not (home / ".ray").exists(), "Ray wrote under $HOME"
     assert not left, f"Ray processes left behind: {left}"
+
+
+def test_the_watch_under_two_replicas_logs_its_curve(local, corpus, tmp_path):
+    from catneuron.analysis.emergence import watch_records
+    from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path, subsample
+
+    trainer = Trainer(tiny(), corpus, tmp_path)
+    trainer.watch = Watch([("faces", subsample(corpus.test_set(), 60))],
+                          WatchOptions(every_images=20, budget=1.0, n_filters=100), say=lambda _: None)
+    Downpour(trainer, DownpourOptions(replicas=2)).fit(30, progress=False)
+    images = [r["images"] for r in watch_records(runs.read_rows(tmp_path))]
+    assert images[0] == 0 and images[-1] == 30 * 20 and len(images) >= 3 and images == sorted(set(images))
+    assert checkpoint.load(best_checkpoint_path(tmp_path)).extra["watch"]["images"] in images

@@ -11,6 +11,7 @@ import numpy as np
 from catneuron.analysis import figures
 from catneuron.analysis.concepts import ratio_subsample
 from catneuron.analysis.controls import add_controls
+from catneuron.analysis.emergence import emergence_verdict, latest_baselines, watch_records
 from catneuron.analysis.evaluate import evaluate
 from catneuron.analysis.stimuli import responses
 from catneuron.data.images import read_folder
@@ -18,7 +19,7 @@ from catneuron.data.labelled import LabelledImages
 from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model.network import Network, NeuronId
-from catneuron.report.plots import training_curves
+from catneuron.report.plots import emergence_curves, training_curves
 from catneuron.store import files, runs
 
 
@@ -74,6 +75,8 @@ def write_figures(run: Path, network: Network, test: LabelledImages, result: dic
     }
     if training_curves(runs.read_metrics(run), out / "training_curves.png"):
         made["training_curves"] = out / "training_curves.png"
+    if emergence_curves(runs.read_rows(run), out / "emergence.png"):
+        made["emergence"] = out / "emergence.png"
     return {name: str(path.relative_to(run)) for name, path in made.items()}
 
 
@@ -92,6 +95,10 @@ def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters:
         raise UserError(f"linear-filter baseline needs the run's training data: {e}") from None
     result = evaluate(network, test, concept, source.batches(500, seed=12345), n_filters=n_filters)
     add_controls(result, network, test, null_seeds, probe)
+    rows = runs.read_rows(run)
+    watched = emergence_verdict(watch_records(rows), latest_baselines(rows), concept)
+    if watched:
+        result["emergence"] = watched
     result["figures"] = write_figures(run, network, test, result)
     files.write_json(runs.results_dir(run) / f"{concept_slug(concept)}.json", result)
     if json_path:

@@ -48,6 +48,8 @@ def print_table(results: list[dict], console: Console | None = None) -> None:
         console.print(table)
         if "verdict" in result:
             console.print(result["verdict"]["text"])
+        if "emergence" in result:
+            console.print(result["emergence"]["text"])
     console.print("held-out: unit and threshold chosen on one half of the test set, scored on the other. "
                   "The paper's numbers come from 10M 200x200 frames, 1e9 parameters and 3 days on 16,000 cores.")
 

@@ -304,7 +304,8 @@ class Downpour:
 
         with open(t.run / runs.METRICS, "a") as metrics:
             if t.watch:
-                t.watch.start(t.run, t.config, t.data_spec, t.source, metrics, t.network, t.step * cfg.batch_size)
+                t.watch.start(t.run, t.config, t.data_spec, t.source, metrics, t.network, t.step * cfg.batch_size,
+                              max_seconds)
             for i in self.replicas:
                 grant(i)
             while pending and not self.interrupted:

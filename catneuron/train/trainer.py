@@ -107,7 +107,7 @@ class Trainer:
             with open(self.run / runs.METRICS, "a") as metrics:
                 if self.watch:
                     self.watch.start(self.run, self.config, self.data_spec, self.source, metrics, self.network,
-                                     self.step * t.batch_size)
+                                     self.step * t.batch_size, max_seconds)
                 while self.step < steps:
                     terms = self.train_step(next(batches))
                     if self.watch and self.watch.due(self.step * t.batch_size):

@@ -34,6 +34,7 @@ from catneuron.store import checkpoint, runs
 
 BEST_CHECKPOINT = "checkpoint-best.safetensors"
 MAX_IMAGES = 1000
+MIN_IMAGES = 100  # a smaller watch set gives held-out accuracies too coarse to follow
 
 
 def best_checkpoint_path(run: str | Path) -> Path:
@@ -156,11 +157,12 @@ class Watch:
     # -- the session: history, baselines, the clock --------------------------------------------------------------
 
     def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: IO[str],
-              network: Network, images: int) -> None:
+              network: Network, images: int, max_seconds: float | None = None) -> None:
         """Pick up the curve where metrics.jsonl left it (resume), log the baselines if this watch set has none,
-        and scan unless the curve already has this point."""
+        and scan unless the curve already has this point. With a time limit the watch set is cut to fit it."""
         self.run, self.config, self.data_spec, self.metrics = Path(run), config, data_spec, metrics
         rows = runs.read_rows(run)
+        self._fit_sets(network, latest_baselines(rows), max_seconds)
         history = [r for r in watch_records(rows) if r["images"] <= images]
         if history:
             self.last_images = history[-1]["images"]
@@ -187,6 +189,26 @@ class Watch:
         if self.every_images is not None:
             return images // self.every_images > self.last_images // self.every_images
         return time.monotonic() - self.scanned_at >= self.every_seconds
+
+    def _fit_sets(self, network: Network, known: dict | None, max_seconds: float | None) -> None:
+        """Cut the watch sets so that the fixed scans (two baselines, the start, the end) take at most half the
+        budget of a run limited to `max_seconds`; a resumed run keeps the sizes its baselines were computed on."""
+        sizes = {name: base["n_positive"] + base["n_negative"] for name, base in (known or {}).get("concepts",
+                                                                                              {}).items()}
+        if not sizes and max_seconds is not None and self.options.budget < 1:
+            probe = subsample(self.sets[0][1], 100)
+            started = time.monotonic()
+            scan_network(network, [("probe", probe)], self.options.seed)
+            per_image = (time.monotonic() - started) / len(probe.labels)
+            total = sum(len(test.labels) for _, test in self.sets)
+            allowed = int(self.options.budget * max_seconds / 2 / (4 * per_image))
+            if allowed < total:
+                sizes = {name: max(MIN_IMAGES, len(test.labels) * allowed // total) for name, test in self.sets}
+                self.say(f"watch: a scan takes {1000 * per_image:.0f} ms per image here: scanning "
+                         f"{', '.join(f'{n:,} {name}' for name, n in sizes.items())} images, to keep the watch "
+                         f"under {100 * self.options.budget:g}% of the run's time (--watch-budget)")
+                self.widened = True  # said once
+        self.sets = [(name, subsample(test, sizes.get(name, len(test.labels)))) for name, test in self.sets]
 
     # -- one scan ------------------------------------------------------------------------------------------------
 

@@ -105,3 +105,18 @@ def test_subsample_keeps_the_class_fraction():
     labels = np.array([1] * 30 + [0] * 70)
     cut = subsample(LabelledImages(np.arange(100, dtype=np.float32).reshape(100, 1, 1, 1), labels), 20)
     assert len(cut.labels) == 20 and cut.labels.sum() == 6
+
+
+def test_a_time_limit_cuts_the_watch_set_and_a_resume_keeps_it(corpus, tmp_path):
+    full = [("faces", corpus.test_set())]  # 284 images
+    said = []
+    trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)
+    trainer.watch = Watch(full, WatchOptions(every_images=40, n_filters=200), say=said.append)
+    trainer.fit(3, max_seconds=0.5, progress=False)
+    base = next(r for r in runs.read_rows(tmp_path) if r.get("record") == "watch_baselines")["concepts"]["faces"]
+    assert base["n_positive"] + base["n_negative"] == 100 and len(said) == 1 and "scanning 100 faces" in said[0]
+    resumed = Trainer.resume(tmp_path, corpus)
+    resumed.watch = Watch(full, WatchOptions(every_images=40, n_filters=200), say=said.append)
+    resumed.fit(4, max_seconds=600, progress=False)
+    assert len(resumed.watch.sets[0][1].labels) == 100
+    assert sum(r.get("record") == "watch_baselines" for r in runs.read_rows(tmp_path)) == 1

@@ -38,9 +38,10 @@ def best_record(result: dict) -> dict:
 
 def build_table(out: Path, config: Config, data: str, control_data: str | None,
                 concepts: list[tuple[str, LabelledImages]], steps: int, train: TrainFn, n_filters: int = 100_000,
-                n_centroids: int = 1000, kmeans_images: int = 20_000) -> dict:
+                n_centroids: int = 1000, kmeans_images: int = 20_000, null_seeds: int = 5) -> dict:
     """Train the models into out/<name>/ with `train` (the caller's trainer: analysis knows none), scan each
-    for every concept, write out/table.json."""
+    for every concept, write out/table.json. The main network gets the null of `null_seeds` random networks
+    and the per-stage probes."""
     models = {"network": config} | {name: variant_config(config, name) for name in VARIANTS}
     trained = {name: train(cfg, data, out / name, steps) for name, cfg in models.items()}
     if control_data:
@@ -51,7 +52,7 @@ def build_table(out: Path, config: Config, data: str, control_data: str | None,
     centroids = fit_centroids(batches, kmeans_images, n_centroids, side)
     table: dict[str, dict] = {}
     for concept, test in concepts:
-        main = evaluate_run(trained["network"], test, concept, n_filters)
+        main = evaluate_run(trained["network"], test, concept, n_filters, null_seeds=null_seeds, probe=True)
         row = {"network": main, "kmeans": kmeans_record(centroids, test, side)}
         for name, run in trained.items():
             if name != "network":

@@ -11,13 +11,15 @@ import torch
 from catneuron.analysis import figures
 from catneuron.analysis.activations import UnitIndex, unit_activations
 from catneuron.analysis.concepts import concept_slug, ratio_subsample
+from catneuron.analysis.controls import add_controls
+from catneuron.analysis.emergence import emergence_verdict, latest_baselines, watch_records
 from catneuron.analysis.evaluate import evaluate
 from catneuron.data.images import read_folder
 from catneuron.data.labelled import LabelledImages
 from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model.network import Network, NeuronId
-from catneuron.report.plots import training_curves
+from catneuron.report.plots import emergence_curves, training_curves
 from catneuron.store import files, runs
 
 PAPER_POSITIVE_FRACTION = 0.352  # the paper's test sets: 37,000 images, 13,026 of them faces
@@ -99,16 +101,20 @@ def write_figures(run: Path, network: Network, test: LabelledImages, result: dic
     made["filters"] = figures.filters(network, out / "filters.png")
     if training_curves(runs.read_metrics(run), out / "training_curves.png"):
         made["training_curves"] = out / "training_curves.png"
+    if emergence_curves(runs.read_rows(run), out / "emergence.png"):
+        made["emergence"] = out / "emergence.png"
     return {name: str(path.relative_to(run)) for name, path in made.items()}
 
 
 def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters: int = 100_000,
                  training_data: str | None = None, json_path: str | Path | None = None,
-                 inputs: dict | None = None) -> dict:
+                 inputs: dict | None = None, null_seeds: int = 0, probe: bool = False) -> dict:
     """Scan the run's network for `concept`; write results/<concept>.json, figures, and `json_path` if given.
 
     The result records what it was computed from (`inputs`: test folders, subsampling, plus the checkpoint
-    step, training data, number of linear filters and date), so a later evaluation cannot pass for it."""
+    step, training data, number of linear filters and date), so a later evaluation cannot pass for it.
+    `null_seeds` random-weights networks and the per-stage `probe` add the null and the ceiling
+    (analysis.controls)."""
     run = Path(run)
     network, ckpt = runs.load_network(run)
     data = training_data or runs.training_data(run)
@@ -121,6 +127,11 @@ def evaluate_run(run: str | Path, test: LabelledImages, concept: str, n_filters:
     result["inputs"] = (inputs or {}) | {
         "checkpoint_step": ckpt.step, "training_data": str(data), "linear_filters": n_filters,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    add_controls(result, network, test, null_seeds, probe)
+    rows = runs.read_rows(run)
+    watched = emergence_verdict(watch_records(rows), latest_baselines(rows), concept)
+    if watched:
+        result["emergence"] = watched
     result["figures"] = write_figures(run, network, test, result)
     files.write_json(runs.results_dir(run) / f"{concept_slug(concept)}.json", result)
     if json_path:

@@ -75,6 +75,8 @@ def print_table(results: list[dict], console: Console | None = None) -> None:
             table.add_row(label, _cell(acc, full_bars, ours), _cell(held, held_bars, ours),
                           "" if auc is None else f"{auc:.3f}", "" if paper is None else f"{paper:.1f}")
         console.print(table)
+        if "emergence" in result:
+            console.print(result["emergence"]["text"])
     console.print("green: beats the random-weights network and the best linear filter on the same protocol. "
                   "held-out: unit and threshold chosen on one half of the test set, scored on the other. "
                   "The paper's best neuron is in the top layer of a network trained on 10M 200x200 frames "

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from catneuron.analysis.neuron_figures import Stimuli, invariance_figure, optimal_figure
+from catneuron.analysis.null import check_null_seeds
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli import checks
@@ -52,11 +53,13 @@ def demo(
     preset: str = typer.Option("small", help="Model preset."),
     linear_filters: int = typer.Option(100_000, help="Random training images tried as linear filters."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    null_seeds: int = typer.Option(5, help="Random-weights networks scanned for the null of each stage's best unit."),
 ) -> None:
     """Train on unlabeled embedded images, find the face neuron, print Table 1 against the paper."""
     checks.positive("--minutes", minutes)
     checks.at_least("--steps", steps, 1)
     checks.at_least("--linear-filters", linear_filters, 1)
+    check_null_seeds(null_seeds)
     out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     if runs.checkpoint_path(out).exists():
         raise UserError(f"--out {out}: already holds a run; choose another folder")
@@ -69,7 +72,7 @@ def demo(
     test = corpus.test_set()
     print(f"2/4 scanning every neuron on {len(test.labels)} held-out test images "
           f"({test.positive_fraction:.1%} faces; the paper's test set has 35.2%)")
-    result = evaluate_run(out, test, "faces", n_filters=linear_filters,
+    result = evaluate_run(out, test, "faces", n_filters=linear_filters, null_seeds=null_seeds, probe=True,
                           inputs={"test_set": f"embedded corpus test set ({corpus.description})"})
     print("3/4 results")
     print_table([result])

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from catneuron.analysis.concepts import concept_slug, parse_concepts
+from catneuron.analysis.null import check_null_seeds
 from catneuron.analysis.run_evaluation import check_fraction, concept_sets, evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli import checks
@@ -42,9 +43,14 @@ def evaluate(
                                                        "positives (default: the face set's own ratio)."),
     paper_ratio: bool = typer.Option(False, "--paper-ratio", help="The paper's share of positives, 35.2%, so the "
                                                                   "'paper %' column compares like with like."),
+    null_seeds: int = typer.Option(0, help="Scan this many random-weights networks (seeds 1..S) for the null of "
+                                           "each stage's best unit (0: none; at least 2)."),
+    probe: bool = typer.Option(False, help="Per stage, a held-out logistic regression on all its units, trained "
+                                           "against random weights."),
 ) -> None:
     """Scan every neuron of every sublayer of every stage (20 thresholds, AUC) and the baselines."""
     checks.at_least("--linear-filters", linear_filters, 1)
+    check_null_seeds(null_seeds)
     concepts = parse_concepts(positives, concept)
     if json_file and len(concepts) > 1:
         raise UserError("--json: one concept at a time (every concept is written to RUN/results/NAME.json)")
@@ -60,7 +66,8 @@ def evaluate(
     for name, test in concept_sets(concepts, negatives, model.input_size, model.channels, fraction):
         inputs = {"positives": str(Path(folders[name]).resolve()), "negatives": str(Path(negatives).resolve()),
                   "positive_fraction_requested": fraction}
-        results.append(evaluate_run(run, test, name, linear_filters, training_data, json_file, inputs))
+        results.append(evaluate_run(run, test, name, linear_filters, training_data, json_file, inputs,
+                                    null_seeds=null_seeds, probe=probe))
     print_table(results)
     for result in results:
         print(f"results: {runs.results_dir(run) / (concept_slug(result['concept']) + '.json')}")

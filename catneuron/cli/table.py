@@ -8,6 +8,7 @@ import typer
 
 from catneuron.analysis.ablations import build_table
 from catneuron.analysis.concepts import parse_concepts
+from catneuron.analysis.null import check_null_seeds
 from catneuron.analysis.run_evaluation import concept_sets
 from catneuron.analysis.table import print_full_table
 from catneuron.cli import checks
@@ -28,6 +29,8 @@ def table(
     out: Path = typer.Option(Path("runs/table"), help="Folder for the models and table.json (resumable)."),
     linear_filters: int = typer.Option(100_000, help="Random training images tried as linear filters."),
     centroids: int = typer.Option(1000, help="K-means centroids."),
+    null_seeds: int = typer.Option(5, help="Random-weights networks scanned for the null of each stage's best unit "
+                                           "(0: none)."),
 ) -> None:
     """Train the network, its no-LCN and sigmoid-autoencoder variants and the no-face control; scan them all."""
     for flag, value in (("--steps", steps), ("--linear-filters", linear_filters), ("--centroids", centroids)):
@@ -36,8 +39,10 @@ def table(
     if control_data is not None:
         checks.data_exists(control_data, "--control-data")
     checks.writable_folder(out, "--out")
+    check_null_seeds(null_seeds)
     cfg = resolve_config(preset, config)
     sets = concept_sets(parse_concepts(positives, "faces"), negatives, cfg.model.input_size, cfg.model.channels)
-    summary = build_table(out, cfg, data, control_data, sets, steps, train_run, linear_filters, centroids)
+    summary = build_table(out, cfg, data, control_data, sets, steps, train_run, linear_filters, centroids,
+                          null_seeds=null_seeds)
     print_full_table(summary)
     print(f"table: {out / 'table.json'}")

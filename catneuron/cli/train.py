@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import typer
 
+from catneuron.analysis.concepts import parse_concepts
 from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.cli.options import resolve_config
@@ -16,6 +17,20 @@ from catneuron.model import config as configs
 from catneuron.parallel.grid import parse_grid
 from catneuron.store import checkpoint, runs
 from catneuron.train.trainer import Trainer
+from catneuron.train.watch import Watch, WatchOptions, watch_sets
+
+
+def make_watch(concepts: list[str] | None, negatives: str | None, config: configs.Config, options: WatchOptions,
+               limit: int) -> Watch:
+    """`--watch NAME=DIR ... --watch-negatives DIR`: the watch sets at the model's size, checked before training."""
+    if not concepts or not negatives:
+        raise UserError("--watch and --watch-negatives: give both (NAME=DIR of the concept, DIR of distractors)")
+    if limit < 2:
+        raise UserError(f"--watch-images {limit}: must be at least 2")
+    options.validate()
+    sets = watch_sets(parse_concepts(concepts, "faces"), negatives, config.model.input_size, config.model.channels,
+                      limit)
+    return Watch(sets, options)
 
 
 @app.command()
@@ -47,6 +62,14 @@ def train(
     partitions: str = typer.Option("1x1", help="Model parallelism: one replica as R x C processes, each owning "
                                    "a block of every stage's positions (e.g. 2x2)."),
     threads: int = typer.Option(None, help="Torch threads per process (default: 1 per rank with --partitions)."),
+    watch: list[str] = typer.Option(None, help="Watch a concept as the run trains: NAME=DIR of its images (repeat "
+                                               "for more; the first sets the ratio and the best checkpoint)."),
+    watch_negatives: str = typer.Option(None, help="Watch: the distractor images."),
+    watch_every: int = typer.Option(None, help="Watch: scan every N images (default: as often as the budget allows)."),
+    watch_minutes: float = typer.Option(None, help="Watch: scan every M minutes of training instead."),
+    watch_images: int = typer.Option(1000, help="Watch: at most this many images per concept (a stratified subset)."),
+    watch_budget: float = typer.Option(0.1, help="Watch: the largest share of the run's time the scans may take "
+                                                 "(1: never widen the interval)."),
 ) -> None:
     """Train the network on unlabeled images."""
     dev = runs.device(device)
@@ -82,6 +105,8 @@ def train(
         checks.writable_folder(out, "--out")
     source = open_source(data, cfg.model.input_size, cfg.model.channels)
     if grid != (1, 1):
+        if watch or watch_negatives:
+            raise UserError(f"--watch: not yet with --partitions {partitions}")
         run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, replicas, address)
         return
     if threads is not None:
@@ -96,6 +121,12 @@ def train(
         how = f" with Downpour SGD ({replicas} replicas, {ps_shards} parameter shards)"
     elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
         raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
+    if watch or watch_negatives:
+        trainer.watch = make_watch(watch, watch_negatives, trainer.config, WatchOptions(
+            watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
+    if watch or watch_negatives:
+        trainer.watch = make_watch(watch, watch_negatives, trainer.config, WatchOptions(
+            watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
     print(f"training {trainer.config.preset} on {source.description} into {out}{how}")
     result = runner.fit(steps, max_seconds=minutes * 60 if minutes else None)
     print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")

@@ -21,8 +21,9 @@ from catneuron.store import runs
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp"}
 CONCEPT_FIGURES = {"histogram": "activation histogram", "top_stimuli": "top stimuli"}
 # Figures `evaluate` lists with a concept that show the whole run: shown once, with the run's other figures.
-RUN_FIGURES = {"filters", "training_curves"}
+RUN_FIGURES = {"filters", "training_curves", "emergence"}
 TRAINING_CURVES = "training_curves.png"  # drawn afresh from metrics.jsonl by the report itself
+EMERGENCE = "emergence.png"  # the same, from the `--watch` records
 
 
 @dataclass
@@ -72,6 +73,7 @@ class RunView:
     neurons: list[Neuron]
     problems: list[str]
     other_figures: list[Picture] = field(default_factory=list)  # figures/ images no concept or neuron shows
+    watch: list[dict] = field(default_factory=list)  # the `--watch` records of metrics.jsonl
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -202,6 +204,8 @@ def _other_figures(view: RunView, figures: Path) -> list[Picture]:
     shown |= {p.source.resolve() for n in view.neurons for p in (n.optimal_figure, n.invariance_figure) if p}
     if view.metrics:
         shown.add((figures / TRAINING_CURVES).resolve())
+    if view.watch:
+        shown.add((figures / EMERGENCE).resolve())
     return [Picture(p.stem.replace("_", " "), p) for p in sorted(figures.iterdir())
             if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve() not in shown]
 
@@ -239,5 +243,6 @@ def collect(run: str | Path) -> RunView:
         _neuron(neurons, neuron_id).optimal = data
     _neuron_files(run, figures, results, neurons, problems)
     view = RunView(run, config, runs.read_metrics(run), concepts, list(neurons.values()), problems)
+    view.watch = [row for row in runs.read_rows(run) if "record" in row]
     view.other_figures = _other_figures(view, figures)
     return view

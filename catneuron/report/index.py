@@ -6,6 +6,7 @@ from pathlib import Path
 
 from catneuron.paper import PAPER, paper_concept
 from catneuron.report.collect import Concept, Neuron, RunView
+from catneuron.report.emergence_view import watch_section, watch_summary
 from catneuron.report.html import Html, el, fixed, join, number, page, percent
 from catneuron.report.parts import Assets, code, figure, missing, num_cell, record_cells, roles, value_html
 
@@ -263,18 +264,20 @@ def status(view: RunView) -> Html:
     return join(notes)
 
 
-def index_page(view: RunView, assets: Assets, curves: str | None) -> Html:
+def index_page(view: RunView, assets: Assets, curves: str | None, emergence: str | None = None) -> Html:
     neurons = {n.id: n for n in view.neurons}
     title = view.run.resolve().name
     lines = [headline(c, neurons) for c in view.concepts]
     intro = el("section", el("h2", "Summary"), el("ul", join(lines), class_="headline") if lines else Html(""),
-               status(view), class_="card", id="summary")
+               watch_summary(view), status(view), class_="card", id="summary")
     nav = [(c.name, f"#{c.anchor}") for c in view.concepts]
     nav += [("neurons", "#neurons")] if view.neurons else []
+    nav += [("watch", "#watch")] if view.watch else []
     nav += [("training", "#training")] + ([("figures", "#figures")] if view.other_figures else [])
     nav += [("config", "#config")]
     body = join([el("h1", "Run ", title), el("p", code(str(view.run.resolve())), class_="sub"), intro,
                  join(concept_section(c, neurons, assets, view.run) for c in view.concepts),
-                 neuron_table(view), training_section(view, curves), other_figures(view, assets),
+                 neuron_table(view), watch_section(view, emergence), training_section(view, curves),
+                 other_figures(view, assets),
                  config_section(view)])
     return page(f"catneuron report: {title}", body, root="", nav=nav, script=bool(view.neurons))

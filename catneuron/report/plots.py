@@ -1,4 +1,5 @@
-"""Training curves as a PNG, drawn with matplotlib's Agg canvas (no display, no global pyplot state)."""
+"""Training curves and the watch's emergence curves as PNGs, drawn with matplotlib's Agg canvas (no display, no
+global pyplot state)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from catneuron.analysis.emergence import concepts_of, curve, latest_baselines, watch_records
 from catneuron.report.html import number
 from catneuron.store import files
 
@@ -51,3 +53,43 @@ def training_curves(rows: list[dict], path: Path) -> bool:
     fig.savefig(png, format="png")
     files.write_atomic(path, png.getvalue())
     return True
+
+
+BASELINE_LINES = (("random_guess", "random guess", ":"), ("random_weights", "random weights", "--"),
+                  ("linear_filter", "best linear filter", "-."), ("bar", "bar (better baseline + 3 points)", "-"))
+
+
+def emergence_curves(rows: list[dict], path: Path) -> dict[str, dict[str, list[tuple[list[float], list[float]]]]]:
+    """Held-out accuracy of each stage's best unit against images seen (log axis), one panel per watched concept,
+    with the baselines and the bar as horizontal lines. Returns what each panel drew, read back from its lines
+    ({concept: {label: [(x, y)]}}); empty, and nothing written, for a run without watch records."""
+    records = watch_records(rows)
+    concepts = concepts_of(records)
+    if not concepts:
+        return {}
+    base = (latest_baselines(rows) or {}).get("concepts", {})
+    fig = Figure(figsize=(7.5, 3.6 * len(concepts)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    drawn = {}
+    for ax, concept in zip(fig.subplots(len(concepts), 1, squeeze=False)[:, 0], concepts, strict=True):
+        for stage, (xs, ys) in sorted(curve(records, concept).items()):
+            ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, label=f"stage {stage}")
+        for key, label, style in BASELINE_LINES:
+            if number(base.get(concept, {}).get(key)) is not None:
+                ax.axhline(100 * base[concept][key], color="#57606a" if key != "bar" else "#cf222e",
+                           linestyle=style, linewidth=1, label=label)
+        positive = [r["images"] for r in records if r["images"] > 0]
+        if positive:
+            ax.set_xscale("symlog", linthresh=min(positive))  # the start (0 images) stays on the axis
+        ax.set_title(f"{concept}: best unit per stage, held-out accuracy while training")
+        ax.set_xlabel("images seen")
+        ax.set_ylabel("held-out accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        drawn[concept] = {line.get_label(): [(float(x), float(y)) for x, y in zip(line.get_xdata(), line.get_ydata(),
+                                                                                   strict=True)]
+                          for line in ax.get_lines()}
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    files.write_atomic(path, png.getvalue())
+    return drawn

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 from catneuron.errors import UserError
-from catneuron.report.collect import TRAINING_CURVES, collect
+from catneuron.report.collect import EMERGENCE, TRAINING_CURVES, collect
 from catneuron.report.index import index_page
 from catneuron.report.neuron import neuron_page
 from catneuron.report.parts import Assets
-from catneuron.report.plots import training_curves
+from catneuron.report.plots import emergence_curves, training_curves
 from catneuron.store import files
 
 MARK = b"<title>catneuron report"  # how a folder shows it holds a report this function wrote
@@ -45,9 +45,10 @@ def write_report(run: str | Path, out: str | Path | None = None) -> Path:
     try:
         assets = Assets(staging)
         curves = TRAINING_CURVES if training_curves(view.metrics, staging / TRAINING_CURVES) else None
+        emergence = EMERGENCE if emergence_curves(view.watch, staging / EMERGENCE) else None
         for neuron in view.neurons:
             files.write_atomic(staging / neuron.page, neuron_page(neuron, view, assets).encode("utf-8"))
-        files.write_atomic(staging / "index.html", index_page(view, assets, curves).encode("utf-8"))
+        files.write_atomic(staging / "index.html", index_page(view, assets, curves, emergence).encode("utf-8"))
         if out.exists():
             old = staging.with_name(staging.name.replace(".new-", ".old-"))
             out.rename(old)

@@ -2,7 +2,8 @@
 
     RUN/config.json             the full config and the data it was trained on
     RUN/checkpoint.safetensors  weights, optimizer state, RNG (see catneuron.store.checkpoint)
-    RUN/metrics.jsonl           one JSON object per logged training step
+    RUN/metrics.jsonl           one JSON object per logged training step, and the `--watch` records
+    RUN/checkpoint-best.safetensors  with `--watch`: the weights at the watch's best point
     RUN/results/                analysis outputs: <concept>.json from `evaluate`, CSVs
     RUN/figures/                PNG pictures
     RUN/report/                 the HTML report
@@ -71,20 +72,29 @@ def training_data(run: str | Path) -> str:
 
 
 def read_metrics(run: str | Path) -> list[dict]:
+    """The training steps' rows (not the records a `--watch` adds, which carry a "record" kind)."""
+    return [row for row in read_rows(run) if "record" not in row]
+
+
+def read_rows(run: str | Path) -> list[dict]:
+    """Every row of metrics.jsonl, training steps and `--watch` records alike."""
     path = Path(run) / METRICS
     if not path.is_file():
         return []
     rows = []
     for line in path.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash
+        if isinstance(row, dict):
+            rows.append(row)
     return rows
 
 
 def truncate_metrics(run: str | Path, step: int) -> None:
-    """Drop the metrics logged after `step` (a resumed run redoes those steps: each step is logged once)."""
+    """Drop the rows logged after `step` (a resumed run redoes those steps: each step is logged once); rows
+    that belong to no step (`--watch` baselines) stay."""
     path = Path(run) / METRICS
     if not path.is_file():
         return
@@ -95,7 +105,7 @@ def truncate_metrics(run: str | Path, step: int) -> None:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line cut by a crash
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+        if isinstance(row, dict) and (not isinstance(row.get("step"), int) or row["step"] <= step):
             keep.append(line if line.endswith("\n") else line + "\n")
     if keep != lines:
         files.write_atomic(path, "".join(keep))

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
@@ -198,6 +199,8 @@ class Downpour:
         self.replicas: dict = {}
         self.shard_states: list[dict] = []
         self.interrupted = False
+        self.scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catneuron-watch")
+        self.scanning: tuple[Future, Network] | None = None  # the watch's scan in flight, and its network
 
     def actor_name(self, kind: str, index: int, incarnation: int = 0) -> str:
         """Actors are named, so `ray list actors` (or a test) can find them: catneuron-<session>-<kind>-<i>-<n>."""
@@ -356,9 +359,12 @@ class Downpour:
             pending[self.replicas[i].work.remote(n, self.options.chunk_seconds)] = (i, n)
             granted += n
 
-        for i in self.replicas:
-            grant(i)
         with open(t.run / runs.METRICS, "a") as metrics:
+            if t.watch:
+                t.watch.start(t.run, t.config, t.data_spec, t.source, metrics, t.network, t.step * cfg.batch_size,
+                              max_seconds)
+            for i in self.replicas:
+                grant(i)
             while (pending or (self.restarts and t.step < steps)) and not self.interrupted and self.failure is None:
                 self._restart_due(grant)
                 if not pending:
@@ -399,25 +405,55 @@ class Downpour:
                     if t.step % cfg.checkpoint_every == 0:
                         self.save()
                 metrics.flush()
+                if t.watch:
+                    self._watch(t.step * cfg.batch_size)
                 eta = (steps - t.step) * cfg.batch_size / max(stats["images_per_s"], 1e-9)
                 if max_seconds is not None:
                     eta = min(eta, max_seconds - elapsed)
-                self._show(bar, last, eta)
+                self._show(bar, last, eta, t.watch.fields() if t.watch else {})
                 grant(i)
+            if t.watch and not self.interrupted:
+                self._watch(t.step * cfg.batch_size, final=True)
         if last:
             bar.update(t.step, last["images_per_s"], "img", {"loss": last["loss"]}, eta=0, final=True)
         return TrainResult(t.step, t.step < steps, last)
 
+    def _watch(self, images: int, final: bool = False) -> None:
+        """Scan a snapshot of the shards' parameters in a thread of the driver while the replicas go on; log the
+        scan once it is done, start the next when due. `final`: wait for it, and scan the end of the run."""
+        watch = self.trainer.watch
+        if self.scanning is not None and (final or self.scanning[0].done()):
+            future, network = self.scanning
+            watch.record(future.result(), network)
+            self.scanning = None
+        if final:
+            watch.ensure(self._snapshot(), images, self.trainer.step)
+        elif self.scanning is None and watch.due(images):
+            network = self._snapshot()
+            self.scanning = (self.scanner.submit(watch.scan, network, images, self.trainer.step), network)
+
+    def _snapshot(self) -> Network:
+        """The network as the shards hold it now."""
+        import ray
+
+        network = Network(self.trainer.config.model)
+        params = list(network.parameters())
+        for pieces, (_, flat) in zip(self.pieces, ray.get([shard.fetch.remote() for shard in self.shards]),
+                                     strict=True):
+            scatter(flat, pieces, params)
+        return network.eval()
+
     @staticmethod
-    def _show(bar: Progress, last: dict, eta: float) -> None:
-        """Loss, staleness, traffic per image and each replica's step rate (the slowest and fastest beyond 4)."""
+    def _show(bar: Progress, last: dict, eta: float, watch: dict[str, float]) -> None:
+        """Loss, staleness, traffic per image and each replica's step rate (the slowest and fastest beyond 4), and
+        the watch's best stage-2/3 held-out accuracy against its bar."""
         rates = last["replica_steps_per_s"]
         shown = {"loss": last["loss"], "stale": last["staleness_mean"], "KB/img": last["bytes_per_image"] / 1024}
         if len(rates) <= 4:
             shown |= {f"r{k} st/s": v for k, v in rates.items()}
         else:
             shown |= {"min st/s": min(rates.values()), "max st/s": max(rates.values())}
-        bar.update(last["step"], last["images_per_s"], "img", shown, eta=eta)
+        bar.update(last["step"], last["images_per_s"], "img", shown | watch, eta=eta)
 
     def save(self) -> None:
         """Assemble the shards' rows into the Trainer's network and optimizer, and write its checkpoint."""

@@ -10,6 +10,7 @@ import time
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,6 +22,9 @@ from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
 from catneuron.progress import Progress
 from catneuron.store import checkpoint, files, runs
+
+if TYPE_CHECKING:
+    from catneuron.train.watch import Watch
 
 
 def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
@@ -97,6 +101,7 @@ class Trainer:
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk
+        self.watch: Watch | None = None  # `--watch`: scans the network as it trains (catneuron.train.watch)
 
     @classmethod
     def resume(cls, run: str | Path, source: BatchSource, device: str | torch.device = "cpu") -> Trainer:
@@ -163,8 +168,13 @@ class Trainer:
         stopped_early = False
         try:
             with open(self.run / runs.METRICS, "a") if self.leader else contextlib.nullcontext() as metrics:
+                if self.watch:
+                    self.watch.start(self.run, self.config, self.data_spec, self.source, metrics, self.network,
+                                     self.step * t.batch_size, max_seconds)
                 while self.step < steps:
                     terms = self.train_step(next(batches))
+                    if self.watch and self.watch.due(self.step * t.batch_size):
+                        self.watch.observe(self.network, self.step * t.batch_size, self.step)
                     elapsed = time.monotonic() - start
                     rate = (self.step - start_step) * t.batch_size / max(elapsed, 1e-9)
                     last = {"step": self.step, "images_per_s": rate, "elapsed_s": elapsed} | terms
@@ -175,12 +185,15 @@ class Trainer:
                     if max_seconds is not None:
                         remaining = min(remaining, max_seconds - elapsed)
                     shown = {k: v for k, v in terms.items() if k.startswith(("recon", "sparsity"))}
+                    shown |= self.watch.fields() if self.watch else {}
                     bar.update(self.step, rate, "img", shown, eta=remaining)
                     if self.step % t.checkpoint_every == 0:
                         self.save()
                     if self.should_stop(elapsed, max_seconds):
                         stopped_early = self.step < steps
                         break
+                if self.watch:
+                    self.watch.ensure(self.network, self.step * t.batch_size, self.step)
         except KeyboardInterrupt:
             self.save()
             raise interrupted(self.run, self.step, self.data_spec) from None

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from catneuron.cli import main
-from catneuron.store import rates
+from catneuron.store import rates, runs
 
 
 def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
@@ -28,6 +28,7 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
      "--positive-fraction 1.5: must lie strictly between 0 and 1"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--paper-ratio", "--positive-fraction", "0.3"],
      "--paper-ratio and --positive-fraction: give one"),
+    (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--null-seeds", "1"], "--null-seeds 1: 0 (none)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, args, message):
     code, _, err = run(monkeypatch, capsys, *args)
@@ -74,9 +75,10 @@ def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path, image_
     assert code == 0 and "step 6" in stdout
     code, stdout, _ = run(monkeypatch, capsys, "evaluate", str(out), "--positives", str(tmp_path / "pos"),
                           "--negatives", str(tmp_path / "neg"), "--concept", "blobs", "--linear-filters", "50",
-                          "--json", str(tmp_path / "r.json"))
-    assert code == 0 and "Table 1, blobs" in stdout
+                          "--json", str(tmp_path / "r.json"), "--null-seeds", "2", "--probe")
+    assert code == 0 and "Table 1, blobs" in stdout and "mean best of 2 random networks" in stdout
     result = json.loads((tmp_path / "r.json").read_text())
+    assert len(result["null"]["by_stage"]) == len(result["probe"]["by_stage"]) == 3
     assert result == json.loads((out / "results" / "blobs.json").read_text())
     assert (result["n_positive"], result["n_negative"]) == (12, 22)
     for path in result["figures"].values():
@@ -112,6 +114,7 @@ def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     assert "Table 1, faces" in stdout and "best linear filter" in stdout and "81.7" in stdout
     result = json.loads((tmp_path / "demo" / "results" / "faces.json").read_text())
     assert result["positive_fraction"] == pytest.approx(100 / 284)
+    assert result["null"]["seeds"] == [1, 2, 3, 4, 5] and "probe" in result and "probe" in result["verdict"]["text"]
     index = tmp_path / "demo" / "report" / "index.html"
     assert f"report: {index}" in stdout and result["best_neuron"]["id"] in index.read_text()
     for stage, best in enumerate(result["best_by_stage"], start=1):  # Figures 3 and 4 for each stage's best
@@ -183,3 +186,17 @@ def test_table_trains_every_comparison_model(monkeypatch, capsys, tmp_path, imag
     for name in ("network", "no_lcn", "sigmoid_ae", "no_faces"):
         assert (out / name / "checkpoint.safetensors").is_file()
     assert row["kmeans"]["n_centroids"] == 5
+
+
+def test_train_watch_shows_the_watch_and_logs_the_curve(monkeypatch, capsys, tmp_path, image_folder):
+    image_folder(tmp_path / "faces", 12, 1)
+    image_folder(tmp_path / "neg", 22, 2)
+    out = tmp_path / "run"
+    code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--steps", "4",
+                       "--out", str(out), "--watch", f"faces={tmp_path / 'faces'}", "--watch-negatives",
+                       str(tmp_path / "neg"), "--watch-every", "40", "--watch-budget", "1")
+    assert code == 0 and "faces s2/3 held-out" in err and "| bar " in err
+    assert [r["images"] for r in runs.read_rows(out) if r.get("record") == "watch"] == [0, 40, 80]
+    code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--out",
+                       str(tmp_path / "other"), "--watch", f"faces={tmp_path / 'faces'}")
+    assert code == 2 and "--watch and --watch-negatives: give both" in err

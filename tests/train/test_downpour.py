@@ -282,3 +282,16 @@ def test_the_first_death_stops_the_run_under_stop(local, corpus, tmp_path):
     with pytest.raises(UserError, match=r"replica 1 died \(.*\); stopped at step \d+: checkpoint"):
         downpour.fit(10_000, progress=False)
     killer.join(timeout=5)
+
+
+def test_the_watch_under_two_replicas_logs_its_curve(local, corpus, tmp_path):
+    from catneuron.analysis.emergence import watch_records
+    from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path, subsample
+
+    trainer = Trainer(tiny(), corpus, tmp_path)
+    trainer.watch = Watch([("faces", subsample(corpus.test_set(), 60))],
+                          WatchOptions(every_images=20, budget=1.0, n_filters=100), say=lambda _: None)
+    Downpour(trainer, DownpourOptions(replicas=2)).fit(30, progress=False)
+    images = [r["images"] for r in watch_records(runs.read_rows(tmp_path))]
+    assert images[0] == 0 and images[-1] == 30 * 20 and len(images) >= 3 and images == sorted(set(images))
+    assert checkpoint.load(best_checkpoint_path(tmp_path)).extra["watch"]["images"] in images

@@ -1,0 +1,293 @@
+"""Watching a run: is a concept neuron emerging? Scanned at the start, every interval and at the end of training.
+
+Every neuron is scanned on a fixed labelled watch set with `evaluate`'s code and held-out protocol; each scan
+is a `watch` record in metrics.jsonl (catneuron.analysis.emergence reads them), the baselines (random guess,
+the random-weights network, the best linear filter) one `watch_baselines` record at the start. The weights of
+the record with the best stage-2/3 held-out accuracy (the first concept's) are kept in checkpoint-best. By
+default the watch takes at most 10% of the run's wall time: it widens the interval when a scan costs more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from catneuron.analysis.activations import UnitIndex
+from catneuron.analysis.baselines import chance, filter_blocks, image_rows
+from catneuron.analysis.emergence import BASELINES, WATCH, latest_baselines, upper_heldout, watch_records
+from catneuron.analysis.evaluate import MARGIN, block_size, neuron_record, scan_linear
+from catneuron.analysis.evaluate import scan_network as scan_units
+from catneuron.analysis.null import random_network
+from catneuron.analysis.run_evaluation import concept_sets
+from catneuron.analysis.selectivity import Layout
+from catneuron.data.labelled import LabelledImages
+from catneuron.data.sources import BatchSource
+from catneuron.errors import UserError
+from catneuron.model.config import Config
+from catneuron.model.network import Network
+from catneuron.store import checkpoint, runs
+
+BEST_CHECKPOINT = "checkpoint-best.safetensors"
+MAX_IMAGES = 1000
+MIN_IMAGES = 100  # a smaller watch set gives held-out accuracies too coarse to follow
+
+
+def best_checkpoint_path(run: str | Path) -> Path:
+    return Path(run) / BEST_CHECKPOINT
+
+
+def subsample(test: LabelledImages, limit: int, seed: int = 0) -> LabelledImages:
+    """At most `limit` images, drawn per class in proportion (the positive fraction kept), in their order."""
+    if len(test.labels) <= limit:
+        return test
+    rng = np.random.default_rng([seed, 23])
+    keep = []
+    for cls in (0, 1):
+        members = np.flatnonzero(test.labels == cls)
+        keep.append(rng.choice(members, max(1, round(len(members) * limit / len(test.labels))), replace=False))
+    index = np.sort(np.concatenate(keep))
+    return LabelledImages(test.images[index], test.labels[index])
+
+
+def watch_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int, limit: int = MAX_IMAGES,
+               say=print) -> list[tuple[str, LabelledImages]]:
+    """The labelled watch sets (evaluate's: the first concept sets the ratio), each cut to `limit` images."""
+    try:
+        sets = concept_sets(concepts, negatives, size, channels)
+    except UserError as e:
+        raise UserError(f"--watch: {e}") from None
+    cut = [(name, subsample(test, limit)) for name, test in sets]
+    for (name, full), (_, kept) in zip(sets, cut, strict=True):
+        if len(kept.labels) < len(full.labels):
+            say(f"watch: {name}: scanning {len(kept.labels):,} of {len(full.labels):,} images (the same "
+                "fraction of each class; --watch-images)")
+    return cut
+
+
+def fingerprint(sets: list[tuple[str, LabelledImages]]) -> str:
+    """Names, labels and pixels of the watch set: a resumed run reuses its baselines only for the same set."""
+    digest = hashlib.sha256()
+    for name, test in sets:
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(test.labels).tobytes())
+        digest.update(np.ascontiguousarray(test.images, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def scan_network(network: Network, sets: list[tuple[str, LabelledImages]], seed: int = 0) -> dict:
+    """Per concept: every stage's best unit (chosen on all images), its accuracy, AUC and held-out accuracy."""
+    index = UnitIndex(network)
+    concepts = {}
+    for name, test in sets:
+        labels = test.labels.astype(np.int64)
+        scored = scan_units(network, test.images, Layout(labels, seed), name, progress=False)
+        stages = []
+        for stage in range(1, len(network.stages) + 1):
+            units = index.units_of_stage(stage)
+            stages.append(neuron_record(index, scored, scored.full.best(units),
+                                        heldout_accuracy=scored.heldout(units)[0]))
+        concepts[name] = {"stages": stages, "upper_heldout": upper_heldout(stages)}
+    return concepts
+
+
+def baselines(network: Network, sets: list[tuple[str, LabelledImages]], source: BatchSource, n_filters: int,
+              seed: int = 0) -> dict:
+    """Per concept: random guess, and held-out accuracy of the random-weights network and the best linear filter;
+    the bar is the better of the last two plus evaluate's margin."""
+    random = random_network(network.config, seed + 1, next(network.parameters()).device)
+    block = block_size(max(len(test.labels) for _, test in sets))
+    filters = list(filter_blocks(source.batches(500, seed=12345), n_filters, block))  # reused for every concept
+    out = {}
+    for name, test in sets:
+        labels = test.labels.astype(np.int64)
+        layout = Layout(labels, seed)
+        rand = scan_units(random, test.images, layout, name, progress=False).heldout()[0]
+        leader, used = scan_linear(filters, image_rows(test.images), layout, n_filters, name, progress=False)
+        linear = leader.record("training image")["heldout_accuracy"]
+        out[name] = {"random_guess": chance(labels, name)["accuracy"], "random_weights": rand, "linear_filter": linear,
+                     "bar": max(rand, linear) + MARGIN, "n_positive": int(labels.sum()),
+                     "n_negative": int((labels == 0).sum()), "n_filters": used}
+    return out
+
+
+@dataclass
+class WatchOptions:
+    """`--watch-every` N images or `--watch-minutes` M (neither: as often as the budget allows); the budget is the
+    largest share of the run's wall time the scans may take (1: never widen)."""
+
+    every_images: int | None = None
+    every_seconds: float | None = None
+    budget: float = 0.1
+    n_filters: int = 10_000
+    seed: int = 0
+
+    def validate(self) -> WatchOptions:
+        if self.every_images is not None and self.every_seconds is not None:
+            raise UserError("--watch-every and --watch-minutes: give one of them")
+        if self.every_images is not None and self.every_images < 1:
+            raise UserError(f"--watch-every {self.every_images}: must be at least 1 image")
+        if self.every_seconds is not None and self.every_seconds <= 0:
+            raise UserError(f"--watch-minutes {self.every_seconds / 60:g}: must be positive")
+        if not 0 < self.budget <= 1:
+            raise UserError(f"--watch-budget {self.budget:g}: a share of the run's time in (0, 1]")
+        if self.budget == 1 and self.every_images is None and self.every_seconds is None:
+            raise UserError("--watch-budget 1: give --watch-every or --watch-minutes (no budget to set the interval)")
+        return self
+
+
+class Watch:
+    """The watch of one run: when to scan, the records, the best checkpoint, and the progress line's fields."""
+
+    def __init__(self, sets: list[tuple[str, LabelledImages]], options: WatchOptions | None = None,
+                 say=print) -> None:
+        if not sets:
+            raise UserError("--watch: no concept to watch")
+        self.sets, self.options, self.say = sets, (options or WatchOptions()).validate(), say
+        self.every_images, self.every_seconds = self.options.every_images, self.options.every_seconds
+        self.concept = sets[0][0]
+        self.base: dict = {}
+        self.latest: dict | None = None
+        self.best = -math.inf
+        self.last_images = -1
+        self.scan_seconds: list[float] = []
+        self.widened = False
+
+    # -- the session: history, baselines, the clock --------------------------------------------------------------
+
+    def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: IO[str],
+              network: Network, images: int, max_seconds: float | None = None) -> None:
+        """Pick up the curve where metrics.jsonl left it (resume), log the baselines if this watch set has none,
+        and scan unless the curve already has this point. With a time limit the watch set is cut to fit it."""
+        self.run, self.config, self.data_spec, self.metrics = Path(run), config, data_spec, metrics
+        rows = runs.read_rows(run)
+        self._fit_sets(network, latest_baselines(rows), max_seconds)
+        history = [r for r in watch_records(rows) if r["images"] <= images]
+        if history:
+            self.last_images = history[-1]["images"]
+            self.latest = history[-1]
+            self.best = max((r["concepts"][self.concept]["upper_heldout"] for r in history
+                             if self.concept in r["concepts"]), default=-math.inf)
+        stamp = fingerprint(self.sets)
+        known = latest_baselines(rows)
+        if known is not None and known.get("fingerprint") == stamp:
+            self.base = known["concepts"]
+        else:
+            started = time.monotonic()
+            self.base = baselines(network, self.sets, source, self.options.n_filters, self.options.seed)
+            self._write({"record": BASELINES, "images": images, "fingerprint": stamp,
+                         "seconds": time.monotonic() - started, "concepts": self.base})
+        if self.every_images is None and self.every_seconds is None:
+            self.every_seconds = 0.0  # set from the first scan's cost, in _keep_to_budget
+        self.clock, self.trained_from, self.scanned_at = time.monotonic(), images, time.monotonic()
+        self.ensure(network, images, images // config.train.batch_size)
+
+    def due(self, images: int) -> bool:
+        if images <= self.last_images:
+            return False
+        if self.every_images is not None:
+            return images // self.every_images > self.last_images // self.every_images
+        return time.monotonic() - self.scanned_at >= self.every_seconds
+
+    def _fit_sets(self, network: Network, known: dict | None, max_seconds: float | None) -> None:
+        """Cut the watch sets so that the fixed scans (two baselines, the start, the end) take at most half the
+        budget of a run limited to `max_seconds`; a resumed run keeps the sizes its baselines were computed on."""
+        sizes = {name: base["n_positive"] + base["n_negative"] for name, base in (known or {}).get("concepts",
+                                                                                              {}).items()}
+        if not sizes and max_seconds is not None and self.options.budget < 1:
+            probe = subsample(self.sets[0][1], 100)
+            started = time.monotonic()
+            scan_network(network, [("probe", probe)], self.options.seed)
+            per_image = (time.monotonic() - started) / len(probe.labels)
+            total = sum(len(test.labels) for _, test in self.sets)
+            allowed = int(self.options.budget * max_seconds / 2 / (4 * per_image))
+            if allowed < total:
+                sizes = {name: max(MIN_IMAGES, len(test.labels) * allowed // total) for name, test in self.sets}
+                self.say(f"watch: a scan takes {1000 * per_image:.0f} ms per image here: scanning "
+                         f"{', '.join(f'{n:,} {name}' for name, n in sizes.items())} images, to keep the watch "
+                         f"under {100 * self.options.budget:g}% of the run's time (--watch-budget)")
+                self.widened = True  # said once
+        self.sets = [(name, subsample(test, sizes.get(name, len(test.labels)))) for name, test in self.sets]
+
+    # -- one scan ------------------------------------------------------------------------------------------------
+
+    def scan(self, network: Network, images: int, step: int) -> dict:
+        """The record of `network` after `images` images (a pure function of the weights; may run in a thread)."""
+        started = time.monotonic()
+        concepts = scan_network(network, self.sets, self.options.seed)
+        return {"record": WATCH, "images": images, "step": step, "scan_s": time.monotonic() - started,
+                "concepts": concepts}
+
+    def record(self, record: dict, network: Network) -> None:
+        """Log a scan's record and keep the best checkpoint; widen the interval if the scans are over budget."""
+        record |= {"every_images": self.every_images, "every_seconds": self.every_seconds}
+        for name, row in record["concepts"].items():
+            row["bar"] = self.base[name]["bar"]
+        self._write(record)
+        self.last_images, self.latest, self.scanned_at = record["images"], record, time.monotonic()
+        self.scan_seconds.append(record["scan_s"])
+        value = record["concepts"][self.concept]["upper_heldout"]
+        if value > self.best:
+            self.best = value
+            checkpoint.save(best_checkpoint_path(self.run), self.config, record["step"], network,
+                            extra={"data": self.data_spec, "watch": record})
+        self._keep_to_budget(record["images"])
+
+    def observe(self, network: Network, images: int, step: int) -> None:
+        """Scan now and record it (the single-process trainer's call)."""
+        self.record(self.scan(network, images, step), network)
+
+    def ensure(self, network: Network, images: int, step: int) -> None:
+        """A scan at this point unless the curve has one (the start, the end, a resumed run's start)."""
+        if images > self.last_images:
+            self.observe(network, images, step)
+
+    def fields(self) -> dict[str, float]:
+        """For the progress line: the best stage-2/3 held-out accuracy of the first concept, and its bar."""
+        if self.latest is None or self.concept not in self.latest["concepts"]:
+            return {}
+        return {f"{self.concept} s2/3 held-out": self.latest["concepts"][self.concept]["upper_heldout"],
+                "bar": self.base[self.concept]["bar"]}
+
+    # -- the budget ----------------------------------------------------------------------------------------------
+
+    def _keep_to_budget(self, images: int) -> None:
+        """Widen the interval so that scans take at most `budget` of the wall time; say so the first time."""
+        budget = self.options.budget
+        if budget >= 1:
+            return
+        cost = float(np.mean(self.scan_seconds))
+        spare = cost * (1 - budget) / budget  # seconds of training per scan that keep the share at `budget`
+        if self.every_images is None:
+            if self.every_seconds < spare:
+                first = self.every_seconds == 0
+                self.every_seconds = spare
+                self._tell(f"a scan takes {cost:.1f} s: scanning every {spare:.0f} s of training", quiet=first)
+            return
+        training = time.monotonic() - self.clock - sum(self.scan_seconds)
+        if images <= self.trained_from or training <= 0:
+            return  # no training rate measured yet
+        rate = (images - self.trained_from) / training
+        needed = spare * rate
+        if self.every_images < needed:
+            digits = 10 ** max(0, int(math.log10(needed)) - 1)
+            self.every_images = int(math.ceil(needed / digits) * digits)
+            self._tell(f"a scan takes {cost:.1f} s, {needed / rate:.0f} s of training at {rate:.0f} images/s: "
+                       f"scanning every {self.every_images:,} images")
+
+    def _tell(self, what: str, quiet: bool = False) -> None:
+        if not self.widened:
+            self.widened = True
+            note = "" if quiet else " (wider than asked)"
+            self.say(f"watch: {what}{note}, to keep the watch under {100 * self.options.budget:g}% of the run's time "
+                     "(--watch-budget)")
+
+    def _write(self, row: dict) -> None:
+        self.metrics.write(json.dumps(row) + "\n")
+        self.metrics.flush()

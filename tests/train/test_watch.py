@@ -1,0 +1,122 @@
+"""The watch: records at the right image counts, a resumed curve without repeat or gap, the best checkpoint,
+the budget that widens the interval."""
+
+import numpy as np
+import pytest
+
+from catneuron.analysis.emergence import watch_records
+from catneuron.data.embedded import EmbeddedCorpus
+from catneuron.data.labelled import LabelledImages
+from catneuron.errors import UserError
+from catneuron.model.config import PRESETS
+from catneuron.model.network import Network
+from catneuron.store import checkpoint, runs
+from catneuron.train.trainer import Trainer
+from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path, scan_network, subsample
+
+
+@pytest.fixture(scope="module")
+def corpus() -> EmbeddedCorpus:
+    return EmbeddedCorpus(size=16)
+
+
+@pytest.fixture(scope="module")
+def sets(corpus) -> list[tuple[str, LabelledImages]]:
+    return [("faces", subsample(corpus.test_set(), 80))]
+
+
+def watched(trainer: Trainer, sets, **options) -> Trainer:
+    trainer.watch = Watch(sets, WatchOptions(n_filters=200, **options), say=lambda _: None)
+    return trainer
+
+
+def test_records_at_every_interval_the_start_and_the_end_none_past_it(corpus, sets, tmp_path):
+    trainer = watched(Trainer(PRESETS["tiny"], corpus, tmp_path), sets, every_images=40, budget=1.0)
+    trainer.fit(5, progress=False)  # batches of 20: 100 images
+    rows = runs.read_rows(tmp_path)
+    assert [r["images"] for r in watch_records(rows)] == [0, 40, 80, 100]
+    assert [r["step"] for r in watch_records(rows)] == [0, 2, 4, 5]
+    assert sum(r.get("record") == "watch_baselines" for r in rows) == 1
+    base = next(r for r in rows if r.get("record") == "watch_baselines")["concepts"]["faces"]
+    assert base["bar"] == pytest.approx(max(base["random_weights"], base["linear_filter"]) + 0.03)
+    assert (base["n_positive"], base["n_negative"]) == (int(sets[0][1].labels.sum()), 80 - int(sets[0][1].labels.sum()))
+    record = watch_records(rows)[-1]["concepts"]["faces"]
+    assert [s["stage"] for s in record["stages"]] == [1, 2, 3]
+    assert record["upper_heldout"] == max(s["heldout_accuracy"] for s in record["stages"][1:])
+    assert all("loss" in r for r in runs.read_metrics(tmp_path))  # training rows apart from the watch's
+
+
+def test_resume_continues_the_curve_without_repeat_or_gap(corpus, sets, tmp_path):
+    watched(Trainer(PRESETS["tiny"], corpus, tmp_path), sets, every_images=60, budget=1.0).fit(4, progress=False)
+    watched(Trainer.resume(tmp_path, corpus), sets, every_images=60, budget=1.0).fit(9, progress=False)
+    rows = runs.read_rows(tmp_path)
+    images = [r["images"] for r in rows if r.get("record") == "watch"]
+    assert images == [0, 60, 80, 120, 180]  # 80: the first session's end; no second scan there on resume
+    assert sum(r.get("record") == "watch_baselines" for r in rows) == 1  # the same watch set reuses them
+
+
+def test_the_best_checkpoint_holds_the_highest_record(corpus, sets, tmp_path):
+    trainer = watched(Trainer(PRESETS["tiny"], corpus, tmp_path), sets, every_images=20, budget=1.0)
+    trainer.fit(8, progress=False)
+    records = watch_records(runs.read_rows(tmp_path))
+    values = [r["concepts"]["faces"]["upper_heldout"] for r in records]
+    best = records[int(np.argmax(values))]
+    ckpt = checkpoint.load(best_checkpoint_path(tmp_path))
+    assert ckpt.extra["watch"] == best and ckpt.step == best["step"]
+    network = Network(ckpt.config.model)
+    network.load_state_dict(ckpt.model)
+    assert scan_network(network.eval(), sets) == best["concepts"] | {
+        "faces": {k: v for k, v in best["concepts"]["faces"].items() if k != "bar"}}
+
+
+def test_the_budget_widens_the_interval_and_says_so_once(corpus, sets, tmp_path):
+    said = []
+    trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)
+    trainer.watch = Watch(sets, WatchOptions(every_images=20, budget=0.001, n_filters=200), say=said.append)
+    trainer.fit(6, progress=False)
+    images = [r["images"] for r in watch_records(runs.read_rows(tmp_path))]
+    assert images[:2] == [0, 20] and trainer.watch.every_images > 20 and len(said) == 1
+    assert "wider than asked" in said[0] and "under 0.1% of the run's time" in said[0]
+    assert images[2:] == [120]  # only the end once the interval widened past the run
+
+
+def test_without_an_interval_the_budget_sets_it(corpus, sets, tmp_path):
+    said = []
+    trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)
+    trainer.watch = Watch(sets, WatchOptions(n_filters=200), say=said.append)
+    trainer.fit(2, progress=False)
+    cost = trainer.watch.scan_seconds[0]
+    assert trainer.watch.every_seconds >= cost * 9 and len(said) == 1 and "scanning every" in said[0]
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"every_images": 10, "every_seconds": 60}, "give one of them"),
+    ({"every_images": 0}, "--watch-every 0"),
+    ({"every_seconds": -60}, "--watch-minutes -1"),
+    ({"budget": 0}, "--watch-budget 0"),
+    ({"budget": 1}, "--watch-budget 1: give"),
+])
+def test_bad_options(options, message):
+    with pytest.raises(UserError, match=message):
+        WatchOptions(**options).validate()
+
+
+def test_subsample_keeps_the_class_fraction():
+    labels = np.array([1] * 30 + [0] * 70)
+    cut = subsample(LabelledImages(np.arange(100, dtype=np.float32).reshape(100, 1, 1, 1), labels), 20)
+    assert len(cut.labels) == 20 and cut.labels.sum() == 6
+
+
+def test_a_time_limit_cuts_the_watch_set_and_a_resume_keeps_it(corpus, tmp_path):
+    full = [("faces", corpus.test_set())]  # 284 images
+    said = []
+    trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)
+    trainer.watch = Watch(full, WatchOptions(every_images=40, n_filters=200), say=said.append)
+    trainer.fit(3, max_seconds=0.5, progress=False)
+    base = next(r for r in runs.read_rows(tmp_path) if r.get("record") == "watch_baselines")["concepts"]["faces"]
+    assert base["n_positive"] + base["n_negative"] == 100 and len(said) == 1 and "scanning 100 faces" in said[0]
+    resumed = Trainer.resume(tmp_path, corpus)
+    resumed.watch = Watch(full, WatchOptions(every_images=40, n_filters=200), say=said.append)
+    resumed.fit(4, max_seconds=600, progress=False)
+    assert len(resumed.watch.sets[0][1].labels) == 100
+    assert sum(r.get("record") == "watch_baselines" for r in runs.read_rows(tmp_path)) == 1

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import torch
 
-CHUNKS_PER_WORKER = 8  # enough chunks that a worker on a slowed core takes fewer, few enough to cost little
+CHUNKS = 32  # pieces of a sweep: enough that a worker on a slowed core takes fewer, few enough to cost little
 
 _lock = threading.Lock()  # one sweep at a time: it sets the process's thread count while it runs
 _pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (pid, workers, pool)
@@ -30,21 +30,27 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     return _pool[2]
 
 
-def chunks(count: int, workers: int) -> list[range]:
-    """`count` rows cut into about CHUNKS_PER_WORKER consecutive ranges per worker, in order."""
-    pieces = min(count, workers * CHUNKS_PER_WORKER)
+def chunks(count: int) -> list[range]:
+    """`count` rows cut into about CHUNKS consecutive ranges, in order. The cut does not depend on the thread
+    count, so a sweep that sums its chunks' results in row order gives the same float32 sum on any number
+    of threads (a Downpour replica equals the single-process trainer)."""
+    pieces = min(count, CHUNKS)
     bounds = [count * i // pieces for i in range(pieces + 1)]
     return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def run_rows(job: Callable[[range], None], count: int, device: torch.device) -> None:
-    """Call `job` on chunks of range(count) covering it once; on CPU with several threads, in parallel.
+    """Call `job` on chunks of range(count) covering it once (on CPU; in parallel with several threads).
 
     Chunks run concurrently, so `job` must write disjoint outputs for disjoint rows (or per-thread ones).
     """
     workers = torch.get_num_threads()
-    if device.type != "cpu" or workers == 1 or count == 1:
+    if device.type != "cpu" or count == 1:
         job(range(count))
+        return
+    if workers == 1:
+        for rows in chunks(count):
+            job(rows)
         return
     grad_enabled = torch.is_grad_enabled()  # thread-local: the workers take the caller's
 
@@ -55,7 +61,7 @@ def run_rows(job: Callable[[range], None], count: int, device: torch.device) -> 
     with _lock:
         torch.set_num_threads(1)  # each worker's products run on its own thread
         try:
-            futures = [_executor(workers).submit(work, rows) for rows in chunks(count, workers)]
+            futures = [_executor(workers).submit(work, rows) for rows in chunks(count)]
             wait(futures)  # all of them, before the thread count changes back
             for future in futures:
                 future.result()

@@ -56,12 +56,14 @@ class BlockTrainer(Trainer):
         self.network = BlockNetwork(m, grid, rank)
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0
+        self.watch, self.saved_step = None, None  # no --watch under --partitions yet; nothing saved yet
         if resume:
             ckpt = checkpoint.load(runs.checkpoint_path(run))
             load_blocks(self.network, self.optimizer, ckpt.model, ckpt.optimizer)
             if ckpt.rng is not None:
                 torch.set_rng_state(ckpt.rng)
             self.step, self.data_spec = ckpt.step, ckpt.extra.get("data", data)
+            self.saved_step = ckpt.step
         else:
             torch.manual_seed(config.train.seed)  # the single-process trainer's initial weights
             whole = Network(m)

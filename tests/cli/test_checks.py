@@ -8,26 +8,17 @@ them all, and more, through the real entry point.
 from __future__ import annotations
 
 import shutil
-import sys
 
 import numpy as np
 import pytest
 import torch
+from clirun import run
 from PIL import Image
 
-from catneuron.cli import main
 from catneuron.data.sources import ArraySource
 from catneuron.model.config import PRESETS, replace
 from catneuron.store import runs
 from catneuron.train.trainer import Trainer
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["catneuron", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

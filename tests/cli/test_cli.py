@@ -1,20 +1,11 @@
 """The command line: one-line errors with exit 2, info, train/resume, evaluate on folders, demo end to end."""
 
 import json
-import sys
 
 import pytest
+from clirun import run
 
-from catneuron.cli import main
 from catneuron.store import rates, runs
-
-
-def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["catneuron", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 @pytest.mark.parametrize("args,message", [

@@ -2,25 +2,16 @@
 
 import csv
 import json
-import sys
 
 import numpy as np
 import pytest
+from clirun import run as cli
 from PIL import Image
 
-from catneuron.cli import main
 from catneuron.data.sources import ArraySource
 from catneuron.model.config import PRESETS
 from catneuron.store import files, runs
 from catneuron.train.trainer import Trainer
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["catneuron", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out = capsys.readouterr()
-    return exit_info.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

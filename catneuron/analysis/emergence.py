@@ -59,7 +59,10 @@ def emergence_verdict(records: list[dict], baselines: dict | None, concept: str)
         value = record["concepts"][concept]["upper_heldout"]
         out[name] = {"images": record["images"], "upper_heldout": value,
                      "above_bar": None if base is None else value >= base["bar"]}
+        if name == "end" and record is best:
+            continue
         where = "at its best point" if name == "best" else "at the end"
+        where += ", the end," if name == "best" and record is held[-1] else ""
         text = f"{where} ({record['images']:,} images) the best stage-2/3 unit reaches {100 * value:.1f}% held-out"
         if base is not None:
             text += (f", {100 * (value - base['bar'] + MARGIN):+.1f} points against the better baseline "

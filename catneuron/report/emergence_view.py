@@ -35,7 +35,7 @@ def baselines_line(baselines: dict | None, concept: str) -> Html:
         return Html("")
     return el("p", f"baselines on the watch set ({base.get('n_positive')} positives, {base.get('n_negative')} "
                    f"negatives), held-out: random guess {percent(base.get('random_guess'))}%, random weights "
-                   f"{percent(base.get('random_weights'))}%, best of {base.get('n_filters')} linear filters "
+                   f"{percent(base.get('random_weights'))}%, best of {base.get('n_filters', 0):,} linear filters "
                    f"{percent(base.get('linear_filter'))}%; the bar (better baseline + 3 points) "
                    f"{percent(base.get('bar'))}%", class_="note")
 

@@ -48,7 +48,8 @@ def stage_figures(run: Path, test: LabelledImages, result: dict, seconds: float)
 @app.command()
 def demo(
     out: Path = typer.Option(None, help="Run folder (default runs/demo-<time>)."),
-    minutes: float = typer.Option(10.0, help="Training time budget in minutes."),
+    minutes: float = typer.Option(7.0, help="Training time budget in minutes (the scan, the null of 5 random networks, "
+                                             "the probes and the figures take a few more: about 12 in all)."),
     steps: int = typer.Option(1_000_000, help="Stop training at this many steps if the time budget lasts."),
     preset: str = typer.Option("small", help="Model preset."),
     linear_filters: int = typer.Option(100_000, help="Random training images tried as linear filters."),

@@ -1,6 +1,8 @@
 """Fixtures shared across the suite."""
 
+import shutil
 import struct
+import subprocess
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -50,3 +52,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def isolate() -> list[str]:
+    """For the loopback proofs under strace: the command prefix that runs a program in a network namespace of
+    its own with only `lo` up (empty where one cannot be made); the test is skipped where strace is unusable."""
+    if shutil.which("strace") is None or subprocess.run(["strace", "-f", "-o", "/dev/null", "true"]).returncode:
+        pytest.skip("strace is not usable here")
+    if shutil.which("unshare") and shutil.which("ip") and subprocess.run(
+            ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0:
+        return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
+    return []

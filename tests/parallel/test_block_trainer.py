@@ -7,7 +7,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -98,15 +97,9 @@ def test_a_killed_rank_stops_the_run_with_one_line_and_an_intact_checkpoint(tmp_
 ADDRESS = re.compile(r'inet_addr\("([^"]+)"\)|inet_pton\(AF_INET6?, "([^"]+)"')
 
 
-def test_a_local_run_binds_and_connects_only_on_loopback(tmp_path):
+def test_a_local_run_binds_and_connects_only_on_loopback(tmp_path, isolate):
     """`catneuron train --partitions 1x2` under strace (in a network namespace of its own where one can be
     made): every address any of its processes binds, connects or sends to is loopback."""
-    if shutil.which("strace") is None or subprocess.run(["strace", "-f", "-o", "/dev/null", "true"]).returncode:
-        pytest.skip("strace is not usable here")
-    isolate = []
-    if shutil.which("unshare") and shutil.which("ip") and subprocess.run(
-            ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0:
-        isolate = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
     trace = tmp_path / "trace.txt"
     command = [*isolate, "strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=bind,connect,sendto,sendmsg",
                "-o", str(trace), sys.executable, "-c", "from catneuron.cli import main; main()", "train",

@@ -207,16 +207,10 @@ def _driver(root: int, marker: bytes) -> int:
     raise AssertionError("the training process did not start")
 
 
-def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path):
+def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path, isolate):
     """`catneuron train --replicas 2` under strace (in a network namespace of its own where one can be made):
     every address any of its processes connects or sends to is in 127.0.0.0/8, no token lands in $HOME,
     Ctrl-C leaves a checkpoint, and no Ray process is left behind."""
-    if shutil.which("strace") is None or subprocess.run(["strace", "-f", "-o", "/dev/null", "true"]).returncode:
-        pytest.skip("strace is not usable here")
-    isolate = []
-    if shutil.which("unshare") and shutil.which("ip") and subprocess.run(
-            ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0:
-        isolate = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
     home, run, trace = tmp_path / "home", tmp_path / "run", tmp_path / "trace.txt"
     home.mkdir()
     temp = tempfile.mkdtemp(prefix="cnray-", dir="/tmp")

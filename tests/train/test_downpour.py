@@ -155,9 +155,9 @@ def test_a_killed_replica_does_not_stop_the_run(local, corpus, tmp_path, on_fail
     downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(replicas=2, on_failure=on_failure))
     before = objective_of(downpour.trainer, fixed)
     killer = kill_when(downpour, downpour.actor_name("replica", 0), at_step=15)
-    result = downpour.fit(80, progress=False)
+    result = downpour.fit(400, progress=False)  # long enough to outlast the 1 s backoff before a replacement
     killer.join(timeout=5)
-    assert result.step == 80
+    assert result.step == 400
     assert downpour.incarnations[0] == (1 if on_failure == "replace" else 0)
     assert len(downpour.replicas) == (2 if on_failure == "replace" else 1)
     assert objective(run, fixed) < 0.8 * before

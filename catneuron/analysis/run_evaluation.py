@@ -22,8 +22,6 @@ from catneuron.model.network import Network, NeuronId
 from catneuron.report.plots import emergence_curves, training_curves
 from catneuron.store import files, runs
 
-PAPER_POSITIVE_FRACTION = 0.352  # the paper's test sets: 37,000 images, 13,026 of them faces
-
 
 def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int,
                  positive_fraction: float | None = None) -> list[tuple[str, LabelledImages]]:
@@ -48,16 +46,6 @@ def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, cha
         labels = np.array([1] * len(keep_pos) + [0] * len(keep_neg), dtype=np.int64)
         sets.append((name, LabelledImages(images, labels)))
     return sets
-
-
-def check_fraction(positive_fraction: float | None, paper_ratio: bool) -> float | None:
-    """--positive-fraction F and --paper-ratio as one share of positives (None: keep the face set's)."""
-    if paper_ratio and positive_fraction is not None:
-        raise UserError("--paper-ratio and --positive-fraction: give one (--paper-ratio is --positive-fraction "
-                        f"{PAPER_POSITIVE_FRACTION})")
-    if positive_fraction is not None and not 0 < positive_fraction < 1:
-        raise UserError(f"--positive-fraction {positive_fraction}: must lie strictly between 0 and 1")
-    return PAPER_POSITIVE_FRACTION if paper_ratio else positive_fraction
 
 
 def _read(folder: str, flag: str, size: int, channels: int) -> np.ndarray:

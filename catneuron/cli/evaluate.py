@@ -9,10 +9,11 @@ import typer
 
 from catneuron.analysis.concepts import concept_slug, parse_concepts
 from catneuron.analysis.null import check_null_seeds
-from catneuron.analysis.run_evaluation import check_fraction, concept_sets, evaluate_run
+from catneuron.analysis.run_evaluation import concept_sets, evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli import checks
 from catneuron.cli.app import app
+from catneuron.data.embedded import PAPER_POSITIVE_FRACTION
 from catneuron.errors import UserError
 from catneuron.store import checkpoint, runs
 
@@ -71,3 +72,12 @@ def evaluate(
     print_table(results)
     for result in results:
         print(f"results: {runs.results_dir(run) / (concept_slug(result['concept']) + '.json')}")
+
+
+def check_fraction(positive_fraction: float | None, paper_ratio: bool) -> float | None:
+    """--positive-fraction F and --paper-ratio as one share of positives (None: keep the face set's)."""
+    if paper_ratio and positive_fraction is not None:
+        raise UserError("--paper-ratio and --positive-fraction: give one (--paper-ratio is --positive-fraction "
+                        f"{PAPER_POSITIVE_FRACTION:.3f})")
+    checks.fraction("--positive-fraction", positive_fraction)
+    return PAPER_POSITIVE_FRACTION if paper_ratio else positive_fraction

@@ -57,8 +57,7 @@ def visualize(
     if stage is not None and concept is None:
         raise UserError(f"--stage {stage}: picks the best neuron of a stage for a --concept; give --concept")
     for flag, value, least in (("--starts", starts, 1), ("--steps", steps, 0), ("--top", top, 1)):
-        if value < least:
-            raise UserError(f"{flag} {value}: must be at least {least}")
+        checks.at_least(flag, value, least)
     checks.positive("--minutes", minutes)
     checks.positive("--tolerance", tolerance)
     text = neuron if neuron is not None else concept_neuron(run, concept, stage)

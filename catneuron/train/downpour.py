@@ -217,17 +217,16 @@ class Downpour:
         return shard, shard.load.remote(self.shard_map.gather(params, k), state)
 
     def _replica_resources(self) -> tuple[float, int]:
-        """CPUs per process of a replica (a fair share, at most one node's) and torch threads to match."""
+        """CPUs per process (a fair share: total / (replicas x ranks per replica), at most one node's) and torch
+        threads to match. A replica needs one CPU; its ranks may share it."""
         import ray
 
         o = self.options
         total = ray.cluster_resources().get("CPU", 1.0)
         largest = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
-        if o.replicas * o.ranks > total:
-            grid = f" --partitions {o.partitions[0]}x{o.partitions[1]}" if o.ranks > 1 else ""
-            each = f"each of their {o.replicas * o.ranks} ranks" if o.ranks > 1 else "each replica"
-            raise UserError(f"--replicas {o.replicas}{grid}: the Ray cluster has {total:g} CPU(s), and {each} needs "
-                            f"one; use at most {int(total) // o.ranks} replicas")
+        if o.replicas > total:
+            raise UserError(f"--replicas {o.replicas}: the Ray cluster has {total:g} CPU(s), and each "
+                            f"replica needs one; use at most {int(total)} replicas")
         cpus = math.floor(min(total / (o.replicas * o.ranks), largest) * 1e4) / 1e4  # Ray's resource precision
         return cpus, max(1, int(cpus))
 

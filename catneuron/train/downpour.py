@@ -92,6 +92,25 @@ def death_reason(error: Exception) -> str:
     return (lines[-1] if lines else type(error).__name__)[:300]
 
 
+def _death_among(refs: list, error: Exception) -> Exception:
+    """A rank that dies makes its replica's other ranks fail too (their exchanges with it break), perhaps first:
+    report the death (waiting a second for it) rather than its echo."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    if isinstance(error, RayActorError) or len(refs) == 1:
+        return error
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+    for ref in done:
+        try:
+            ray.get(ref)
+        except RayActorError as death:
+            return death
+        except RayTaskError:
+            continue
+    return error
+
+
 def _saved_positions(trainer: Trainer, replicas: int) -> list[int] | None:
     """Where each replica's stream stood at the checkpoint being resumed, if it was a run with as many."""
     path = runs.checkpoint_path(trainer.run)
@@ -321,8 +340,9 @@ class Downpour:
                     del chunks[i]
                     granted -= n
                     rates.pop(i, None)
+                    cause = _death_among(refs, e)  # before the kill: its peers' chunks fail too
                     self.replicas[i].kill()
-                    self._replica_died(i, e)
+                    self._replica_died(i, cause)
                     continue
                 if any(ref in pending for ref in refs):
                     continue  # the replica's other ranks are still at it

@@ -185,40 +185,40 @@ def _losses(run: Path) -> list[float]:
 def test_one_replica_of_1x2_blocks_is_the_model_parallel_trainer(local, tmp_path):
     """N = K = P = G = 1 with 1x2 blocks: the non-Downpour 1x2 run bit for bit (the same block network, the same
     Adagrad element by element), and the single-process trainer within float32 rounding (the blocks sum the
-    objective in another order). Both rendezvous: a local run's (a file; gloo on loopback) and a cluster's (a TCP
-    store opened by rank 0; `--address` given, here the Ray this module started)."""
+    objective in another order)."""
     config = replace(tiny(log_every=1), model={"weight_norm": "both"})
     source = open_source("embedded", 16, 1)
     ModelParallel(config, "embedded", tmp_path / "blocks", (1, 2), threads=1, resume=False).fit(6)
     Trainer(config, source, tmp_path / "single", data_spec="embedded").fit(6, progress=False)
-    blocks = checkpoint.load(runs.checkpoint_path(tmp_path / "blocks"))
-    for address in (None, "cluster"):
-        run = tmp_path / f"downpour-{address}"
-        Downpour(Trainer(config, source, run, data_spec="embedded"),
-                 DownpourOptions(replicas=1, ps_shards=1, partitions=(1, 2), address=address)).fit(6, progress=False)
+    run = tmp_path / "downpour"
+    Downpour(Trainer(config, source, run, data_spec="embedded"),
+             DownpourOptions(replicas=1, ps_shards=1, partitions=(1, 2))).fit(6, progress=False)
 
-        assert _losses(run) == _losses(tmp_path / "blocks")
-        assert _losses(run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-5)
-        assert {row["staleness_max"] for row in runs.read_metrics(run)} == {0}
-        ours = checkpoint.load(runs.checkpoint_path(run))
-        assert ours.extra["partitions"] == "1x2"
-        for name, weight in blocks.model.items():
-            assert torch.equal(ours.model[name], weight), name
-        for index, state in blocks.optimizer["state"].items():
-            for key, value in state.items():
-                assert torch.equal(ours.optimizer["state"][index][key], value), f"{index}.{key}"
+    assert _losses(run) == _losses(tmp_path / "blocks")
+    assert _losses(run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-5)
+    assert {row["staleness_max"] for row in runs.read_metrics(run)} == {0}
+    ours, blocks = (checkpoint.load(runs.checkpoint_path(r)) for r in (run, tmp_path / "blocks"))
+    assert ours.extra["partitions"] == "1x2"
+    for name, weight in blocks.model.items():
+        assert torch.equal(ours.model[name], weight), name
+    for index, state in blocks.optimizer["state"].items():
+        for key, value in state.items():
+            assert torch.equal(ours.optimizer["state"][index][key], value), f"{index}.{key}"
     assert Trainer.resume(run, source).step == 6
 
 
-def test_two_replicas_of_1x2_blocks_lower_the_objective(local, corpus, tmp_path):
+def test_two_replicas_of_1x2_blocks_lower_the_objective_meeting_as_on_a_cluster(local, corpus, tmp_path):
+    """With `--address` (here the Ray this module started) each replica's ranks meet at the TCP store their rank 0
+    opens, as on a cluster, rather than through a local file."""
     fixed = next(corpus.batches(200, seed=99))
     run = tmp_path / "run"
-    downpour = Downpour(Trainer(tiny(), corpus, run),
-                        DownpourOptions(replicas=2, fetch_every=2, push_every=2, partitions=(1, 2)))
+    downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(
+        replicas=2, fetch_every=2, push_every=2, partitions=(1, 2), address="cluster"))
     before = objective_of(downpour.trainer, fixed)
     result = downpour.fit(40, progress=False)
     assert result.step == 40
     assert objective(run, fixed) < 0.8 * before
+    assert all(replica.folder is None for replica in downpour.replicas.values())  # no local rendezvous file
     last = runs.read_metrics(run)[-1]
     assert set(last["replica_steps_per_s"]) == {"0", "1"}
     assert last["fetched_bytes"] > 0 and last["pushed_bytes"] > 0

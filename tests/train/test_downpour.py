@@ -291,9 +291,10 @@ def _driver(root: int, marker: bytes) -> int:
 
 
 def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path, isolate):
-    """`catneuron train --replicas 2` under strace (in a network namespace of its own where one can be made):
-    every address any of its processes connects or sends to is in 127.0.0.0/8, no token lands in $HOME,
-    Ctrl-C leaves a checkpoint, and no Ray process is left behind."""
+    """`catneuron train --replicas 2 --partitions 1x2` under strace (in a network namespace of its own where one can
+    be made): every address any of its processes (the driver, Ray's, the shards, the replicas' ranks and their gloo
+    groups) connects or sends to is in 127.0.0.0/8, no token lands in $HOME, Ctrl-C leaves a checkpoint, and no Ray
+    process is left behind. Plain replicas (no --partitions) are the same Ray actors without the gloo groups."""
     home, run, trace = tmp_path / "home", tmp_path / "run", tmp_path / "trace.txt"
     home.mkdir()
     temp = tempfile.mkdtemp(prefix="cnray-", dir="/tmp")
@@ -302,7 +303,7 @@ def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path,
     command = [*isolate, "strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect,sendto,sendmsg",
                "-o", str(trace), sys.executable, "-c", entry,
                "train", "--data", "embedded", "--preset", "tiny", "--steps", "100000", "--replicas", "2",
-               "--out", str(run)]
+               "--partitions", "1x2", "--out", str(run)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:

@@ -7,6 +7,9 @@ every shard each `fetch_every` steps and pushes the gradient it accumulated to e
 Nothing waits for anything else: the driver only hands each replica its next chunk of steps (about a
 second of work), writes the metrics and checkpoints, and replaces replicas that die. With one
 replica, one shard and P = G = 1, this is the single-process trainer, step for step.
+
+With `partitions` (model parallelism), a replica is R*C ranks, each fetching from and pushing to only
+the shards of its block, and a dead rank takes its replica down (catneuron.train.downpour_blocks).
 """
 
 from __future__ import annotations
@@ -33,7 +36,6 @@ from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.errors import UserError
 from catneuron.model.config import to_dict
 from catneuron.model.network import Network
-from catneuron.parallel.grid import plan
 from catneuron.progress import Progress
 from catneuron.store import checkpoint, files, runs
 from catneuron.train.downpour_blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
@@ -133,8 +135,7 @@ class Downpour:
         self.session = uuid.uuid4().hex[:8]
         if options.partitions == (1, 1):
             self.shard_map: RowShards | BlockShards = RowShards(trainer.network, options.ps_shards)
-        else:
-            plan(trainer.config.model, options.partitions)  # a grid too fine for a halo: refused before Ray starts
+        else:  # a grid too fine for a halo is refused here, before Ray starts
             self.shard_map = BlockShards(trainer.network, trainer.config.model, options.partitions, options.ps_shards)
         self.base_step = trainer.step // options.replicas
         self.positions = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas

@@ -51,7 +51,7 @@ def train(
     no_lcn: bool = typer.Option(False, "--no-lcn", help="The paper's ablation: stages without LCN."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
     replicas: int = typer.Option(1, help="Downpour SGD on Ray: model replicas (1 and no --address: no Ray)."),
-    ps_shards: int = typer.Option(1, help="Downpour: parameter-server shards."),
+    ps_shards: int = typer.Option(1, help="Downpour: parameter-server shards (per block with --partitions)."),
     fetch_every: int = typer.Option(1, help="Downpour: a replica fetches parameters every P steps."),
     push_every: int = typer.Option(1, help="Downpour: a replica pushes its accumulated gradients every G steps."),
     address: str = typer.Option(None, help="Downpour: join the Ray cluster at this address (e.g. auto)."),
@@ -60,7 +60,7 @@ def train(
     ps_snapshot_minutes: float = typer.Option(5.0, help="Downpour: shards snapshot their state to RUN/ps this "
                                               "often."),
     partitions: str = typer.Option("1x1", help="Model parallelism: one replica as R x C processes, each owning "
-                                   "a block of every stage's positions (e.g. 2x2)."),
+                                   "a block of every stage's positions (e.g. 2x2); with Downpour, each replica."),
     threads: int = typer.Option(None, help="Torch threads per process (default: 1 per rank with --partitions)."),
     watch: list[str] = typer.Option(None, help="Watch a concept as the run trains: NAME=DIR of its images (repeat "
                                                "for more; the first sets the ratio and the best checkpoint)."),
@@ -104,21 +104,26 @@ def train(
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
         checks.writable_folder(out, "--out")
     source = open_source(data, cfg.model.input_size, cfg.model.channels)
+    downpour = replicas > 1 or address is not None
     if grid != (1, 1):
         if watch or watch_negatives:
             raise UserError(f"--watch: not yet with --partitions {partitions}")
-        run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, replicas, address)
-        return
+        if not downpour:
+            run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev)
+            return
     if threads is not None:
         torch.set_num_threads(threads)
     trainer = Trainer.resume(out, source, dev) if resume else Trainer(cfg, source, out, dev, data_spec=data)
     runner, how = trainer, ""
-    if replicas > 1 or address is not None:
+    if downpour:
         from catneuron.train.downpour import Downpour, DownpourOptions
 
         runner = Downpour(trainer, DownpourOptions(replicas, ps_shards, fetch_every, push_every, address,
-                                                   on_replica_failure, ps_snapshot_minutes * 60))
+                                                   on_replica_failure, ps_snapshot_minutes * 60, partitions=grid))
         how = f" with Downpour SGD ({replicas} replicas, {ps_shards} parameter shards)"
+        if grid != (1, 1):
+            how = (f" with Downpour SGD ({replicas} replicas of {grid[0]}x{grid[1]} blocks, {ps_shards} parameter "
+                   f"shard(s) per block)")
     elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
         raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
     if watch or watch_negatives:
@@ -133,14 +138,12 @@ def train(
 
 
 def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[int, int], threads: int,
-                       resume: bool, steps: int, minutes: float | None, dev: torch.device, replicas: int,
-                       address: str | None) -> None:
-    """`--partitions RxC` other than 1x1: one replica, R*C ranks on this machine (docs/distributed.md)."""
+                       resume: bool, steps: int, minutes: float | None, dev: torch.device) -> None:
+    """`--partitions RxC` other than 1x1 without Downpour: one replica, R*C ranks on this machine, or the rank
+    torchrun started this process as (docs/distributed.md)."""
     from catneuron.parallel.grid import plan
     from catneuron.parallel.trainer import ModelParallel
 
-    if replicas > 1 or address is not None:
-        raise UserError(f"--partitions {grid[0]}x{grid[1]}: not yet with Downpour (--replicas, --address)")
     if dev.type != "cpu":
         raise UserError(f"--partitions {grid[0]}x{grid[1]}: the ranks compute on CPU (--device cpu)")
     plan(cfg.model, grid)

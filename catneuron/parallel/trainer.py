@@ -42,6 +42,14 @@ class SharedBatches:
             yield batch
 
 
+def summed_terms(outputs: list[StageOutput]) -> dict[str, float]:
+    """The objective's terms summed over the ranks of the process group (each rank's are its block's share)."""
+    mine = loss_terms(outputs)
+    total = torch.tensor(list(mine.values()), dtype=torch.float64)
+    dist.all_reduce(total)
+    return dict(zip(mine, total.tolist(), strict=True))
+
+
 class BlockTrainer(Trainer):
     """`Trainer` for one rank of a model-parallel replica: its network is a `BlockNetwork`."""
 
@@ -71,10 +79,7 @@ class BlockTrainer(Trainer):
             load_blocks(self.network, self.optimizer, whole.state_dict(), None)
 
     def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
-        mine = loss_terms(outputs)
-        total = torch.tensor(list(mine.values()), dtype=torch.float64)
-        dist.all_reduce(total)
-        return dict(zip(mine, total.tolist(), strict=True))
+        return summed_terms(outputs)
 
     def should_stop(self, elapsed: float, max_seconds: float | None) -> bool:
         if max_seconds is None:

@@ -7,6 +7,9 @@ every shard each `fetch_every` steps and pushes the gradient it accumulated to e
 Nothing waits for anything else: the driver only hands each replica its next chunk of steps (about a
 second of work), writes the metrics and checkpoints, and replaces replicas that die. With one
 replica, one shard and P = G = 1, this is the single-process trainer, step for step.
+
+With `partitions` (model parallelism), a replica is R*C ranks, each fetching from and pushing to only
+the shards of its block, and a dead rank takes its replica down (catneuron.train.downpour_blocks).
 """
 
 from __future__ import annotations
@@ -31,13 +34,15 @@ from safetensors.torch import safe_open
 
 from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.errors import UserError
-from catneuron.model.config import Config, to_dict
+from catneuron.model.config import to_dict
 from catneuron.model.network import Network
 from catneuron.progress import Progress
 from catneuron.store import checkpoint, files, runs
-from catneuron.train.downpour_ps import ParameterShard, Piece, gather, layout, scatter, snapshot_name
+from catneuron.train.downpour_blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
+from catneuron.train.downpour_ps import ParameterShard, RowShards, snapshot_name
+from catneuron.train.downpour_replica import Replica
 from catneuron.train.ray_env import ray_session
-from catneuron.train.trainer import Diverged, Trainer, TrainResult, check_finite, interrupted, loss_terms, stopped
+from catneuron.train.trainer import Diverged, Trainer, TrainResult, check_finite, interrupted, stopped
 
 PS_DIR = "ps"
 FAILURE_POLICIES = ("replace", "drop", "stop")
@@ -57,6 +62,12 @@ class DownpourOptions:
     on_failure: str = "replace"
     snapshot_seconds: float = 300.0
     chunk_seconds: float = 1.0
+    partitions: tuple[int, int] = (1, 1)  # each replica as R x C ranks (model parallelism)
+
+    @property
+    def ranks(self) -> int:
+        """Processes per replica."""
+        return self.partitions[0] * self.partitions[1]
 
     def validate(self) -> DownpourOptions:
         for flag, value in (("--replicas", self.replicas), ("--ps-shards", self.ps_shards),
@@ -83,89 +94,23 @@ def death_reason(error: Exception) -> str:
     return (lines[-1] if lines else type(error).__name__)[:300]
 
 
-def replica_stream(source: BatchSource, seed: int, replica: int, replicas: int) -> tuple[BatchSource, int]:
-    """Replica `replica`'s own portion of the data, and the seed of its stream.
+def _death_among(refs: list, error: Exception) -> Exception:
+    """A rank that dies makes its replica's other ranks fail too (their exchanges with it break), perhaps first:
+    report the death (waiting a second for it) rather than its echo."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
 
-    Sources that can split (WebDataset shards) give each replica its share of the shards; images in
-    memory are dealt out (every N-th image); other streams (the embedded corpus) are reseeded per replica.
-    Replica 0 of 1 sees exactly what the single-process trainer sees.
-    """
-    if replicas == 1:
-        return source, seed
-    split = getattr(source, "split", None)
-    if split is not None:
-        return split(replica, replicas), seed
-    if isinstance(source, ArraySource):
-        return ArraySource(source.images[replica::replicas], f"{source.description}, replica {replica}",
-                           source.flip), seed
-    return source, seed + replica
-
-
-class Replica:
-    """A Ray actor: one model replica computing gradients on its own data with parameters that may be stale."""
-
-    def __init__(self, config: Config, source: BatchSource, index: int, replicas: int, start_step: int,
-                 shards: list, pieces: list[list[Piece]], fetch_every: int, push_every: int, threads: int) -> None:
-        torch.set_num_threads(threads)
-        self.network = Network(config.model)
-        self.network.set_precision(config.train.precision)
-        self.params = list(self.network.parameters())
-        stream, seed = replica_stream(source, config.train.seed, index, replicas)
-        self.batches = stream.batches(config.train.batch_size, seed, start_step)
-        self.shards, self.pieces = shards, pieces
-        self.fetch_every, self.push_every = fetch_every, push_every
-        self.versions = [0] * len(shards)
-        self.since_fetch, self.accumulated = fetch_every, 0
-
-    def work(self, max_steps: int, max_seconds: float) -> dict:
-        """Up to `max_steps` steps, returning early (at a push) after `max_seconds`; all pushes delivered on return."""
-        import ray
-
-        start = time.monotonic()
-        terms: list[dict[str, float]] = []
-        pending: list = []
-        fetched = pushed = 0
-        while len(terms) < max_steps:
-            if self.since_fetch >= self.fetch_every:
-                fetched += self._fetch()
-            outputs = self.network(next(self.batches))
-            loss = self.network.loss(outputs)
-            terms.append(loss_terms(outputs))
-            if not math.isfinite(terms[-1]["loss"]):
-                break  # pushes no gradient of it: the driver stops the run
-            loss.backward()  # gradients add up in .grad until the push
-            self.since_fetch += 1
-            self.accumulated += 1
-            if self.accumulated >= self.push_every:
-                pushed += self._push(pending)
-            if not self.accumulated and time.monotonic() - start >= max_seconds:
-                break
-        if self.accumulated:
-            pushed += self._push(pending)
-        return {"terms": terms, "seconds": time.monotonic() - start, "fetched_bytes": fetched,
-                "pushed_bytes": pushed, "staleness": ray.get(pending)}
-
-    def _fetch(self) -> int:
-        import ray
-
-        replies = ray.get([shard.fetch.remote() for shard in self.shards])
-        for k, (version, flat) in enumerate(replies):
-            self.versions[k] = version
-            scatter(flat, self.pieces[k], self.params)
-        self.since_fetch = 0
-        return sum(flat.nbytes for _, flat in replies)
-
-    def _push(self, pending: list) -> int:
-        grads = [p.grad for p in self.params]
-        size = 0
-        for k, shard in enumerate(self.shards):
-            flat = gather(grads, self.pieces[k])
-            pending.append(shard.push.remote(flat, self.versions[k]))
-            size += flat.nbytes
-        for p in self.params:
-            p.grad = None
-        self.accumulated = 0
-        return size
+    if isinstance(error, RayActorError) or len(refs) == 1:
+        return error
+    done, _ = ray.wait(refs, num_returns=len(refs), timeout=1.0)
+    for ref in done:
+        try:
+            ray.get(ref)
+        except RayActorError as death:
+            return death
+        except RayTaskError:
+            continue
+    return error
 
 
 def _saved_positions(trainer: Trainer, replicas: int) -> list[int] | None:
@@ -188,7 +133,10 @@ class Downpour:
         check_feeds(trainer.source, options.replicas)
         self.trainer = trainer
         self.session = uuid.uuid4().hex[:8]
-        self.pieces = layout(trainer.network, options.ps_shards)
+        if options.partitions == (1, 1):
+            self.shard_map: RowShards | BlockShards = RowShards(trainer.network, options.ps_shards)
+        else:  # a grid too fine for a halo is refused here, before Ray starts
+            self.shard_map = BlockShards(trainer.network, trainer.config.model, options.partitions, options.ps_shards)
         self.base_step = trainer.step // options.replicas
         self.positions = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas
         self.incarnations = [0] * options.replicas
@@ -196,7 +144,7 @@ class Downpour:
         self.restarts: dict[int, float] = {}  # replica -> when its replacement starts (backoff)
         self.failure: str | None = None  # why the run stops early, when a replica's failure stops it
         self.shards: list = []
-        self.replicas: dict = {}
+        self.replicas: dict[int, ReplicaRanks] = {}
         self.shard_states: list[dict] = []
         self.interrupted = False
         self.scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catneuron-watch")
@@ -225,7 +173,7 @@ class Downpour:
             import ray
 
             self.cpus, self.threads = self._replica_resources()
-            shards, loaded = zip(*(self._start_shard(k) for k in range(self.options.ps_shards)), strict=True)
+            shards, loaded = zip(*(self._start_shard(k) for k in range(len(self.shard_map.pieces))), strict=True)
             self.shards = list(shards)
             ray.get(list(loaded))  # every shard holds its rows before the first fetch
             self.source = ray.put(t.source)
@@ -239,8 +187,10 @@ class Downpour:
                     self.save()
                 raise stopped(e, t.run, t.saved_step) from None
             finally:
-                for actor in [*self.replicas.values(), *self.shards]:
-                    ray.kill(actor)  # a Ray instance that outlives the run gets its CPUs back
+                for replica in self.replicas.values():
+                    replica.kill()  # a Ray instance that outlives the run gets its CPUs back
+                for shard in self.shards:
+                    ray.kill(shard)
         if self.failure is not None:
             raise UserError(f"{self.failure}; stopped at step {t.step}: checkpoint {runs.checkpoint_path(t.run)}")
         if self.interrupted:
@@ -276,26 +226,28 @@ class Downpour:
         for key, value in t.optimizer.state[params[0]].items():
             values = [t.optimizer.state[p][key] for p in params]
             if value.shape == params[0].shape:
-                state[key] = gather(values, self.pieces[k])
+                state[key] = self.shard_map.gather(values, k)
             else:  # a per-tensor count (Adagrad's step): the same for all of them
                 state[key] = value.detach().numpy().copy()
         actor = ray.remote(ParameterShard).options(
             name=self.actor_name("ps", k), num_cpus=0, max_restarts=-1, max_task_retries=-1,
             scheduling_strategy="SPREAD")  # over the nodes: K links and memories, not one
-        path = t.run.resolve() / PS_DIR / snapshot_name(k, self.options.ps_shards)
-        shard = actor.remote(t.config, self.pieces[k], str(path), self.options.snapshot_seconds)
-        return shard, shard.load.remote(gather(params, self.pieces[k]), state)
+        path = t.run.resolve() / PS_DIR / snapshot_name(k, len(self.shard_map.pieces))
+        shard = actor.remote(t.config, self.shard_map.pieces[k], str(path), self.options.snapshot_seconds)
+        return shard, shard.load.remote(self.shard_map.gather(params, k), state)
 
     def _replica_resources(self) -> tuple[float, int]:
-        """CPUs per replica (a fair share, at most one node's) and torch threads to match."""
+        """CPUs per process (a fair share: total / (replicas x ranks per replica), at most one node's) and torch
+        threads to match. A replica needs one CPU; its ranks may share it."""
         import ray
 
+        o = self.options
         total = ray.cluster_resources().get("CPU", 1.0)
         largest = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
-        if self.options.replicas > total:
-            raise UserError(f"--replicas {self.options.replicas}: the Ray cluster has {total:g} CPU(s), and each "
+        if o.replicas > total:
+            raise UserError(f"--replicas {o.replicas}: the Ray cluster has {total:g} CPU(s), and each "
                             f"replica needs one; use at most {int(total)} replicas")
-        cpus = math.floor(min(total / self.options.replicas, largest) * 1e4) / 1e4  # Ray's resource precision
+        cpus = math.floor(min(total / (o.replicas * o.ranks), largest) * 1e4) / 1e4  # Ray's resource precision
         return cpus, max(1, int(cpus))
 
     def _start_replica(self, i: int):
@@ -303,11 +255,14 @@ class Downpour:
 
         start = self.base_step if hasattr(self.trainer.source, "split") else self.positions[i]
         self.positions[i] = start
-        actor = ray.remote(Replica).options(name=self.actor_name("replica", i, self.incarnations[i]),
-                                            num_cpus=self.cpus, max_restarts=0, scheduling_strategy="SPREAD")
-        o = self.options
-        return actor.remote(self.trainer.config, self.source, i, o.replicas, start, self.shards, self.pieces,
-                            o.fetch_every, o.push_every, self.threads)
+        o, name = self.options, self.actor_name("replica", i, self.incarnations[i])
+        if o.ranks > 1:
+            return start_ranks(name, self.trainer.config, self.source, i, o.replicas, start, o.partitions,
+                               self.shards, self.shard_map, o.fetch_every, o.push_every, self.cpus, self.threads,
+                               local=o.address is None)
+        actor = ray.remote(Replica).options(name=name, num_cpus=self.cpus, max_restarts=0, scheduling_strategy="SPREAD")
+        return ReplicaRanks([actor.remote(self.trainer.config, self.source, i, o.replicas, start, self.shards,
+                                          self.shard_map.pieces, o.fetch_every, o.push_every, self.threads)])
 
     def _replica_died(self, i: int, error: Exception) -> None:
         """Replace a dead replica after a backoff (1 s, 2 s, ...), drop it, or stop the run, per the policy;
@@ -347,7 +302,8 @@ class Downpour:
         t, cfg = self.trainer, self.trainer.config.train
         bar = Progress(steps, "step", enabled=progress)
         start, start_step = time.monotonic(), t.step
-        pending: dict = {}
+        pending: dict = {}  # the ref of each process's chunk -> its replica
+        chunks: dict[int, tuple[list, int]] = {}  # replica -> the refs of its chunk (one per process), its steps
         granted, rates, moved, last = 0, {}, {"fetched": 0, "pushed": 0}, {}
 
         def grant(i: int) -> None:
@@ -356,7 +312,9 @@ class Downpour:
             if free <= 0 or (max_seconds is not None and time.monotonic() - start >= max_seconds):
                 return
             n = -(-free // len(self.replicas))
-            pending[self.replicas[i].work.remote(n, self.options.chunk_seconds)] = (i, n)
+            refs = self.replicas[i].work(n, self.options.chunk_seconds)
+            pending.update(dict.fromkeys(refs, i))
+            chunks[i] = (refs, n)
             granted += n
 
         with open(t.run / runs.METRICS, "a") as metrics:
@@ -373,15 +331,25 @@ class Downpour:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
                 if not ready:
                     continue
-                i, n = pending.pop(ready[0])
-                granted -= n
+                i = pending.pop(ready[0])
+                refs, n = chunks[i]
                 try:
-                    report = ray.get(ready[0])
+                    ray.get(ready[0])
                 except (RayActorError, RayTaskError) as e:  # a dead actor, or an exception in its work
+                    for ref in refs:  # a dead rank takes its replica down: its ranks' chunks are lost
+                        pending.pop(ref, None)
+                    del chunks[i]
+                    granted -= n
                     rates.pop(i, None)
-                    ray.kill(self.replicas[i])
-                    self._replica_died(i, e)
+                    cause = _death_among(refs, e)  # before the kill: its peers' chunks fail too
+                    self.replicas[i].kill()
+                    self._replica_died(i, cause)
                     continue
+                if any(ref in pending for ref in refs):
+                    continue  # the replica's other ranks are still at it
+                del chunks[i]
+                granted -= n
+                report = merge_reports(ray.get(refs))
                 self.positions[i] += len(report["terms"])
                 rates[i] = len(report["terms"]) / max(report["seconds"], 1e-9)
                 moved["fetched"] += report["fetched_bytes"]
@@ -438,9 +406,8 @@ class Downpour:
 
         network = Network(self.trainer.config.model)
         params = list(network.parameters())
-        for pieces, (_, flat) in zip(self.pieces, ray.get([shard.fetch.remote() for shard in self.shards]),
-                                     strict=True):
-            scatter(flat, pieces, params)
+        for k, (_, flat) in enumerate(ray.get([shard.fetch.remote() for shard in self.shards])):
+            self.shard_map.scatter(flat, k, params)
         return network.eval()
 
     @staticmethod
@@ -462,13 +429,13 @@ class Downpour:
         t = self.trainer
         states = ray.get([shard.state.remote() for shard in self.shards])
         params = list(t.network.parameters())
-        for pieces, state in zip(self.pieces, states, strict=True):
-            scatter(state["param"], pieces, params)
+        for k, state in enumerate(states):
+            self.shard_map.scatter(state["param"], k, params)
         for key, value in states[0]["optim"].items():
             if value.ndim == 1:
                 targets = [t.optimizer.state[p].setdefault(key, torch.zeros_like(p)) for p in params]
-                for pieces, state in zip(self.pieces, states, strict=True):
-                    scatter(state["optim"][key], pieces, targets)
+                for k, state in enumerate(states):
+                    self.shard_map.scatter(state["optim"][key], k, targets)
             else:  # per-tensor counts: the most any shard has seen
                 count = torch.tensor(max(s["optim"][key] for s in states))
                 for p in params:
@@ -478,6 +445,8 @@ class Downpour:
         extra = {"data": t.data_spec, "replica_steps": self.positions,
                  "downpour": {"replicas": o.replicas, "ps_shards": o.ps_shards, "fetch_every": o.fetch_every,
                               "push_every": o.push_every}}
+        if o.ranks > 1:
+            extra["partitions"] = f"{o.partitions[0]}x{o.partitions[1]}"
         bad = checkpoint.non_finite(t.network.state_dict())
         if bad is not None:
             raise Diverged(f"step {t.step}: the weights are not finite ({bad})")

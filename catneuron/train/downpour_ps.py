@@ -43,14 +43,18 @@ class Piece:
         return int(np.prod(self.shape))
 
 
-def layout(network: nn.Module, shards: int) -> list[list[Piece]]:
-    """Which rows of which tensor each of `shards` shards holds."""
+def named_shapes(network: nn.Module) -> list[tuple[str, tuple[int, ...]]]:
+    return [(name, tuple(p.shape)) for name, p in network.named_parameters()]
+
+
+def layout(shapes: list[tuple[str, tuple[int, ...]]], shards: int) -> list[list[Piece]]:
+    """Which rows of which tensor (named shapes, in `parameters()` order) each of `shards` shards holds."""
     pieces: list[list[Piece]] = [[] for _ in range(shards)]
     offsets = [0] * shards
-    for index, (name, p) in enumerate(network.named_parameters()):
-        bounds = np.linspace(0, p.shape[0], shards + 1).round().astype(int)
+    for index, (name, whole) in enumerate(shapes):
+        bounds = np.linspace(0, whole[0], shards + 1).round().astype(int)
         for k in range(shards):
-            shape = (int(bounds[k + 1] - bounds[k]), *p.shape[1:])
+            shape = (int(bounds[k + 1] - bounds[k]), *whole[1:])
             piece = Piece(index, name, int(bounds[k]), int(bounds[k + 1]), shape, offsets[k])
             pieces[k].append(piece)
             offsets[k] += piece.numel
@@ -70,6 +74,26 @@ def scatter(flat: np.ndarray, pieces: list[Piece], tensors: list[torch.Tensor]) 
     """Write one shard's flat array into its rows of full-size tensors (in place)."""
     for p in pieces:
         np.copyto(tensors[p.param].detach()[p.start:p.stop].numpy(), flat[p.offset:p.offset + p.numel].reshape(p.shape))
+
+
+class RowShards:
+    """K shards over the whole network's tensors: shard k holds rows range k of every tensor, and every
+    replica talks to every shard (a replica in one process)."""
+
+    def __init__(self, network: nn.Module, shards: int) -> None:
+        self.pieces = layout(named_shapes(network), shards)
+
+    def gather(self, tensors: list[torch.Tensor], k: int) -> np.ndarray:
+        """Shard k's rows of the whole network's tensors (weights, gradients, optimizer sums), as its flat array."""
+        return gather(tensors, self.pieces[k])
+
+    def scatter(self, flat: np.ndarray, k: int, tensors: list[torch.Tensor]) -> None:
+        """Write shard k's flat array into its rows of the whole network's tensors."""
+        scatter(flat, self.pieces[k], tensors)
+
+    def of_rank(self, rank: int) -> list[int]:
+        """The shards a replica's (only) rank fetches from and pushes to: all of them."""
+        return list(range(len(self.pieces)))
 
 
 class ParameterShard:

@@ -27,9 +27,10 @@ ray = pytest.importorskip("ray")
 
 from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
 from catneuron.data.shards import ShardSource  # noqa: E402
-from catneuron.data.sources import ArraySource  # noqa: E402
+from catneuron.data.sources import ArraySource, open_source  # noqa: E402
 from catneuron.errors import UserError  # noqa: E402
 from catneuron.model.config import PRESETS, replace  # noqa: E402
+from catneuron.parallel.trainer import ModelParallel  # noqa: E402
 from catneuron.store import checkpoint, runs  # noqa: E402
 from catneuron.train.downpour import Downpour, DownpourOptions  # noqa: E402
 from catneuron.train.ray_env import local_ray  # noqa: E402
@@ -177,6 +178,88 @@ def test_a_killed_shard_restarts_from_its_snapshot(local, corpus, tmp_path):
     assert objective(run, fixed) < 0.8 * before
 
 
+def _losses(run: Path) -> list[float]:
+    return [row["loss"] for row in runs.read_metrics(run)]
+
+
+def test_one_replica_of_1x2_blocks_is_the_model_parallel_trainer(local, tmp_path):
+    """N = K = P = G = 1 with 1x2 blocks: the non-Downpour 1x2 run bit for bit (the same block network, the same
+    Adagrad element by element), and the single-process trainer within float32 rounding (the blocks sum the
+    objective in another order)."""
+    config = replace(tiny(log_every=1), model={"weight_norm": "both"})
+    source = open_source("embedded", 16, 1)
+    ModelParallel(config, "embedded", tmp_path / "blocks", (1, 2), threads=1, resume=False).fit(6)
+    Trainer(config, source, tmp_path / "single", data_spec="embedded").fit(6, progress=False)
+    run = tmp_path / "downpour"
+    Downpour(Trainer(config, source, run, data_spec="embedded"),
+             DownpourOptions(replicas=1, ps_shards=1, partitions=(1, 2))).fit(6, progress=False)
+
+    assert _losses(run) == _losses(tmp_path / "blocks")
+    assert _losses(run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-5)
+    assert {row["staleness_max"] for row in runs.read_metrics(run)} == {0}
+    ours, blocks = (checkpoint.load(runs.checkpoint_path(r)) for r in (run, tmp_path / "blocks"))
+    assert ours.extra["partitions"] == "1x2"
+    for name, weight in blocks.model.items():
+        assert torch.equal(ours.model[name], weight), name
+    for index, state in blocks.optimizer["state"].items():
+        for key, value in state.items():
+            assert torch.equal(ours.optimizer["state"][index][key], value), f"{index}.{key}"
+    assert Trainer.resume(run, source).step == 6
+
+
+def test_two_replicas_of_1x2_blocks_lower_the_objective_meeting_as_on_a_cluster(local, corpus, tmp_path):
+    """With `--address` (here the Ray this module started) each replica's ranks meet at the TCP store their rank 0
+    opens, as on a cluster, rather than through a local file."""
+    fixed = next(corpus.batches(200, seed=99))
+    run = tmp_path / "run"
+    downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(
+        replicas=2, fetch_every=2, push_every=2, partitions=(1, 2), address="cluster"))
+    before = objective_of(downpour.trainer, fixed)
+    result = downpour.fit(40, progress=False)
+    assert result.step == 40
+    assert objective(run, fixed) < 0.8 * before
+    assert all(replica.folder is None for replica in downpour.replicas.values())  # no local rendezvous file
+    last = runs.read_metrics(run)[-1]
+    assert set(last["replica_steps_per_s"]) == {"0", "1"}
+    assert last["fetched_bytes"] > 0 and last["pushed_bytes"] > 0
+    assert sorted(p.name for p in (run / "ps").iterdir()) == ["shard-0-of-2.safetensors", "shard-1-of-2.safetensors"]
+
+
+def test_a_killed_rank_takes_down_its_replica_which_is_rebuilt_from_the_shards(local, corpus, tmp_path):
+    """One replica of 1x2 blocks: the run can only finish if the replica rebuilt after its rank 1 was killed
+    trains (its ranks meeting afresh); its rank 0 went down with rank 1, the shards stayed up."""
+    fixed = next(corpus.batches(200, seed=99))
+    run = tmp_path / "run"
+    downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(replicas=1, partitions=(1, 2)))
+    before = objective_of(downpour.trainer, fixed)
+    seen: dict = {}
+
+    def kill_rank() -> None:
+        while downpour.trainer.step < 5:
+            time.sleep(0.05)
+        ray.kill(ray.get_actor(downpour.actor_name("replica", 0) + "-rank-1"))
+        deadline = time.monotonic() + 60
+        while downpour.incarnations[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        try:
+            ray.get_actor(downpour.actor_name("replica", 0) + "-rank-0")
+            seen["sibling"] = "alive"
+        except ValueError:
+            seen["sibling"] = "gone"
+        seen["rebuilt_from"] = downpour.positions[0]
+
+    killer = threading.Thread(target=kill_rank, daemon=True)
+    killer.start()
+    result = downpour.fit(25, progress=False)
+    killer.join(timeout=5)
+    assert result.step == 25
+    assert downpour.incarnations == [1]
+    assert seen["sibling"] == "gone"
+    assert 5 <= seen["rebuilt_from"] < 25 and downpour.positions[0] == 25
+    assert [s["restored_from"] for s in downpour.shard_states] == [None, None]
+    assert objective(run, fixed) < 0.8 * before
+
+
 def _connected_addresses(trace: str) -> set[str]:
     ipv4 = re.findall(r'inet_addr\("([^"]+)"\)', trace)
     ipv6 = re.findall(r'inet_pton\(AF_INET6, "([^"]+)"', trace)
@@ -208,9 +291,10 @@ def _driver(root: int, marker: bytes) -> int:
 
 
 def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path, isolate):
-    """`catneuron train --replicas 2` under strace (in a network namespace of its own where one can be made):
-    every address any of its processes connects or sends to is in 127.0.0.0/8, no token lands in $HOME,
-    Ctrl-C leaves a checkpoint, and no Ray process is left behind."""
+    """`catneuron train --replicas 2 --partitions 1x2` under strace (in a network namespace of its own where one can
+    be made): every address any of its processes (the driver, Ray's, the shards, the replicas' ranks and their gloo
+    groups) connects or sends to is in 127.0.0.0/8, no token lands in $HOME, Ctrl-C leaves a checkpoint, and no Ray
+    process is left behind. Plain replicas (no --partitions) are the same Ray actors without the gloo groups."""
     home, run, trace = tmp_path / "home", tmp_path / "run", tmp_path / "trace.txt"
     home.mkdir()
     temp = tempfile.mkdtemp(prefix="cnray-", dir="/tmp")
@@ -219,7 +303,7 @@ def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path,
     command = [*isolate, "strace", "-f", "-qq", "--seccomp-bpf", "-e", "trace=connect,sendto,sendmsg",
                "-o", str(trace), sys.executable, "-c", entry,
                "train", "--data", "embedded", "--preset", "tiny", "--steps", "100000", "--replicas", "2",
-               "--out", str(run)]
+               "--partitions", "1x2", "--out", str(run)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:

@@ -212,8 +212,9 @@ class Watch:
             probe = subsample(self.sets[0][1], 100)
             started = time.monotonic()
             scan_network(network, [("probe", probe)], self.options.seed)
-            self.spent += time.monotonic() - started
-            per_image = (time.monotonic() - started) / len(probe.labels)
+            seconds = time.monotonic() - started
+            self.spent += seconds
+            per_image = seconds / len(probe.labels)
             total = sum(len(test.labels) for _, test in self.sets)
             allowed = int(self.options.budget * max_seconds / 2 / (4 * per_image))
             if allowed < total:

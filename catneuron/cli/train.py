@@ -129,9 +129,6 @@ def train(
     if watch or watch_negatives:
         trainer.watch = make_watch(watch, watch_negatives, trainer.config, WatchOptions(
             watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
-    if watch or watch_negatives:
-        trainer.watch = make_watch(watch, watch_negatives, trainer.config, WatchOptions(
-            watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
     print(f"training {trainer.config.preset} on {source.description} into {out}{how}")
     result = runner.fit(steps, max_seconds=minutes * 60 if minutes else None)
     print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")

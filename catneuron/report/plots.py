@@ -81,6 +81,7 @@ def emergence_curves(rows: list[dict], path: Path) -> dict[str, dict[str, list[t
         positive = [r["images"] for r in records if r["images"] > 0]
         if positive:
             ax.set_xscale("symlog", linthresh=min(positive))  # the start (0 images) stays on the axis
+            ax.set_xlim(left=0)  # no negative decades from the margins
         ax.set_title(f"{concept}: best unit per stage, held-out accuracy while training")
         ax.set_xlabel("images seen")
         ax.set_ylabel("held-out accuracy (%)")

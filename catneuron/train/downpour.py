@@ -147,7 +147,7 @@ class Downpour:
         self.replicas: dict[int, ReplicaRanks] = {}
         self.shard_states: list[dict] = []
         self.interrupted = False
-        self.scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catneuron-watch")
+        self.scanner: ThreadPoolExecutor | None = None  # the watch's thread, for the length of a fit
         self.scanning: tuple[Future, Network] | None = None  # the watch's scan in flight, and its network
 
     def actor_name(self, kind: str, index: int, incarnation: int = 0) -> str:
@@ -178,6 +178,7 @@ class Downpour:
             ray.get(list(loaded))  # every shard holds its rows before the first fetch
             self.source = ray.put(t.source)
             self.replicas = {i: self._start_replica(i) for i in range(self.options.replicas)}
+            self.scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catneuron-watch")
             try:
                 with self._ctrl_c():
                     result = self._loop(steps, max_seconds, progress)
@@ -187,6 +188,8 @@ class Downpour:
                     self.save()
                 raise stopped(e, t.run, t.saved_step) from None
             finally:
+                self.scanner.shutdown(wait=True, cancel_futures=True)  # no watch thread outlives the run
+                self.scanning = None
                 for replica in self.replicas.values():
                     replica.kill()  # a Ray instance that outlives the run gets its CPUs back
                 for shard in self.shards:

@@ -4,7 +4,8 @@ Every neuron is scanned on a fixed labelled watch set with `evaluate`'s code and
 is a `watch` record in metrics.jsonl (catneuron.analysis.emergence reads them), the baselines (random guess,
 the random-weights network, the best linear filter) one `watch_baselines` record at the start. The weights of
 the record with the best stage-2/3 held-out accuracy (the first concept's) are kept in checkpoint-best. By
-default the watch takes at most 10% of the run's wall time: it widens the interval when a scan costs more.
+default the watch takes at most 10% of the run's wall time, its baselines included: it widens the interval when a
+scan costs more, and a scan waits while the watch's time so far is over its share.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ class Watch:
         self.best = -math.inf
         self.last_images = -1
         self.scan_seconds: list[float] = []
+        self.spent = 0.0  # seconds of watch work this session: the set's sizing, the baselines, the scans
         self.widened = False
 
     # -- the session: history, baselines, the clock --------------------------------------------------------------
@@ -166,6 +168,7 @@ class Watch:
         """Pick up the curve where metrics.jsonl left it (resume), log the baselines if this watch set has none,
         and scan unless the curve already has this point. With a time limit the watch set is cut to fit it."""
         self.run, self.config, self.data_spec, self.metrics = Path(run), config, data_spec, metrics
+        self.opened = time.monotonic()
         rows = runs.read_rows(run)
         self._fit_sets(network, latest_baselines(rows), max_seconds)
         history = [r for r in watch_records(rows) if r["images"] <= images]
@@ -181,19 +184,24 @@ class Watch:
         else:
             started = time.monotonic()
             self.base = baselines(network, self.sets, source, self.options.n_filters, self.options.seed)
-            self._write({"record": BASELINES, "images": images, "fingerprint": stamp,
-                         "seconds": time.monotonic() - started, "concepts": self.base})
+            seconds = time.monotonic() - started
+            self.spent += seconds
+            self._write({"record": BASELINES, "images": images, "fingerprint": stamp, "seconds": seconds,
+                         "concepts": self.base})
         if self.every_images is None and self.every_seconds is None:
             self.every_seconds = 0.0  # set from the first scan's cost, in _keep_to_budget
-        self.clock, self.trained_from, self.scanned_at = time.monotonic(), images, time.monotonic()
+        self.trained_from, self.scanned_at = images, time.monotonic()
         self.ensure(network, images, images // config.train.batch_size)
 
     def due(self, images: int) -> bool:
+        """A scan is due when the interval has passed and the watch, with that scan, stays within its budget."""
         if images <= self.last_images:
             return False
         if self.every_images is not None:
-            return images // self.every_images > self.last_images // self.every_images
-        return time.monotonic() - self.scanned_at >= self.every_seconds
+            interval = images // self.every_images > self.last_images // self.every_images
+        else:
+            interval = time.monotonic() - self.scanned_at >= self.every_seconds
+        return interval and self._within_budget()
 
     def _fit_sets(self, network: Network, known: dict | None, max_seconds: float | None) -> None:
         """Cut the watch sets so that the fixed scans (two baselines, the start, the end) take at most half the
@@ -204,7 +212,9 @@ class Watch:
             probe = subsample(self.sets[0][1], 100)
             started = time.monotonic()
             scan_network(network, [("probe", probe)], self.options.seed)
-            per_image = (time.monotonic() - started) / len(probe.labels)
+            seconds = time.monotonic() - started
+            self.spent += seconds
+            per_image = seconds / len(probe.labels)
             total = sum(len(test.labels) for _, test in self.sets)
             allowed = int(self.options.budget * max_seconds / 2 / (4 * per_image))
             if allowed < total:
@@ -232,6 +242,7 @@ class Watch:
         self._write(record)
         self.last_images, self.latest, self.scanned_at = record["images"], record, time.monotonic()
         self.scan_seconds.append(record["scan_s"])
+        self.spent += record["scan_s"]
         value = record["concepts"][self.concept]["upper_heldout"]
         if value > self.best:
             self.best = value
@@ -270,7 +281,7 @@ class Watch:
                 self.every_seconds = spare
                 self._tell(f"a scan takes {cost:.1f} s: scanning every {spare:.0f} s of training", quiet=first)
             return
-        training = time.monotonic() - self.clock - sum(self.scan_seconds)
+        training = time.monotonic() - self.opened - self.spent
         if images <= self.trained_from or training <= 0:
             return  # no training rate measured yet
         rate = (images - self.trained_from) / training
@@ -280,6 +291,18 @@ class Watch:
             self.every_images = int(math.ceil(needed / digits) * digits)
             self._tell(f"a scan takes {cost:.1f} s, {needed / rate:.0f} s of training at {rate:.0f} images/s: "
                        f"scanning every {self.every_images:,} images")
+
+    def _within_budget(self) -> bool:
+        """Whether one more scan keeps the watch's time this session (sizing, baselines and scans) within `budget`
+        of the wall time since it started; the first time it does not, say that the scans wait."""
+        budget = self.options.budget
+        if budget >= 1 or not self.scan_seconds:
+            return True
+        cost = float(np.mean(self.scan_seconds))
+        if self.spent + cost <= budget * (time.monotonic() - self.opened + cost):
+            return True
+        self._tell(f"the baselines and scans so far took {self.spent:.1f} s: the next scan waits")
+        return False
 
     def _tell(self, what: str, quiet: bool = False) -> None:
         if not self.widened:

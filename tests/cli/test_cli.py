@@ -183,10 +183,11 @@ def test_train_watch_shows_the_watch_and_logs_the_curve(monkeypatch, capsys, tmp
     image_folder(tmp_path / "faces", 12, 1)
     image_folder(tmp_path / "neg", 22, 2)
     out = tmp_path / "run"
-    code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--steps", "4",
-                       "--out", str(out), "--watch", f"faces={tmp_path / 'faces'}", "--watch-negatives",
-                       str(tmp_path / "neg"), "--watch-every", "40", "--watch-budget", "1")
+    code, stdout, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--steps", "4",
+                            "--out", str(out), "--watch", f"faces={tmp_path / 'faces'}", "--watch-negatives",
+                            str(tmp_path / "neg"), "--watch-every", "40", "--watch-budget", "1", "--watch-images", "20")
     assert code == 0 and "faces s2/3 held-out" in err and "| bar " in err
+    assert stdout.count("watch: faces: scanning 20 of 34 images") == 1
     assert [r["images"] for r in runs.read_rows(out) if r.get("record") == "watch"] == [0, 40, 80]
     code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--out",
                        str(tmp_path / "other"), "--watch", f"faces={tmp_path / 'faces'}")

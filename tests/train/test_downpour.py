@@ -369,7 +369,31 @@ def test_the_watch_under_two_replicas_logs_its_curve(local, corpus, tmp_path):
     trainer = Trainer(tiny(), corpus, tmp_path)
     trainer.watch = Watch([("faces", subsample(corpus.test_set(), 60))],
                           WatchOptions(every_images=20, budget=1.0, n_filters=100), say=lambda _: None)
-    Downpour(trainer, DownpourOptions(replicas=2)).fit(30, progress=False)
+    downpour = Downpour(trainer, DownpourOptions(replicas=2))
+    downpour.fit(30, progress=False)
     images = [r["images"] for r in watch_records(runs.read_rows(tmp_path))]
     assert images[0] == 0 and images[-1] == 30 * 20 and len(images) >= 3 and images == sorted(set(images))
     assert checkpoint.load(best_checkpoint_path(tmp_path)).extra["watch"]["images"] in images
+    assert not watch_threads()  # the scans' thread ends with the run
+
+
+def watch_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith("catneuron-watch")]
+
+
+def test_the_watch_thread_ends_when_a_scan_fails(local, corpus, tmp_path):
+    from catneuron.train.watch import Watch, WatchOptions, subsample
+
+    class Failing(Watch):
+        def scan(self, network, images, step):
+            if threading.current_thread() is not threading.main_thread():
+                raise RuntimeError("scan failed")
+            return super().scan(network, images, step)
+
+    trainer = Trainer(tiny(), corpus, tmp_path)
+    trainer.watch = Failing([("faces", subsample(corpus.test_set(), 40))],
+                            WatchOptions(every_images=20, budget=1.0, n_filters=50), say=lambda _: None)
+    downpour = Downpour(trainer, DownpourOptions(replicas=2))
+    with pytest.raises(RuntimeError, match="scan failed"):
+        downpour.fit(30, progress=False)
+    assert not watch_threads()

@@ -11,6 +11,7 @@ from catneuron.errors import UserError
 from catneuron.model.config import PRESETS
 from catneuron.model.network import Network
 from catneuron.store import checkpoint, runs
+from catneuron.train import watch as watch_module
 from catneuron.train.trainer import Trainer
 from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path, scan_network, subsample
 
@@ -75,9 +76,8 @@ def test_the_budget_widens_the_interval_and_says_so_once(corpus, sets, tmp_path)
     trainer.watch = Watch(sets, WatchOptions(every_images=20, budget=0.001, n_filters=200), say=said.append)
     trainer.fit(6, progress=False)
     images = [r["images"] for r in watch_records(runs.read_rows(tmp_path))]
-    assert images[:2] == [0, 20] and trainer.watch.every_images > 20 and len(said) == 1
-    assert "wider than asked" in said[0] and "under 0.1% of the run's time" in said[0]
-    assert images[2:] == [120]  # only the end once the interval widened past the run
+    assert images == [0, 120] and len(said) == 1  # the baselines alone are over budget: only the start and the end
+    assert "the next scan waits (wider than asked)" in said[0] and "under 0.1% of the run's time" in said[0]
 
 
 def test_without_an_interval_the_budget_sets_it(corpus, sets, tmp_path):
@@ -86,7 +86,51 @@ def test_without_an_interval_the_budget_sets_it(corpus, sets, tmp_path):
     trainer.watch = Watch(sets, WatchOptions(n_filters=200), say=said.append)
     trainer.fit(2, progress=False)
     cost = trainer.watch.scan_seconds[0]
-    assert trainer.watch.every_seconds >= cost * 9 and len(said) == 1 and "scanning every" in said[0]
+    assert trainer.watch.every_seconds >= cost * 9 * (1 - 1e-9) and len(said) == 1 and "scanning every" in said[0]
+
+
+class Clock:
+    """The watch's clock in a test: seconds pass only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize("every_images", [20, None])
+def test_the_budget_counts_the_baselines(corpus, sets, tmp_path, monkeypatch, every_images):
+    """Baselines of 10 s and scans of 1 s, 1 s of training per step of 20 images, a 10% budget: the first scan
+    after the start waits until the baselines and the start scan (12 s with it) are 10% of the time, step 108."""
+    clock = Clock()
+    monkeypatch.setattr(watch_module, "time", clock)
+
+    def costing(seconds, function):
+        def timed(*args, **kwargs):
+            clock.now += seconds
+            return function(*args, **kwargs)
+        return timed
+
+    monkeypatch.setattr(watch_module, "baselines", costing(10.0, watch_module.baselines))
+    monkeypatch.setattr(watch_module, "scan_network", costing(1.0, watch_module.scan_network))
+    said = []
+    watch = Watch(sets, WatchOptions(every_images=every_images, n_filters=200), say=said.append)
+    network = Network(PRESETS["tiny"].model).eval()
+    with open(tmp_path / runs.METRICS, "a") as metrics:
+        watch.start(tmp_path, PRESETS["tiny"], "embedded", corpus, metrics, network, 0)
+        for step in range(1, 400):
+            clock.now += 1.0
+            if watch.due(20 * step):
+                watch.observe(network, 20 * step, step)
+                assert watch.spent <= 0.1 * clock.now + 1e-9
+    images = [r["images"] for r in watch_records(runs.read_rows(tmp_path))]
+    assert images[:2] == [0, 108 * 20] and watch.spent == pytest.approx(10 + len(images)) and len(said) == 1
+    if every_images:  # then every 9 s of training (10% of 10 s), rounded up to 180 images
+        assert watch.every_images == 180 and images[2:4] == [117 * 20, 126 * 20]
+        assert "the baselines and scans so far took 11.0 s: the next scan waits (wider than asked)" in said[0]
+    else:
+        assert watch.every_seconds == pytest.approx(9.0) and "scanning every 9 s of training" in said[0]
 
 
 @pytest.mark.parametrize("options,message", [

@@ -104,10 +104,13 @@ def train(
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
         checks.writable_folder(out, "--out")
     source = open_source(data, cfg.model.input_size, cfg.model.channels)
+    watcher = None
+    if watch or watch_negatives:
+        watcher = make_watch(watch, watch_negatives, cfg, WatchOptions(
+            watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
     if grid != (1, 1):
-        if watch or watch_negatives:
-            raise UserError(f"--watch: not yet with --partitions {partitions}")
-        run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, replicas, address)
+        run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, replicas, address,
+                           watcher)
         return
     if threads is not None:
         torch.set_num_threads(threads)
@@ -121,12 +124,7 @@ def train(
         how = f" with Downpour SGD ({replicas} replicas, {ps_shards} parameter shards)"
     elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
         raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
-    if watch or watch_negatives:
-        trainer.watch = make_watch(watch, watch_negatives, trainer.config, WatchOptions(
-            watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
-    if watch or watch_negatives:
-        trainer.watch = make_watch(watch, watch_negatives, trainer.config, WatchOptions(
-            watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
+    trainer.watch = watcher
     print(f"training {trainer.config.preset} on {source.description} into {out}{how}")
     result = runner.fit(steps, max_seconds=minutes * 60 if minutes else None)
     print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")
@@ -134,7 +132,7 @@ def train(
 
 def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[int, int], threads: int,
                        resume: bool, steps: int, minutes: float | None, dev: torch.device, replicas: int,
-                       address: str | None) -> None:
+                       address: str | None, watch: Watch | None = None) -> None:
     """`--partitions RxC` other than 1x1: one replica, R*C ranks on this machine (docs/distributed.md)."""
     from catneuron.parallel.grid import plan
     from catneuron.parallel.trainer import ModelParallel
@@ -144,7 +142,7 @@ def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[in
     if dev.type != "cpu":
         raise UserError(f"--partitions {grid[0]}x{grid[1]}: the ranks compute on CPU (--device cpu)")
     plan(cfg.model, grid)
-    runner = ModelParallel(cfg, data, out, grid, threads, resume)
+    runner = ModelParallel(cfg, data, out, grid, threads, resume, watch)
     if runner.leader:
         print(f"training {cfg.preset} on {data} into {out} as {grid[0]}x{grid[1]} blocks "
               f"({grid[0] * grid[1]} processes, {threads} thread(s) each)")

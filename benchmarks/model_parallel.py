@@ -8,7 +8,8 @@
    halo bytes received per step (counted at the receives), peak memory (max RSS) per rank, seconds per
    step, and the share of it a rank spends in the exchanges (posting and waiting for its halos, the sigma
    all-reduce: waits for slower peers included).
-3. Throughput from the same runs: 1x1 against 1x2, with the dense float32 matmul rate sampled before them.
+3. Throughput from the same runs: 1x1 against 1x2, by wall time and by CPU time (the machine's load from
+   other jobs changes the first, hardly the second), with the dense float32 matmul rate sampled before them.
 
     python benchmarks/model_parallel.py [--presets small,paper] [--steps 20] [--paper-steps 2] [--batch 100]
 
@@ -81,6 +82,12 @@ def _images(model: ModelConfig, batch: int) -> torch.Tensor:
                       generator=torch.Generator().manual_seed(1))
 
 
+def cpu_seconds() -> float:
+    """User and system CPU time of this process so far, all threads: what a step costs whatever the load."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _train(net, optimizer, images: torch.Tensor, steps: int) -> None:
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
@@ -90,7 +97,8 @@ def _train(net, optimizer, images: torch.Tensor, steps: int) -> None:
 
 def _measure_rank(rank: int, world: int, preset: str, grid: tuple[int, int], steps: int, batch: int) -> list:
     """Train `steps` steps (after one to warm up) on fixed random images; counts the bytes this rank receives
-    and the time it spends in exchanges. Per rank: [bytes received / step, max RSS, s / step, exchange s / step]."""
+    and the time it spends in exchanges. Per rank: [bytes received / step, max RSS, s / step, exchange s / step,
+    CPU s / step]."""
     received, waited = [0], [0.0]
     irecv, swap, all_reduce = dist.irecv, halo_module._swap, dist.all_reduce
 
@@ -116,29 +124,29 @@ def _measure_rank(rank: int, world: int, preset: str, grid: tuple[int, int], ste
     _train(net, optimizer, images, 1)
     dist.barrier()
     received[0], waited[0] = 0, 0.0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     _train(net, optimizer, images, steps)
     dist.barrier()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
     stats = torch.tensor([received[0] / steps, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0,
-                          seconds / steps, waited[0] / steps], dtype=torch.float64)
+                          seconds / steps, waited[0] / steps, cpu / steps], dtype=torch.float64)
     every = [torch.empty_like(stats) for _ in range(world)]
     dist.all_gather(every, stats)
     return [row.tolist() for row in every] if rank == 0 else None
 
 
 def _single_rank(rank: int, world: int, preset: str, steps: int, batch: int) -> list:
-    """The single-process network in a process of its own: [[0, max RSS, s / step, 0]]."""
+    """The single-process network in a process of its own: [[0, max RSS, s / step, 0, CPU s / step]]."""
     config = PRESETS[preset]
     torch.manual_seed(config.train.seed)
     net = Network(config.model)
     optimizer = make_optimizer(config, net.parameters())
     images = _images(config.model, batch)
     _train(net, optimizer, images, 1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     _train(net, optimizer, images, steps)
-    seconds = time.perf_counter() - start
-    return [[0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0, seconds / steps, 0.0]]
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    return [[0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0, seconds / steps, 0.0, cpu / steps]]
 
 
 def dense_gflops(n: int = 1024) -> float:
@@ -180,34 +188,38 @@ def main() -> None:
 
     print(f"\n2. measured, batch {args.batch}: 1x1 the single-process network with {args.threads} threads, the "
           "grids one thread per rank")
-    print("| preset | grid | rank | halo bytes received / step (geometry) | peak RSS | s / step | in exchanges |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | grid | rank | halo bytes received / step (geometry) | peak RSS | s / step | in exchanges | "
+          "CPU s / step |")
+    print("|---|---|---|---|---|---|---|---|")
     throughput = []
     for preset in args.presets.split(","):
         steps = args.paper_steps if preset == "paper" else args.steps
         model = PRESETS[preset].model
         torch.set_num_threads(args.threads)
         dense = dense_gflops()
-        seconds = {}
+        seconds, cpu = {}, {}
         for grid in [(1, 1), (1, 2), (2, 2)]:
             world = grid[0] * grid[1]
             if world == 1:
                 rows = run_ranks(_single_rank, 1, (preset, steps, args.batch), threads=args.threads)
             else:
                 rows = run_ranks(_measure_rank, world, (preset, grid, steps, args.batch))
-            seconds[grid] = max(row[2] for row in rows)
+            seconds[grid], cpu[grid] = max(row[2] for row in rows), sum(row[4] for row in rows)
             predicted = geometry_row(model, grid, args.batch)["halo"]
-            for rank, (received, rss, per_step, waited) in enumerate(rows):
+            for rank, (received, rss, per_step, waited, cpu_step) in enumerate(rows):
                 print(f"| {preset} | {grid[0]}x{grid[1]} | {rank} | {gb(received)} ({gb(predicted)} max) | "
-                      f"{gb(rss)} | {per_step:.3f} | {100 * waited / per_step:.0f}% |", flush=True)
+                      f"{gb(rss)} | {per_step:.3f} | {100 * waited / per_step:.0f}% | {cpu_step:.3f} |", flush=True)
         throughput.append((preset, dense, args.batch / seconds[(1, 1)], args.batch / seconds[(1, 2)],
-                           seconds[(1, 1)] / seconds[(1, 2)]))
+                           seconds[(1, 1)] / seconds[(1, 2)], cpu[(1, 1)] / cpu[(1, 2)]))
 
     print(f"\n3. throughput in the same run: 1x1 with {args.threads} threads against 1x2 with 1 thread per rank")
-    print(f"| preset | dense float32 matmul ({args.threads} threads) | 1x1 images/s | 1x2 images/s | 1x2 / 1x1 |")
-    print("|---|---|---|---|---|")
-    for preset, dense, single, blocks, ratio in throughput:
-        print(f"| {preset} | {dense:.1f} GFLOP/s | {single:.2f} | {blocks:.2f} | {ratio:.2f} |")
+    print("(by CPU time: the 1x1 process's CPU seconds per step over the sum of the 1x2 ranks'; what the ratio of\n"
+          "wall times would be on two idle cores if both ran at full speed, whatever the load from others)")
+    print(f"| preset | dense float32 matmul ({args.threads} threads) | 1x1 images/s | 1x2 images/s | 1x2 / 1x1 | "
+          "1x2 / 1x1 by CPU time |")
+    print("|---|---|---|---|---|---|")
+    for preset, dense, single, blocks, ratio, by_cpu in throughput:
+        print(f"| {preset} | {dense:.1f} GFLOP/s | {single:.2f} | {blocks:.2f} | {ratio:.2f} | {by_cpu:.2f} |")
     print(f"load average at the end {load()}")
 
 if __name__ == "__main__":

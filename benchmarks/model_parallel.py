@@ -12,6 +12,7 @@
    other jobs changes the first, hardly the second), with the dense float32 matmul rate sampled before them.
 
     python benchmarks/model_parallel.py [--presets small,paper] [--steps 20] [--paper-steps 2] [--batch 100]
+                                        [--grids 1x1,1x2,2x2]
 
 Run it under `flock /tmp/catneuron-heavy.lock` on a shared machine: `paper` at 1x1 takes 12 GB.
 """
@@ -31,7 +32,7 @@ import torch.distributed as dist
 from catneuron.model.config import PRESETS, ModelConfig, stage_shapes
 from catneuron.model.network import Network
 from catneuron.parallel import halo as halo_module
-from catneuron.parallel.grid import plan
+from catneuron.parallel.grid import parse_grid, plan
 from catneuron.parallel.halo import Exchange
 from catneuron.parallel.launch import run_ranks
 from catneuron.parallel.network import BlockNetwork
@@ -174,6 +175,7 @@ def main() -> None:
     parser.add_argument("--paper-steps", type=int, default=2, help="measured steps of paper (~20 s each)")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="threads of the single process (part 3)")
+    parser.add_argument("--grids", default="1x1,1x2,2x2", help="measured grids (part 3 needs 1x1 and 1x2)")
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}; load average at start {load()}")
 
@@ -198,7 +200,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         dense = dense_gflops()
         seconds, cpu = {}, {}
-        for grid in [(1, 1), (1, 2), (2, 2)]:
+        for grid in [parse_grid(g) for g in args.grids.split(",")]:
             world = grid[0] * grid[1]
             if world == 1:
                 rows = run_ranks(_single_rank, 1, (preset, steps, args.batch), threads=args.threads)

@@ -2,19 +2,19 @@
 
 1. From the geometry alone (no allocation), per rank per training step of a batch: halo bytes received,
    parameter bytes held (W1 and W2; Adagrad doubles it), and activation bytes (the forward tensors kept for
-   backward), for the `paper` preset on 1x1, 2x2, 4x4 and 13x13 blocks (the paper's 169 machines). The
-   trainer refuses grids whose blocks are thinner than a halo (13x13 for `paper`); the exchange itself is
-   general, so the table sizes it anyway.
-2. Measured on spawned ranks (gloo, loopback) for `small` on 1x2 and 2x2: halo bytes received per step
-   (counted at the receives), peak memory (max RSS) per rank, and steps/s.
-3. Throughput on this machine in one run: the single-process network with `--threads` threads against
-   1x2 blocks with one thread per rank, and the dense float32 matmul rate sampled in the same run.
+   backward), for the `paper` preset on 1x1, 2x2, 4x4 and 13x13 blocks (the paper's 169 machines).
+2. Measured on spawned ranks (gloo, loopback), for each preset of --presets: 1x1 (the single-process
+   network with --threads threads, in a process of its own), then 1x2 and 2x2 with one thread per rank:
+   halo bytes received per step (counted at the receives), peak memory (max RSS) per rank, seconds per
+   step, and the share of it a rank spends in the exchanges (posting and waiting for its halos, the sigma
+   all-reduce: waits for slower peers included).
+3. Throughput from the same runs: 1x1 against 1x2, by wall time and by CPU time (the machine's load from
+   other jobs changes the first, hardly the second), with the dense float32 matmul rate sampled before them.
 
-    python benchmarks/model_parallel.py [--preset small] [--steps 20] [--batch 100] [--threads 2]
+    python benchmarks/model_parallel.py [--presets small,paper] [--steps 20] [--paper-steps 2] [--batch 100]
+                                        [--grids 1x1,1x2,2x2]
 
-Run it under `flock /tmp/catneuron-heavy.lock` on a shared machine. `paper` on 2x2 would need about a
-quarter of the 12 GB step per rank plus the whole model (3.8 GB) that every rank builds while it starts:
-not on a shared 24 GB machine, so part 2 measures `small` only.
+Run it under `flock /tmp/catneuron-heavy.lock` on a shared machine: `paper` at 1x1 takes 12 GB.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ import torch.distributed as dist
 
 from catneuron.model.config import PRESETS, ModelConfig, stage_shapes
 from catneuron.model.network import Network
-from catneuron.parallel.grid import layout
+from catneuron.parallel import halo as halo_module
+from catneuron.parallel.grid import parse_grid, plan
 from catneuron.parallel.halo import Exchange
 from catneuron.parallel.launch import run_ranks
 from catneuron.parallel.network import BlockNetwork
-from catneuron.parallel.state import load_blocks
+from catneuron.parallel.state import initial_blocks
 from catneuron.train.trainer import make_optimizer
 
 FLOAT = 4  # bytes
@@ -55,7 +56,7 @@ def geometry_row(model: ModelConfig, grid: tuple[int, int], batch: int) -> dict:
     """
     world = grid[0] * grid[1]
     halo, params, acts = [0] * world, [0] * world, [0] * world
-    for shape, stage in zip(stage_shapes(model), layout(model, grid), strict=True):
+    for shape, stage in zip(stage_shapes(model), plan(model, grid), strict=True):
         c, maps = shape.in_channels, shape.maps
         for r in range(world):
             f = Exchange.plan(stage.input, stage.filtering.regions(), r, 0)
@@ -77,35 +78,15 @@ def gb(n: float) -> str:
     return f"{n / 1e9:.3f} GB" if n >= 1e8 else f"{n / 1e6:.2f} MB"
 
 
-def _measure_rank(rank: int, world: int, preset: str, grid: tuple[int, int], steps: int, batch: int) -> dict | None:
-    """Train `steps` steps on fixed random images; counts the bytes this rank receives."""
-    received = [0]
-    irecv = dist.irecv
+def _images(model: ModelConfig, batch: int) -> torch.Tensor:
+    return torch.rand(batch, model.channels, model.input_size, model.input_size,
+                      generator=torch.Generator().manual_seed(1))
 
-    def counting(tensor, *args, **kwargs):
-        received[0] += tensor.numel() * tensor.element_size()
-        return irecv(tensor, *args, **kwargs)
 
-    dist.irecv = counting
-    config = PRESETS[preset]
-    torch.manual_seed(0)
-    net = BlockNetwork(config.model, grid, rank)
-    optimizer = make_optimizer(config, net.parameters())
-    load_blocks(net, optimizer, Network(config.model).state_dict(), None)
-    m = config.model
-    images = torch.rand(batch, m.channels, m.input_size, m.input_size, generator=torch.Generator().manual_seed(1))
-    _train(net, optimizer, images, 2)
-    dist.barrier()
-    received[0] = 0
-    start = time.perf_counter()
-    _train(net, optimizer, images, steps)
-    dist.barrier()
-    seconds = time.perf_counter() - start
-    stats = torch.tensor([received[0] / steps, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0,
-                          steps / seconds], dtype=torch.float64)
-    every = [torch.empty_like(stats) for _ in range(world)]
-    dist.all_gather(every, stats)
-    return [row.tolist() for row in every] if rank == 0 else None
+def cpu_seconds() -> float:
+    """User and system CPU time of this process so far, all threads: what a step costs whatever the load."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _train(net, optimizer, images: torch.Tensor, steps: int) -> None:
@@ -115,17 +96,58 @@ def _train(net, optimizer, images: torch.Tensor, steps: int) -> None:
         optimizer.step()
 
 
-def single_process_rate(preset: str, steps: int, batch: int) -> float:
+def _measure_rank(rank: int, world: int, preset: str, grid: tuple[int, int], steps: int, batch: int) -> list:
+    """Train `steps` steps (after one to warm up) on fixed random images; counts the bytes this rank receives
+    and the time it spends in exchanges. Per rank: [bytes received / step, max RSS, s / step, exchange s / step,
+    CPU s / step]."""
+    received, waited = [0], [0.0]
+    irecv, swap, all_reduce = dist.irecv, halo_module._swap, dist.all_reduce
+
+    def counting(tensor, *args, **kwargs):
+        received[0] += tensor.numel() * tensor.element_size()
+        return irecv(tensor, *args, **kwargs)
+
+    def timed(fn):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                waited[0] += time.perf_counter() - start
+        return run
+
+    dist.irecv, halo_module._swap, dist.all_reduce = counting, timed(swap), timed(all_reduce)
     config = PRESETS[preset]
-    torch.manual_seed(0)
+    net = BlockNetwork(config.model, grid, rank)
+    initial_blocks(net, config.train.seed)
+    optimizer = make_optimizer(config, net.parameters())
+    images = _images(config.model, batch)
+    _train(net, optimizer, images, 1)
+    dist.barrier()
+    received[0], waited[0] = 0, 0.0
+    start, cpu = time.perf_counter(), cpu_seconds()
+    _train(net, optimizer, images, steps)
+    dist.barrier()
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    stats = torch.tensor([received[0] / steps, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0,
+                          seconds / steps, waited[0] / steps, cpu / steps], dtype=torch.float64)
+    every = [torch.empty_like(stats) for _ in range(world)]
+    dist.all_gather(every, stats)
+    return [row.tolist() for row in every] if rank == 0 else None
+
+
+def _single_rank(rank: int, world: int, preset: str, steps: int, batch: int) -> list:
+    """The single-process network in a process of its own: [[0, max RSS, s / step, 0, CPU s / step]]."""
+    config = PRESETS[preset]
+    torch.manual_seed(config.train.seed)
     net = Network(config.model)
     optimizer = make_optimizer(config, net.parameters())
-    m = config.model
-    images = torch.rand(batch, m.channels, m.input_size, m.input_size)
-    _train(net, optimizer, images, 2)
-    start = time.perf_counter()
+    images = _images(config.model, batch)
+    _train(net, optimizer, images, 1)
+    start, cpu = time.perf_counter(), cpu_seconds()
     _train(net, optimizer, images, steps)
-    return steps / (time.perf_counter() - start)
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    return [[0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0, seconds / steps, 0.0, cpu / steps]]
 
 
 def dense_gflops(n: int = 1024) -> float:
@@ -142,14 +164,20 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
 
 
+def load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="small", help="measured preset (parts 2 and 3)")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--presets", default="small,paper", help="measured presets (parts 2 and 3)")
+    parser.add_argument("--steps", type=int, default=20, help="measured steps (small and tiny)")
+    parser.add_argument("--paper-steps", type=int, default=2, help="measured steps of paper (~20 s each)")
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2, help="threads of the single process (part 3)")
+    parser.add_argument("--grids", default="1x1,1x2,2x2", help="measured grids (part 3 needs 1x1 and 1x2)")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}; load average at start {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"CPU: {cpu_model()}; load average at start {load()}")
 
     paper = PRESETS["paper"].model
     print(f"\n1. paper preset from the geometry, batch {args.batch}, per rank (the largest rank), per step")
@@ -160,30 +188,41 @@ def main() -> None:
         print(f"| {row['grid']} | {grid[0] * grid[1]} | {gb(row['halo'])} | {gb(row['params'])} | "
               f"{gb(row['acts'])} | {row['halo'] / row['params']:.4f} |")
 
-    model = PRESETS[args.preset].model
-    print(f"\n2. {args.preset} measured, batch {args.batch}, {args.steps} steps, 1 thread per rank")
-    print("| grid | rank | halo bytes received / step (geometry) | peak RSS | steps/s |")
-    print("|---|---|---|---|---|")
-    for grid in [(1, 2), (2, 2)]:
-        predicted = geometry_row(model, grid, args.batch)["halo"]
-        rows = run_ranks(_measure_rank, grid[0] * grid[1], (args.preset, grid, args.steps, args.batch))
-        for rank, (received, rss, rate) in enumerate(rows):
-            print(f"| {grid[0]}x{grid[1]} | {rank} | {gb(received)} ({gb(predicted)} max) | {gb(rss)} | {rate:.2f} |")
+    print(f"\n2. measured, batch {args.batch}: 1x1 the single-process network with {args.threads} threads, the "
+          "grids one thread per rank")
+    print("| preset | grid | rank | halo bytes received / step (geometry) | peak RSS | s / step | in exchanges | "
+          "CPU s / step |")
+    print("|---|---|---|---|---|---|---|---|")
+    throughput = []
+    for preset in args.presets.split(","):
+        steps = args.paper_steps if preset == "paper" else args.steps
+        model = PRESETS[preset].model
+        torch.set_num_threads(args.threads)
+        dense = dense_gflops()
+        seconds, cpu = {}, {}
+        for grid in [parse_grid(g) for g in args.grids.split(",")]:
+            world = grid[0] * grid[1]
+            if world == 1:
+                rows = run_ranks(_single_rank, 1, (preset, steps, args.batch), threads=args.threads)
+            else:
+                rows = run_ranks(_measure_rank, world, (preset, grid, steps, args.batch))
+            seconds[grid], cpu[grid] = max(row[2] for row in rows), sum(row[4] for row in rows)
+            predicted = geometry_row(model, grid, args.batch)["halo"]
+            for rank, (received, rss, per_step, waited, cpu_step) in enumerate(rows):
+                print(f"| {preset} | {grid[0]}x{grid[1]} | {rank} | {gb(received)} ({gb(predicted)} max) | "
+                      f"{gb(rss)} | {per_step:.3f} | {100 * waited / per_step:.0f}% | {cpu_step:.3f} |", flush=True)
+        throughput.append((preset, dense, args.batch / seconds[(1, 1)], args.batch / seconds[(1, 2)],
+                           seconds[(1, 1)] / seconds[(1, 2)], cpu[(1, 1)] / cpu[(1, 2)]))
 
-    print(f"\n3. {args.preset} throughput on this machine, in one run")
-    torch.set_num_threads(args.threads)
-    dense = dense_gflops()
-    single = single_process_rate(args.preset, args.steps, args.batch)
-    torch.set_num_threads(1)
-    one_thread = single_process_rate(args.preset, args.steps, args.batch)
-    blocks = run_ranks(_measure_rank, 2, (args.preset, (1, 2), args.steps, args.batch))[0][2]
-    print(f"dense float32 matmul ({args.threads} threads): {dense:.1f} GFLOP/s")
-    print(f"| run | images/s | ratio to 1x1 with {args.threads} threads |")
-    print("|---|---|---|")
-    for name, rate in ((f"1x1, {args.threads} threads", single), ("1x1, 1 thread", one_thread),
-                       ("1x2, 1 thread per rank", blocks)):
-        print(f"| {name} | {rate * args.batch:.1f} | {rate / single:.2f} |")
-
+    print(f"\n3. throughput in the same run: 1x1 with {args.threads} threads against 1x2 with 1 thread per rank")
+    print("(by CPU time: the 1x1 process's CPU seconds per step over the sum of the 1x2 ranks'; what the ratio of\n"
+          "wall times would be on two idle cores if both ran at full speed, whatever the load from others)")
+    print(f"| preset | dense float32 matmul ({args.threads} threads) | 1x1 images/s | 1x2 images/s | 1x2 / 1x1 | "
+          "1x2 / 1x1 by CPU time |")
+    print("|---|---|---|---|---|---|")
+    for preset, dense, single, blocks, ratio, by_cpu in throughput:
+        print(f"| {preset} | {dense:.1f} GFLOP/s | {single:.2f} | {blocks:.2f} | {ratio:.2f} | {by_cpu:.2f} |")
+    print(f"load average at the end {load()}")
 
 if __name__ == "__main__":
     main()

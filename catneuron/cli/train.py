@@ -104,13 +104,14 @@ def train(
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
         checks.writable_folder(out, "--out")
     source = open_source(data, cfg.model.input_size, cfg.model.channels)
+    watcher = None
+    if watch or watch_negatives:
+        watcher = make_watch(watch, watch_negatives, cfg, WatchOptions(
+            watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
     downpour = replicas > 1 or address is not None
-    if grid != (1, 1):
-        if watch or watch_negatives:
-            raise UserError(f"--watch: not yet with --partitions {partitions}")
-        if not downpour:
-            run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev)
-            return
+    if grid != (1, 1) and not downpour:
+        run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, watcher)
+        return
     if threads is not None:
         torch.set_num_threads(threads)
     trainer = Trainer.resume(out, source, dev) if resume else Trainer(cfg, source, out, dev, data_spec=data)
@@ -126,16 +127,15 @@ def train(
                    f"shard(s) per block)")
     elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
         raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
-    if watch or watch_negatives:
-        trainer.watch = make_watch(watch, watch_negatives, trainer.config, WatchOptions(
-            watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
+    trainer.watch = watcher
     print(f"training {trainer.config.preset} on {source.description} into {out}{how}")
     result = runner.fit(steps, max_seconds=minutes * 60 if minutes else None)
     print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")
 
 
 def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[int, int], threads: int,
-                       resume: bool, steps: int, minutes: float | None, dev: torch.device) -> None:
+                       resume: bool, steps: int, minutes: float | None, dev: torch.device,
+                       watch: Watch | None = None) -> None:
     """`--partitions RxC` other than 1x1 without Downpour: one replica, R*C ranks on this machine, or the rank
     torchrun started this process as (docs/distributed.md)."""
     from catneuron.parallel.grid import plan
@@ -144,7 +144,7 @@ def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[in
     if dev.type != "cpu":
         raise UserError(f"--partitions {grid[0]}x{grid[1]}: the ranks compute on CPU (--device cpu)")
     plan(cfg.model, grid)
-    runner = ModelParallel(cfg, data, out, grid, threads, resume)
+    runner = ModelParallel(cfg, data, out, grid, threads, resume, watch)
     if runner.leader:
         print(f"training {cfg.preset} on {data} into {out} as {grid[0]}x{grid[1]} blocks "
               f"({grid[0] * grid[1]} processes, {threads} thread(s) each)")

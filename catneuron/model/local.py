@@ -287,7 +287,11 @@ class _Local(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Draw the initial weights: each layer scales them for its own role."""
+        """Draw the initial weights: normal, with the spread `init_std` gives for the layer's role."""
+        nn.init.normal_(self.weight, std=self.init_std())
+
+    def init_std(self) -> float:
+        """The initial weights' standard deviation (a model-parallel rank draws its block's rows with it)."""
         raise NotImplementedError
 
     def operands(self, dtype: torch.dtype) -> torch.dtype:
@@ -325,8 +329,11 @@ class LocallyConnected2d(_Local):
         else:
             self.register_parameter("bias", None)
 
+    def init_std(self) -> float:
+        return 1.0 / math.sqrt(self.fan_in)
+
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.fan_in))
+        super().reset_parameters()
         self._reset_bias()
 
     def _reset_bias(self) -> None:
@@ -361,11 +368,11 @@ class LocalDecoder(_Local):
                  stride: int = 1, tile_bytes: int = TILE_BYTES) -> None:
         super().__init__(in_channels, out_channels, input_size, kernel_size, stride, tile_bytes)
 
-    def reset_parameters(self) -> None:
+    def init_std(self) -> float:
         # Each input pixel is the sum over ~ceil(k/s)^2 windows of out_channels codes of about unit
         # size: this scale starts the reconstruction at the input's own magnitude, not far above it.
         overlap = math.ceil(self.kernel_size / self.stride) ** 2
-        nn.init.normal_(self.weight, std=1.0 / math.sqrt(self.out_channels * overlap))
+        return 1.0 / math.sqrt(self.out_channels * overlap)
 
     def forward(self, codes: Tensor) -> Tensor:
         """(B, out_channels, out_h, out_w) -> (B, in_channels, height, width); unbatched as well."""

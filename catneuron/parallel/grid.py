@@ -3,9 +3,10 @@
 A replica runs as R*C ranks; rank `i * C + j` owns block (i, j) of every grid: the stage's input (the
 image, or the previous stage's output), its filter outputs and its pooled (and normalized) outputs.
 Each grid is cut as evenly as it can be on its own (uneven blocks differ by one row). A windowed
-sublayer reads, for its block of outputs, a *region* of its input grid: its own input block and a
-strip of its neighbours' (the halo). Blocks must be thick enough that a region reaches no further
-than the adjacent blocks (corners included), so every exchange is between neighbours.
+sublayer reads, for its block of outputs, a *region* of its input grid: its own input block and strips
+of the blocks around it (the halo), which reach as far as the windows do: past the adjacent blocks when
+blocks are thinner than the halo (the paper's 13 x 13 grid on its 200 x 200 images). A grid is refused
+only where a block would be empty: no grid may have more blocks along an axis than positions.
 """
 
 from __future__ import annotations
@@ -122,24 +123,8 @@ class StagePlan:
     norm: Windows | None
 
 
-def _sizes(boundaries: tuple[int, ...]) -> list[int]:
-    return [b - a for a, b in zip(boundaries[:-1], boundaries[1:], strict=True)]
-
-
-def _axis_ok(source: tuple[int, ...], target: tuple[int, ...], reach: Callable[[Span, int], Span]) -> bool:
-    """Every block non-empty, and block i's region within source blocks i-1 .. i+1."""
-    parts = len(source) - 1
-    if min(_sizes(source)) <= 0 or min(_sizes(target)) <= 0:
-        return False
-    for i in range(parts):
-        lo, hi = reach((target[i], target[i + 1]), source[-1])
-        if lo < source[max(i - 1, 0)] or hi > source[min(i + 2, parts)]:
-            return False
-    return True
-
-
 def layout(model: ModelConfig, grid: tuple[int, int]) -> list[StagePlan]:
-    """Every stage's blocks on an R x C grid, unchecked (`plan` checks them; benchmarks size grids it refuses)."""
+    """Every stage's blocks on an R x C grid, unchecked (`plan` checks them)."""
     plans = []
     for shape, cfg in zip(stage_shapes(model), model.stages, strict=True):
         inp = Partition.even(shape.in_size, shape.in_size, grid)
@@ -154,26 +139,22 @@ def layout(model: ModelConfig, grid: tuple[int, int]) -> list[StagePlan]:
     return plans
 
 
-def _first_failure(model: ModelConfig, parts: int) -> tuple[int, Windows] | None:
-    """(stage, sublayer) of the first stage whose blocks along one axis cut into `parts` are too thin, or None."""
-    for plan in layout(model, (parts, parts)):
-        for w in (plan.filtering, plan.pooling, plan.norm):
-            if w is not None and not _axis_ok(w.source.rows, w.target.rows, w.reach):
-                return plan.index, w
-    return None
+def _grids(model: ModelConfig) -> list[tuple[int, str, int]]:
+    """(stage, grid name, positions along a side) of every stage's grids, in network order."""
+    return [(shape.index, name, size) for shape in stage_shapes(model)
+            for name, size in (("input", shape.in_size), ("filter", shape.filter_size), ("pool", shape.pool_size))]
 
 
 def plan(model: ModelConfig, grid: tuple[int, int]) -> list[StagePlan]:
-    """Every stage's blocks on an R x C grid, or a UserError naming the stage too thin for it and the largest
-    grid that works (the input is square, so rows and columns obey the same limit)."""
-    for parts in sorted(set(grid), reverse=True):
-        failure = _first_failure(model, parts)
-        if failure is not None:
-            stage, w = failure
-            largest = next(p for p in range(parts, 0, -1) if _first_failure(model, p) is None)
-            thinnest = min(min(_sizes(w.source.rows)), min(_sizes(w.target.rows)))
-            raise UserError(f"--partitions {grid[0]}x{grid[1]}: stage {stage} {w.name}: blocks {thinnest} positions "
-                            f"thick are thinner than its halo of {w.halo}; the largest grid that works is "
+    """Every stage's blocks on an R x C grid, or a UserError naming the first grid that would have empty blocks
+    and the largest grid that works (the input is square, so rows and columns obey the same limit)."""
+    grids = _grids(model)
+    largest = min(size for _, _, size in grids)
+    parts = max(grid)
+    for stage, name, size in grids:
+        if size < parts:
+            raise UserError(f"--partitions {grid[0]}x{grid[1]}: stage {stage} {name}: its {size} positions "
+                            f"across cannot be cut into {parts} non-empty blocks; the largest grid that works is "
                             f"{min(grid[0], largest)}x{min(grid[1], largest)}")
     return layout(model, grid)
 

@@ -70,6 +70,7 @@ class BlockNetwork(nn.Module):
     # The single-process network's, which read only `config` and `stages`.
     loss = Network.loss
     normalize_weights = Network.normalize_weights
+    set_precision = Network.set_precision
 
     def forward(self, images: Tensor, objective: bool = True) -> list[StageOutput]:
         """Every rank gets the whole batch of images; outputs are the rank's blocks."""

@@ -2,8 +2,9 @@
 
 Rank 0 reads the batches and sends each to every rank, writes the metrics (the objective's terms
 summed over ranks) and the checkpoint (the blocks gathered into the single-process format, written
-atomically), so `--resume` works on any grid and `evaluate`, `visualize`, `report` read the run as
-any other. The other ranks compute their blocks and write nothing.
+atomically as the rows arrive), so `--resume` works on any grid and `evaluate`, `visualize`, `report`
+read the run as any other. The other ranks compute their blocks and write nothing. No rank holds the
+whole model: each draws or reads its own blocks (catneuron.parallel.state).
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ import torch.distributed as dist
 
 from catneuron.data.sources import BatchSource, open_source
 from catneuron.model.config import Config
-from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
 from catneuron.parallel.launch import RankFailed, run_ranks, run_this_rank, torchrun_rank
 from catneuron.parallel.network import BlockNetwork
-from catneuron.parallel.state import gather_model, gather_optimizer, load_blocks
+from catneuron.parallel.state import initial_blocks, read_blocks, save_blocks
+from catneuron.parallel.watch import BlockWatch
 from catneuron.store import checkpoint, runs
-from catneuron.train.trainer import Trainer, TrainResult, loss_terms, make_optimizer
+from catneuron.train.trainer import Diverged, Trainer, TrainResult, loss_terms, make_optimizer
+from catneuron.train.watch import Watch
 
 
 class SharedBatches:
@@ -51,32 +53,31 @@ def summed_terms(outputs: list[StageOutput]) -> dict[str, float]:
 
 
 class BlockTrainer(Trainer):
-    """`Trainer` for one rank of a model-parallel replica: its network is a `BlockNetwork`."""
+    """`Trainer` for one rank of a model-parallel replica: its network is a `BlockNetwork`. `watch`: the run's
+    `--watch` (rank 0's is used; catneuron.parallel.watch)."""
 
     def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], rank: int,
-                 resume: bool = False) -> None:
-        # Not Trainer.__init__: that builds the whole network on every rank.
+                 resume: bool = False, watch: Watch | None = None) -> None:
+        # Not Trainer.__init__: that builds the whole network.
         self.config, self.run, self.device, self.data_spec = config, Path(run), torch.device("cpu"), data
         self.leader = rank == 0
         m = config.model
         self.source = SharedBatches(open_source(data, m.input_size, m.channels) if self.leader else None,
                                     (m.channels, m.input_size, m.input_size))
         self.network = BlockNetwork(m, grid, rank)
+        self.network.set_precision(config.train.precision)
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0
-        self.watch, self.saved_step = None, None  # no --watch under --partitions yet; nothing saved yet
-        if resume:
-            ckpt = checkpoint.load(runs.checkpoint_path(run))
-            load_blocks(self.network, self.optimizer, ckpt.model, ckpt.optimizer)
+        self.saved_step: int | None = None
+        self.watch = BlockWatch(watch if self.leader else None, self.network) if watch is not None else None
+        if resume:  # rank 0 checks the whole file's checksum; each rank reads its rows
+            ckpt = read_blocks(self.network, self.optimizer, runs.checkpoint_path(run), verify=self.leader)
             if ckpt.rng is not None:
                 torch.set_rng_state(ckpt.rng)
             self.step, self.data_spec = ckpt.step, ckpt.extra.get("data", data)
             self.saved_step = ckpt.step
         else:
-            torch.manual_seed(config.train.seed)  # the single-process trainer's initial weights
-            whole = Network(m)
-            whole.normalize_weights()
-            load_blocks(self.network, self.optimizer, whole.state_dict(), None)
+            initial_blocks(self.network, config.train.seed)  # the single-process trainer's, restricted to the blocks
 
     def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
         return summed_terms(outputs)
@@ -89,13 +90,20 @@ class BlockTrainer(Trainer):
         return bool(stop.item())
 
     def save(self) -> None:
-        model = gather_model(self.network)
-        optimizer = gather_optimizer(self.network, self.optimizer)
+        """Trainer.save on every rank: refused on every rank if any block's weights are not finite."""
+        bad = checkpoint.non_finite({name: p.detach() for name, p in self.network.named_parameters()})
+        flags = torch.zeros(self.network.grid[0] * self.network.grid[1])
+        flags[self.network.rank] = float(bad is not None)
+        dist.all_reduce(flags)
+        if flags.any():
+            ranks = ", ".join(str(r) for r in flags.nonzero().flatten().tolist())
+            raise Diverged(f"step {self.step}: the weights are not finite (the blocks of rank(s) {ranks})")
         if self.leader:
             self.run.mkdir(parents=True, exist_ok=True)
-            grid = self.network.grid
-            checkpoint.save(runs.checkpoint_path(self.run), self.config, self.step, model, optimizer,
-                            extra={"data": self.data_spec, "partitions": f"{grid[0]}x{grid[1]}"})
+        grid = self.network.grid
+        save_blocks(self.network, self.optimizer, runs.checkpoint_path(self.run), self.config, self.step,
+                    extra={"data": self.data_spec, "partitions": f"{grid[0]}x{grid[1]}"})
+        self.saved_step = self.step
 
 
 @dataclass(frozen=True)
@@ -107,10 +115,11 @@ class Job:
     resume: bool
     steps: int
     max_seconds: float | None
+    watch: Watch | None = None
 
 
 def _train_rank(rank: int, world: int, job: Job) -> dict | None:
-    trainer = BlockTrainer(job.config, job.data, job.run, job.grid, rank, job.resume)
+    trainer = BlockTrainer(job.config, job.data, job.run, job.grid, rank, job.resume, job.watch)
     result = trainer.fit(job.steps, job.max_seconds)
     return dataclasses.asdict(result) if rank == 0 else None
 
@@ -120,9 +129,10 @@ class ModelParallel:
     torchrun has started this process as one of them (on a cluster), runs that rank."""
 
     def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], threads: int,
-                 resume: bool) -> None:
+                 resume: bool, watch: Watch | None = None) -> None:
         self.config, self.data, self.run, self.grid, self.threads, self.resume = (
             config, data, str(run), grid, threads, resume)
+        self.watch = watch
 
     @property
     def leader(self) -> bool:
@@ -131,7 +141,7 @@ class ModelParallel:
 
     def fit(self, steps: int, max_seconds: float | None = None) -> TrainResult | None:
         """Train; the result on the leader, None on torchrun's other ranks."""
-        job = Job(self.config, self.data, self.run, self.grid, self.resume, steps, max_seconds)
+        job = Job(self.config, self.data, self.run, self.grid, self.resume, steps, max_seconds, self.watch)
         world = self.grid[0] * self.grid[1]
         if torchrun_rank() is not None:
             result = run_this_rank(_train_rank, world, (job,), self.threads)

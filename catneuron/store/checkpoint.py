@@ -45,7 +45,9 @@ def checksum(tensors: dict[str, torch.Tensor]) -> str:
     return f"crc32:{crc:08x}"
 
 
-def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer's state_dict() as a checkpoint holds it: tensors named optim.<index>.<key>, and the rest
+    (param_groups, scalars) for the metadata."""
     tensors, scalars = {}, {}
     for index, values in state["state"].items():
         for key, value in values.items():
@@ -56,7 +58,7 @@ def _optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         _, index, key = name.split(".", 2)
@@ -80,16 +82,24 @@ def save(path: str | Path, config: Config, step: int, model: torch.nn.Module | d
     model_state = model if isinstance(model, dict) else model.state_dict()
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     tensors |= {f"extra.{k}": v.detach().cpu().contiguous() for k, v in (extra_tensors or {}).items()}
-    meta = {"format": FORMAT, "config": json.dumps(to_dict(config)), "step": str(step),
-            "extra": json.dumps(extra or {})}
+    opt_meta = None
     if optimizer is not None:
-        opt_tensors, opt_meta = _optimizer_tensors(optimizer if isinstance(optimizer, dict) else optimizer.state_dict())
+        opt_tensors, opt_meta = optimizer_tensors(optimizer if isinstance(optimizer, dict) else optimizer.state_dict())
         tensors |= opt_tensors
-        meta["optimizer"] = json.dumps(opt_meta)
+    meta = metadata(config, step, extra, opt_meta)
     tensors["rng.torch"] = torch.get_rng_state()
     meta["checksum"] = checksum(tensors)
     with atomic(path) as tmp:
         save_tensors(tensors, tmp, meta)
+
+
+def metadata(config: Config, step: int, extra: dict | None, optimizer: dict | None) -> dict[str, str]:
+    """A checkpoint's header metadata, less its checksum (`optimizer`: its param_groups and scalars)."""
+    meta = {"format": FORMAT, "config": json.dumps(to_dict(config)), "step": str(step),
+            "extra": json.dumps(extra or {})}
+    if optimizer is not None:
+        meta["optimizer"] = json.dumps(optimizer)
+    return meta
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -104,7 +114,7 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
         raise OSError(f"{path}: cannot write ({e})") from None
 
 
-def _metadata(path: Path) -> dict[str, str]:
+def read_metadata(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise UserError(f"{path}: no checkpoint there")
     try:
@@ -125,7 +135,7 @@ def _metadata(path: Path) -> dict[str, str]:
     return meta
 
 
-def _json(path: Path, meta: dict[str, str], key: str, default: str | None = None) -> dict:
+def read_json(path: Path, meta: dict[str, str], key: str, default: str | None = None) -> dict:
     """One JSON field of the metadata, which must hold a mapping."""
     try:
         value = json.loads(meta.get(key, default) if default is not None else meta[key])
@@ -140,18 +150,18 @@ def _json(path: Path, meta: dict[str, str], key: str, default: str | None = None
 def read_config(path: str | Path) -> Config:
     """The config of a checkpoint, read from its header alone (no weights loaded)."""
     path = Path(path)
-    return from_dict(_json(path, _metadata(path), "config"), source=str(path))
+    return from_dict(read_json(path, read_metadata(path), "config"), source=str(path))
 
 
 def read_extra(path: str | Path) -> dict:
     """The extra metadata of a checkpoint (the data it was trained on, ...), from its header alone."""
     path = Path(path)
-    return _json(path, _metadata(path), "extra", "{}")
+    return read_json(path, read_metadata(path), "extra", "{}")
 
 
 def load(path: str | Path) -> Checkpoint:
     path = Path(path)
-    meta = _metadata(path)
+    meta = read_metadata(path)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
@@ -163,12 +173,12 @@ def load(path: str | Path) -> Checkpoint:
     optimizer = None
     if "optimizer" in meta:
         try:
-            optimizer = _optimizer_state(optim, _json(path, meta, "optimizer"))
+            optimizer = optimizer_state(optim, read_json(path, meta, "optimizer"))
         except (KeyError, ValueError, AttributeError) as e:
             raise UserError(f"{path}: damaged checkpoint (optimizer state: {e})") from None
-    return Checkpoint(config=from_dict(_json(path, meta, "config"), source=str(path)), step=int(meta["step"]),
+    return Checkpoint(config=from_dict(read_json(path, meta, "config"), source=str(path)), step=int(meta["step"]),
                       model=model, optimizer=optimizer, rng=tensors.get("rng.torch"),
-                      extra=_json(path, meta, "extra", "{}"),
+                      extra=read_json(path, meta, "extra", "{}"),
                       extra_tensors={k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")})
 
 

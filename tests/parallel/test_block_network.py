@@ -13,6 +13,8 @@ import torch.distributed as dist
 
 from catneuron.model.config import PRESETS, StageConfig, replace
 from catneuron.model.network import Network
+from catneuron.parallel.grid import plan
+from catneuron.parallel.halo import Exchange
 from catneuron.parallel.launch import run_ranks
 from catneuron.parallel.network import BlockNetwork, block_of
 from catneuron.parallel.state import gather_gradients, gather_model, load_blocks
@@ -24,6 +26,11 @@ SMALL_LIKE = replace(PRESETS["small"], model={"stages": (
     StageConfig(maps=3, kernel=3, stride=1, pool=2, lcn_size=3),
 )})
 CONFIGS = {"tiny": PRESETS["tiny"], "small-like": SMALL_LIKE}
+# 7x7 windows on 16x16 images cut 1x4: the last filter block's region reaches two input blocks away
+FAR = replace(PRESETS["tiny"], model={"stages": (
+    StageConfig(maps=3, kernel=7, stride=1, pool=3, lcn_size=5),
+    StageConfig(maps=3, kernel=3, stride=1, pool=2, lcn_size=3),
+)})
 
 
 def _images(config, batch: int = 3) -> torch.Tensor:
@@ -65,6 +72,7 @@ def _check_equivalence(config, grid: tuple[int, int], rank: int) -> None:
 
 
 def _check_adagrad(config, grid: tuple[int, int], rank: int, steps: int = 5) -> None:
+    """5 Adagrad steps; `config` takes 16x16 grey images (tiny's)."""
     torch.manual_seed(0)
     whole = Network(config.model)
     net = BlockNetwork(config.model, grid, rank)
@@ -95,6 +103,22 @@ def _check_all(rank: int, world: int, grid: tuple[int, int]) -> None:
 @pytest.mark.parametrize("grid", [(1, 2), (2, 1), (2, 2), (1, 3)])
 def test_blocks_compute_the_single_process_network(grid):
     run_ranks(_check_all, grid[0] * grid[1], (grid,))
+
+
+def _check_far(rank: int, world: int, grid: tuple[int, int]) -> None:
+    torch.set_default_dtype(torch.float64)
+    _check_equivalence(FAR, grid, rank)
+    _check_adagrad(FAR, grid, rank)
+    dist.barrier()
+
+
+@pytest.mark.slow
+def test_blocks_whose_halos_reach_two_blocks_away_compute_the_single_process_network():
+    stage = plan(FAR.model, (1, 4))[0]
+    far = [q for r in range(4) for q, _ in Exchange.plan(stage.input, stage.filtering.regions(), r, 0).receives
+           if abs(q - r) >= 2]
+    assert far, "no halo reaches past the adjacent block: the test proves nothing"
+    run_ranks(_check_far, 4, ((1, 4),))
 
 
 def test_block_rows_round_trip():

@@ -18,7 +18,8 @@ import torch
 
 from catneuron.data.sources import open_source
 from catneuron.model.config import PRESETS, replace
-from catneuron.parallel.trainer import ModelParallel
+from catneuron.parallel.launch import run_ranks
+from catneuron.parallel.trainer import BlockTrainer, ModelParallel
 from catneuron.store import checkpoint, runs
 from catneuron.train.trainer import Trainer
 
@@ -49,6 +50,19 @@ def test_resume_across_grids_equals_one_run(tmp_path):
         torch.testing.assert_close(b.model[name], weight, rtol=1e-4, atol=1e-6)
     for name, value in a.optimizer["state"][0].items():
         torch.testing.assert_close(b.optimizer["state"][0][name], value, rtol=1e-4, atol=1e-6)
+
+
+def _saved_steps(rank: int, world: int, run: str) -> list[int | None]:
+    trainer = BlockTrainer(CONFIG, "embedded", run, (1, 2), rank)
+    before = trainer.saved_step
+    trainer.fit(3, progress=False)
+    return [before, trainer.saved_step] if rank == 0 else None
+
+
+def test_a_rank_knows_the_step_of_the_checkpoint_on_disk(tmp_path):
+    """As the single-process trainer: the step a diverged run names as its last finite checkpoint."""
+    assert run_ranks(_saved_steps, 2, (str(tmp_path / "run"),)) == [None, 3]
+    assert checkpoint.load(runs.checkpoint_path(tmp_path / "run")).step == 3
 
 
 def _ranks_of(parent: int) -> list[int]:

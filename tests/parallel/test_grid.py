@@ -31,13 +31,27 @@ def test_every_receive_is_a_send_of_the_owner():
     assert len(exchanges[0].receives) == 3  # right, below and the corner
 
 
-def test_a_grid_too_fine_for_a_halo_is_refused_naming_the_stage_and_the_largest_grid():
-    message = r"--partitions 6x6: stage 1 filter: blocks 2 .* halo of 4; the largest grid that works is 3x3"
+def test_a_grid_with_empty_blocks_is_refused_naming_the_stage_and_the_largest_grid():
+    message = (r"--partitions 6x6: stage 3 filter: its 4 positions across cannot be cut into 6 non-empty blocks; "
+               r"the largest grid that works is 3x3")
     with pytest.raises(UserError, match=message):
         plan(PRESETS["tiny"].model, (6, 6))
-    with pytest.raises(UserError, match=r"largest grid that works is 1x2"):
+    with pytest.raises(UserError, match=r"1x3: stage 3 pool: its 2 positions .* largest grid that works is 1x2"):
         plan(PRESETS["small"].model, (1, 3))
-    assert len(plan(PRESETS["paper"].model, (5, 5))) == 3
+    assert len(plan(PRESETS["tiny"].model, (3, 3))) == 3
+
+
+def test_the_papers_13x13_grid_has_halos_reaching_past_the_adjacent_blocks():
+    stage = plan(PRESETS["paper"].model, (13, 13))[0]  # stage 1: 18x18 windows, filter blocks of 14 rows
+    regions = stage.filtering.regions()
+    exchanges = [Exchange.plan(stage.input, regions, r, 0) for r in range(169)]
+    reach = max(abs(q // 13 - r // 13) for r, ex in enumerate(exchanges) for q, _ in ex.receives)
+    assert reach == 2
+    for r, ex in enumerate(exchanges):
+        covered = sum(b.shape[0] * b.shape[1] for _, b in ex.receives) + ex.mine.shape[0] * ex.mine.shape[1]
+        assert covered == ex.region.shape[0] * ex.region.shape[1]
+        for q, part in ex.receives:
+            assert (r, part) in exchanges[q].sends
 
 
 @pytest.mark.parametrize("text", ["2by2", "0x2", "2x", "x"])

@@ -16,14 +16,18 @@ from catneuron.parallel.launch import run_ranks
 pytestmark = pytest.mark.slow  # spawned ranks: each imports torch
 
 
+def _cases(grid: tuple[int, int]) -> list[Windows]:
+    source = Partition.even(13, 14, grid)
+    return [Windows("filter", source, Partition.even(10, 11, grid), valid_reach(4, 1), 3),
+            Windows("strided", source, Partition.even(5, 5, grid), valid_reach(5, 2), 3),
+            Windows("norm", source, source, same_reach(2), 2),
+            Windows("far", source, source, same_reach(6), 6)]  # past the adjacent block on 1x3
+
+
 def _check_exchange(rank: int, world: int, grid: tuple[int, int]) -> None:
     torch.set_default_dtype(torch.float64)
-    source = Partition.even(13, 14, grid)
-    cases = [Windows("filter", source, Partition.even(10, 11, grid), valid_reach(4, 1), 3),
-             Windows("strided", source, Partition.even(5, 5, grid), valid_reach(5, 2), 3),
-             Windows("norm", source, source, same_reach(2), 2)]
-    for tag, windows in enumerate(cases):
-        ex = Exchange.plan(source, windows.regions(), rank, tag)
+    for tag, windows in enumerate(_cases(grid)):
+        ex = Exchange.plan(windows.source, windows.regions(), rank, tag)
         whole = torch.randn(2, 3, 13, 14, generator=torch.Generator().manual_seed(tag))
         x = whole[(..., *ex.own.slices)].clone().requires_grad_()
         y = torch.randn(2, 3, *ex.region.shape, generator=torch.Generator().manual_seed(100 * tag + rank))
@@ -44,3 +48,9 @@ def _check_exchange(rank: int, world: int, grid: tuple[int, int]) -> None:
 @pytest.mark.parametrize("grid", [(1, 2), (2, 2), (1, 3)])
 def test_exchange_is_the_crop_and_its_adjoint_is_exact(grid):
     run_ranks(_check_exchange, grid[0] * grid[1], (grid,))
+
+
+def test_the_far_case_reaches_two_blocks_away():
+    far = _cases((1, 3))[-1]
+    exchanges = [Exchange.plan(far.source, far.regions(), r, 0) for r in range(3)]
+    assert [q for r, ex in enumerate(exchanges) for q, _ in ex.receives if abs(q - r) == 2] == [2, 0]

@@ -1,0 +1,67 @@
+"""`--watch` under `--partitions`: rank 0 scans the whole network, gathered from the blocks, at the watch points.
+
+The watch (catneuron.train.watch) scans every neuron of the whole network, so it cannot run on blocks.
+Every rank holds a `BlockWatch` and the trainer calls it as it calls a `Watch`: rank 0 decides when to
+scan (its clock and history) and tells the others; at a scan every rank sends its blocks to rank 0,
+which rebuilds the whole network and runs the single-process watch on it. The other ranks go on to the
+next step, where the batch rank 0 sends after the scan holds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO
+
+import torch
+import torch.distributed as dist
+
+from catneuron.model.config import Config
+from catneuron.model.network import Network
+from catneuron.parallel.network import BlockNetwork
+from catneuron.parallel.state import gather_model
+from catneuron.train.watch import Watch
+
+
+class BlockWatch:
+    """The `Watch` of a model-parallel replica, on every rank (`watch`: rank 0's, None on the others)."""
+
+    def __init__(self, watch: Watch | None, network: BlockNetwork) -> None:
+        self.watch, self.network = watch, network
+
+    def _whole(self) -> Network | None:
+        """The whole network on rank 0 (None elsewhere); every rank takes part."""
+        state = gather_model(self.network)
+        if state is None:
+            return None
+        with torch.random.fork_rng(devices=[]):  # building it draws weights: keep rank 0's generator as the others'
+            whole = Network(self.network.config)
+        whole.load_state_dict(state)
+        return whole
+
+    def _agree(self, decision: bool) -> bool:
+        """Rank 0's decision, on every rank."""
+        flag = torch.tensor([float(decision)])
+        dist.broadcast(flag, 0)
+        return bool(flag.item())
+
+    def start(self, run: Path, config: Config, data_spec: str, source, metrics: IO[str] | None,
+              network: BlockNetwork, images: int, max_seconds: float | None = None) -> None:
+        """Watch.start on rank 0 with the whole network and rank 0's own source (`source` shares its batches)."""
+        whole = self._whole()
+        if self.watch is not None:
+            self.watch.start(run, config, data_spec, source.source, metrics, whole, images, max_seconds)
+
+    def due(self, images: int) -> bool:
+        return self._agree(self.watch is not None and self.watch.due(images))
+
+    def observe(self, network: BlockNetwork, images: int, step: int) -> None:
+        whole = self._whole()
+        if self.watch is not None:
+            self.watch.observe(whole, images, step)
+
+    def ensure(self, network: BlockNetwork, images: int, step: int) -> None:
+        if self._agree(self.watch is not None and images > self.watch.last_images):
+            self.observe(network, images, step)
+
+    def fields(self) -> dict[str, float]:
+        return self.watch.fields() if self.watch is not None else {}

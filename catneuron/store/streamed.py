@@ -1,0 +1,126 @@
+"""Checkpoints larger than one process should hold: written tensor by tensor, checked and read in pieces.
+
+A model-parallel replica of the paper's model holds 3.8 GB of weights and as much again of Adagrad sums,
+spread over its ranks. Rank 0 writes the checkpoint as the rows arrive (`write`), checks a checkpoint's
+checksum by streaming the file (`verify`), and every rank reads back only the rows of positions it owns
+(`read`). The file is the ordinary checkpoint (catneuron.store.checkpoint): safetensors with the same
+names, metadata and checksum, so a single process loads it as any other.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import safe_open
+from torch import Tensor
+
+from catneuron.errors import UserError
+from catneuron.store import checkpoint
+from catneuron.store.files import atomic
+
+CODES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+         "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "BOOL": torch.bool}
+DTYPES = {dtype: code for code, dtype in CODES.items()}
+UNKNOWN = "crc32:" + "0" * 8  # the checksum's place in the header until the data is written
+READ_BYTES = 1 << 26
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One tensor of the file: its name, type and shape, and its bytes in order, as a callable that yields
+    pieces (tensors of any shape whose elements, in order, are the tensor's)."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    pieces: Callable[[], Iterable[Tensor]]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _describe(name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> bytes:
+    """What checkpoint.checksum adds before a tensor's bytes."""
+    return f"{name}|{dtype}|{tuple(shape)}".encode()
+
+
+def write(path: str | Path, metadata: dict[str, str], entries: list[Entry]) -> None:
+    """Write a checkpoint atomically, each entry's pieces as they come, in name order; the checksum
+    (checkpoint.checksum's) is computed on the way and written into the header's reserved place at the end."""
+    entries = sorted(entries, key=lambda e: e.name)
+    header: dict = {}
+    offset = 0
+    for e in entries:
+        header[e.name] = {"dtype": DTYPES[e.dtype], "shape": list(e.shape), "data_offsets": [offset, offset + e.nbytes]}
+        offset += e.nbytes
+    header["__metadata__"] = metadata | {"checksum": UNKNOWN}
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # safetensors aligns the data at 8 bytes
+    crc = 0
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text)
+        for e in entries:
+            crc = zlib.crc32(_describe(e.name, e.dtype, e.shape), crc)
+            written = 0
+            for piece in e.pieces():
+                data = piece.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+                crc = zlib.crc32(data, crc)
+                f.write(data)
+                written += data.nbytes
+            if written != e.nbytes:
+                raise ValueError(f"{e.name}: {written} bytes written, {e.nbytes} expected")
+        f.seek(8 + text.rindex(UNKNOWN.encode()))  # the last: __metadata__ comes last, checksum last in it
+        f.write(f"crc32:{crc:08x}".encode())
+
+
+def verify(path: str | Path) -> None:
+    """Raise UserError unless the file's tensors match the checksum written with them (checkpoint.load's check,
+    reading the file in pieces instead of loading it)."""
+    path = Path(path)
+    meta = checkpoint.read_metadata(path)
+    if "checksum" not in meta:  # checkpoints before 0.3 have none
+        return
+    crc = 0
+    with open(path, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        start = 8 + size
+        for name in sorted(k for k in header if k != "__metadata__"):
+            info = header[name]
+            crc = zlib.crc32(_describe(name, CODES[info["dtype"]], tuple(info["shape"])), crc)
+            first, last = info["data_offsets"]
+            f.seek(start + first)
+            while first < last:
+                data = f.read(min(last - first, READ_BYTES))
+                if not data:
+                    raise UserError(f"{path}: damaged checkpoint (it ends inside tensor {name})")
+                crc = zlib.crc32(data, crc)
+                first += len(data)
+    if f"crc32:{crc:08x}" != meta["checksum"]:
+        raise UserError(f"{path}: damaged checkpoint (its tensors do not match the checksum written with them)")
+
+
+def read(path: str | Path, cut: Callable[[str, tuple[int, ...]], list[Span] | None]) -> dict[str, Tensor]:
+    """Every tensor of the file, each cut to the runs [a, b) of its first axis that `cut(name, shape)` gives
+    (None: the whole tensor), the runs concatenated; only those rows are read."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            out, names = {}, f.keys()
+            for name in names:
+                part = f.get_slice(name)
+                runs = cut(name, tuple(part.get_shape()))
+                out[name] = f.get_tensor(name) if runs is None else torch.cat([part[a:b] for a, b in runs])
+            return out
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: not a readable checkpoint ({e})") from None

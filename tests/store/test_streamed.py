@@ -1,0 +1,60 @@
+"""Checkpoints written tensor by tensor: the same file a single process reads, its checksum checked in pieces."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from catneuron.errors import UserError
+from catneuron.model.config import PRESETS
+from catneuron.store import checkpoint, streamed
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"model.b": torch.randn(10, 3, generator=g), "model.a": torch.randn(4, generator=g, dtype=torch.float64),
+            "optim.0.step": torch.tensor(3.0), "rng.torch": torch.get_rng_state()}
+
+
+def _write(path, tensors, meta) -> None:
+    # each tensor in pieces of 7 elements (the last shorter), as rows arrive from the ranks
+    entries = [streamed.Entry(name, t.dtype, tuple(t.shape),
+                              functools.partial(lambda t: iter(t.reshape(-1).split(7)), t))
+               for name, t in tensors.items()]
+    streamed.write(path, meta, entries)
+
+
+def test_a_streamed_checkpoint_is_the_single_process_format(tmp_path):
+    tensors = _tensors()
+    meta = checkpoint.metadata(PRESETS["tiny"], 5, {"data": "x"}, None)
+    path = tmp_path / "ckpt.safetensors"
+    _write(path, tensors, meta)
+    loaded = checkpoint.load(path)  # checks the checksum, computed as checkpoint.save computes it
+    assert loaded.step == 5 and loaded.extra == {"data": "x"}
+    assert torch.equal(loaded.model["b"], tensors["model.b"]) and torch.equal(loaded.model["a"], tensors["model.a"])
+    assert torch.equal(loaded.rng, tensors["rng.torch"])
+    streamed.verify(path)
+    rows = streamed.read(path, lambda name, shape: [(1, 3), (6, 8)] if name == "model.b" else None)
+    assert torch.equal(rows["model.b"], tensors["model.b"][[1, 2, 6, 7]])
+    assert torch.equal(rows["optim.0.step"], tensors["optim.0.step"])
+
+
+def test_verify_finds_a_flipped_byte_and_a_cut_file(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    checkpoint.save(path, PRESETS["tiny"], 1, {"w": torch.ones(100)})
+    streamed.verify(path)
+    data = bytearray(path.read_bytes())
+    data[-200] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="do not match the checksum"):
+        streamed.verify(path)
+
+
+def test_a_short_writer_is_an_error_and_leaves_nothing(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    entry = streamed.Entry("model.w", torch.float32, (4,), lambda: iter([torch.zeros(3)]))
+    with pytest.raises(ValueError, match="12 bytes written, 16 expected"):
+        streamed.write(path, checkpoint.metadata(PRESETS["tiny"], 1, None, None), [entry])
+    assert list(tmp_path.iterdir()) == []

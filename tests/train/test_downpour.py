@@ -209,10 +209,16 @@ def test_one_replica_of_1x2_blocks_is_the_model_parallel_trainer(local, tmp_path
 
 def test_two_replicas_of_1x2_blocks_lower_the_objective_meeting_as_on_a_cluster(local, corpus, tmp_path):
     """With `--address` (here the Ray this module started) each replica's ranks meet at the TCP store their rank 0
-    opens, as on a cluster, rather than through a local file."""
+    opens, as on a cluster, rather than through a local file; the driver's watch scans the blocks' shards."""
+    from catneuron.analysis.emergence import watch_records
+    from catneuron.train.watch import Watch, WatchOptions, subsample
+
     fixed = next(corpus.batches(200, seed=99))
     run = tmp_path / "run"
-    downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(
+    trainer = Trainer(tiny(), corpus, run)
+    trainer.watch = Watch([("faces", subsample(corpus.test_set(), 40))],
+                          WatchOptions(every_images=200, budget=1.0, n_filters=50), say=lambda _: None)
+    downpour = Downpour(trainer, DownpourOptions(
         replicas=2, fetch_every=2, push_every=2, partitions=(1, 2), address="cluster"))
     before = objective_of(downpour.trainer, fixed)
     result = downpour.fit(40, progress=False)
@@ -223,6 +229,8 @@ def test_two_replicas_of_1x2_blocks_lower_the_objective_meeting_as_on_a_cluster(
     assert set(last["replica_steps_per_s"]) == {"0", "1"}
     assert last["fetched_bytes"] > 0 and last["pushed_bytes"] > 0
     assert sorted(p.name for p in (run / "ps").iterdir()) == ["shard-0-of-2.safetensors", "shard-1-of-2.safetensors"]
+    images = [r["images"] for r in watch_records(runs.read_rows(run))]
+    assert images[0] == 0 and images[-1] == 40 * 20 and len(images) >= 2
 
 
 def test_a_killed_rank_takes_down_its_replica_which_is_rebuilt_from_the_shards(local, corpus, tmp_path):

@@ -4,6 +4,8 @@ Prints, per shape, GFLOP/s of catneuron's layer, of the obvious `F.unfold` + `bm
 broadcast-multiply recipe common on forums, and of this machine's dense float32 matmul, all
 measured in the same run, with each implementation's peak memory (measured in a fresh process).
 FLOPs counted: 12 * positions * maps * fan_in * batch (encoder and decoder; forward 2, backward 4).
+Each step frees the last one's gradients first, as a trainer does; the CPU time of a step is printed
+split into user and system time (page faults for fresh memory show as system time).
 
     python benchmarks/local_layer.py [--shapes small paper] [--rows N] [--contend]
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -45,10 +48,20 @@ def flops(c: int, size: tuple[int, int], k: int, s: int, maps: int, batch: int) 
     return 12.0 * positions(size, k, s) * maps * c * k * k * batch
 
 
+def fresh_grads(*tensors: torch.Tensor) -> None:
+    """Free the last step's gradients, as a trainer's `zero_grad(set_to_none=True)` does."""
+    for t in tensors:
+        t.grad = None
+
+
 def ours(c, size, k, s, maps, batch):
     enc, dec = LocallyConnected2d(c, maps, size, k, s), LocalDecoder(c, maps, size, k, s)
     x = torch.randn(batch, c, *size, requires_grad=True)
-    return lambda: dec(enc(x)).square().sum().backward()
+
+    def step():
+        fresh_grads(x, enc.weight, dec.weight)
+        dec(enc(x)).square().sum().backward()
+    return step
 
 
 def unfold_bmm(c, size, k, s, maps, batch):
@@ -57,6 +70,7 @@ def unfold_bmm(c, size, k, s, maps, batch):
     x = torch.randn(batch, c, *size, requires_grad=True)
 
     def step():
+        fresh_grads(x, w1, w2)
         patches = F.unfold(x, k, stride=s).permute(2, 1, 0)  # L, P, B
         codes = torch.bmm(w1, patches)
         rec = torch.bmm(w2, codes).permute(2, 1, 0)  # B, P, L
@@ -70,6 +84,7 @@ def broadcast(c, size, k, s, maps, batch):
     x = torch.randn(batch, c, *size, requires_grad=True)
 
     def step():
+        fresh_grads(x, w1, w2)
         patches = F.unfold(x, k, stride=s).transpose(1, 2).unsqueeze(2)  # B, L, 1, P
         codes = (patches * w1).sum(-1)  # B, L, O
         rec = (codes.unsqueeze(-1) * w2).sum(2)  # B, L, P
@@ -86,14 +101,21 @@ def band(shape: tuple, rows: int) -> tuple:
     return (c, (min(height, k + s * (rows - 1)), width), k, s, maps, batch)
 
 
+def cpu_times() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
 def time_one(impl: str, shape: tuple, repeats: int) -> dict:
     step = IMPLS[impl](*shape)
     step()  # warm-up
-    start = time.perf_counter()
+    start, (user, system) = time.perf_counter(), cpu_times()
     for _ in range(repeats):
         step()
     seconds = (time.perf_counter() - start) / repeats
+    user_after, system_after = cpu_times()
     return {"seconds": seconds, "gflops": flops(*shape) / seconds / 1e9,
+            "user_s": (user_after - user) / repeats, "system_s": (system_after - system) / repeats,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -158,7 +180,8 @@ def main() -> None:
         impl, shape, repeats = args.one
         print(json.dumps(time_one(impl, tuple(json.loads(shape)), int(repeats))))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {processor_name()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {processor_name()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
     dense = [dense_gflops()]  # sampled between cases: a shared machine's rate drifts
     summary = []
     for name in args.shapes:
@@ -179,7 +202,7 @@ def main() -> None:
                     print(f"  {impl:12s} failed: {r['error']}")
                     continue
                 print(f"  {impl:12s} {r['seconds']:8.3f} s/step {r['gflops']:7.1f} GFLOP/s  "
-                      f"peak {r['peak_mb']:,.0f} MB")
+                      f"cpu {r['user_s']:.2f} s user + {r['system_s']:.2f} s system  peak {r['peak_mb']:,.0f} MB")
             summary.append((f"{name}, {label}", results))
             dense.append(dense_gflops())
     best = max(dense)

@@ -1,7 +1,8 @@
 """Full training steps of a preset (default `paper`: ~0.94e9 parameters, batch 100) on this machine.
 
 Prints seconds per step, the FLOP rate (training FLOPs per image as `catneuron info` counts them),
-the device's dense float32 matmul rate measured in the same run, peak memory (max RSS on CPU, the
+the device's dense float32 matmul rate measured in the same run, the CPU time of each step (user and
+system: page faults for fresh memory show as system time), peak memory (max RSS on CPU, the
 CUDA allocator's peak on a GPU, where the layer runs catneuron.model.triton_local's kernels) and the
 processor, and records the rate (images/s, mean over the steps after the first when there are
 several) in catneuron.store.rates' file, from which `catneuron info` estimates a run's time.
@@ -13,6 +14,7 @@ several) in catneuron.store.rates' file, from which `catneuron info` estimates a
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 from datetime import date
@@ -61,7 +63,8 @@ def main() -> None:
     config = PRESETS[args.preset]
     processor = torch.cuda.get_device_name(device) if device.type == "cuda" else rates.processor_name()
     dense = dense_gflops(device)
-    print(f"dense float32 matmul: {dense:.1f} GFLOP/s ({torch.get_num_threads()} threads, {processor})")
+    print(f"dense float32 matmul: {dense:.1f} GFLOP/s ({torch.get_num_threads()} threads, {processor}, "
+          f"load average {os.getloadavg()[0]:.1f})")
     start = time.perf_counter()
     network = Network(config.model).to(device)
     network.set_precision(args.precision)
@@ -73,17 +76,19 @@ def main() -> None:
     train_flops = args.batch * training_flops(config.model)
     seconds = []
     for step in range(1, args.steps + 1):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         optimizer.zero_grad(set_to_none=True)
         outputs = network(images)
         network.loss(outputs).backward()
         optimizer.step()
         synchronize(device)
         seconds.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_SELF)
         if args.steps <= 20 or step % 10 == 0 or step == args.steps:
             print(f"step {step}: {seconds[-1]:.3f} s, {train_flops / seconds[-1] / 1e9:.1f} GFLOP/s "
                   f"({train_flops / seconds[-1] / 1e9 / dense:.1%} of dense), {args.batch / seconds[-1]:.1f} images/s, "
-                  f"peak memory {peak_gb(device):.2f} GB")
+                  f"peak memory {peak_gb(device):.2f} GB, cpu {after.ru_utime - cpu.ru_utime:.1f} s user + "
+                  f"{after.ru_stime - cpu.ru_stime:.1f} s system")
     timed = seconds[1:] or seconds
     images_per_s = args.batch * len(timed) / sum(timed)
     rate = rates.Rate(args.preset, images_per_s, args.batch, len(timed), torch.get_num_threads(), processor,

@@ -22,6 +22,7 @@ import functools
 import importlib.util
 import math
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
@@ -175,10 +176,11 @@ def spread(codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     return image
 
 
-def correlate(image: Tensor, codes: Tensor, geo: Geometry) -> Tensor:
+def correlate(image: Tensor, codes: Tensor, geo: Geometry, out: Tensor | None = None) -> Tensor:
     """grad[l] = codes[l] @ patch[l]^T for every position: the gradient of `contract` and `spread` to
-    their (L, O, P) weights."""
-    grad = codes.new_empty(codes.shape[0], codes.shape[1], geo.kernel * geo.row_fan_in, dtype=accumulator(codes.dtype))
+    their (L, O, P) weights, written into `out` where given (every entry is written)."""
+    shape = (codes.shape[0], codes.shape[1], geo.kernel * geo.row_fan_in)
+    grad = codes.new_empty(shape, dtype=accumulator(codes.dtype)) if out is None else out
     g = grad.unflatten(0, (geo.out_h, geo.out_w))
 
     def rows(ys: range) -> None:
@@ -188,6 +190,43 @@ def correlate(image: Tensor, codes: Tensor, geo: Geometry) -> Tensor:
 
     run_rows(rows, geo.out_h, image.device)
     return grad
+
+
+class Reused:
+    """Memory for a layer's weight gradient, taken back step after step.
+
+    A fresh tensor is new memory that the kernel maps page by page when it is first written: for the
+    `paper` preset's 3.8 GB of weight gradients, ~900,000 page faults a step, seconds of system time
+    (2 s per GB on this project's VM, more than the products' own time on some steps). The trainer frees
+    the gradients every step (`zero_grad(set_to_none=True)`), so the next step's gradient takes the
+    same memory back, provided no tensor holds it any more (the storage's use count); otherwise, or
+    where PyTorch does not expose the count, it gets new memory, which is then the one kept.
+    """
+
+    def __init__(self) -> None:
+        self._storage: torch.UntypedStorage | None = None
+        self._lock = threading.Lock()  # two backward passes of one layer at once take different memory
+
+    def empty(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+        with self._lock:
+            kept = self._storage
+            if (kept is not None and kept.device == device and kept.nbytes() == math.prod(shape) * dtype.itemsize
+                    and hasattr(torch._C, "_storage_Use_Count") and torch._C._storage_Use_Count(kept._cdata) == 1):
+                return torch.empty(0, dtype=dtype, device=device).set_(kept, 0, shape)
+            tensor = torch.empty(shape, dtype=dtype, device=device)
+            self._storage = tensor.untyped_storage()
+            return tensor
+
+    def __reduce__(self) -> tuple:
+        return Reused, ()  # a copied or pickled layer starts with memory of its own
+
+
+def _weight_grad(ops: ModuleType, image: Tensor, codes: Tensor, geo: Geometry, space: Reused) -> Tensor:
+    """`ops.correlate`; the sweeps write into the layer's reused memory (CUDA's caching allocator reuses its own)."""
+    if ops is not sys.modules[__name__]:
+        return ops.correlate(image, codes, geo)
+    shape = (codes.shape[0], codes.shape[1], geo.kernel * geo.row_fan_in)
+    return correlate(image, codes, geo, space.empty(shape, accumulator(codes.dtype), codes.device))
 
 
 def _products(device: torch.device, dtype: torch.dtype) -> ModuleType:
@@ -202,8 +241,8 @@ class _Encode(torch.autograd.Function):
     """(H, W, C, B) image, (L, O, P) weights -> (L, O, B) codes; the products' operands of type `operands`."""
 
     @staticmethod
-    def forward(ctx, image: Tensor, weight: Tensor, geo: Geometry, operands: torch.dtype) -> Tensor:
-        ctx.geo, ctx.operands = geo, operands
+    def forward(ctx, image: Tensor, weight: Tensor, geo: Geometry, operands: torch.dtype, space: Reused) -> Tensor:
+        ctx.geo, ctx.operands, ctx.space = geo, operands, space
         image, weight = image.to(operands), weight.to(operands)
         ctx.save_for_backward(image, weight)
         return _products(image.device, operands).contract(image, weight, geo)
@@ -214,16 +253,16 @@ class _Encode(torch.autograd.Function):
         grad_codes = grad_codes.contiguous().to(ctx.operands)
         ops = _products(grad_codes.device, ctx.operands)
         grad_image = ops.spread(grad_codes, weight, ctx.geo) if ctx.needs_input_grad[0] else None
-        grad_weight = ops.correlate(image, grad_codes, ctx.geo) if ctx.needs_input_grad[1] else None
-        return grad_image, grad_weight, None, None
+        grad_weight = _weight_grad(ops, image, grad_codes, ctx.geo, ctx.space) if ctx.needs_input_grad[1] else None
+        return grad_image, grad_weight, None, None, None
 
 
 class _Decode(torch.autograd.Function):
     """(L, O, B) codes, (L, O, P) weights -> (H, W, C, B) image, overlapping windows summed."""
 
     @staticmethod
-    def forward(ctx, codes: Tensor, weight: Tensor, geo: Geometry, operands: torch.dtype) -> Tensor:
-        ctx.geo, ctx.operands = geo, operands
+    def forward(ctx, codes: Tensor, weight: Tensor, geo: Geometry, operands: torch.dtype, space: Reused) -> Tensor:
+        ctx.geo, ctx.operands, ctx.space = geo, operands, space
         codes, weight = codes.to(operands), weight.to(operands)
         ctx.save_for_backward(codes, weight)
         return _products(codes.device, operands).spread(codes, weight, geo)
@@ -234,8 +273,8 @@ class _Decode(torch.autograd.Function):
         grad_image = grad_image.contiguous().to(ctx.operands)
         ops = _products(grad_image.device, ctx.operands)
         grad_codes = ops.contract(grad_image, weight, ctx.geo) if ctx.needs_input_grad[0] else None
-        grad_weight = ops.correlate(grad_image, codes, ctx.geo) if ctx.needs_input_grad[1] else None
-        return grad_codes, grad_weight, None, None
+        grad_weight = _weight_grad(ops, grad_image, codes, ctx.geo, ctx.space) if ctx.needs_input_grad[1] else None
+        return grad_codes, grad_weight, None, None, None
 
 
 def to_batch_last(x: Tensor) -> Tensor:
@@ -284,6 +323,7 @@ class _Local(nn.Module):
         self.fan_in = kernel_size * kernel_size * in_channels
         positions = self.out_shape[0] * self.out_shape[1]
         self.weight = nn.Parameter(torch.empty(positions, out_channels, self.fan_in))
+        self.grad_memory = Reused()
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -346,7 +386,8 @@ class LocallyConnected2d(_Local):
         batched = check_input(self, x, self.in_channels, self.input_shape, "input")
         x = x if batched else x.unsqueeze(0)
         batch = x.shape[0]
-        codes = _Encode.apply(to_batch_last(x), self.weight, self.geometry(batch, x.dtype), self.operands(x.dtype))
+        codes = _Encode.apply(to_batch_last(x), self.weight, self.geometry(batch, x.dtype), self.operands(x.dtype),
+                              self.grad_memory)
         out = codes.permute(2, 1, 0).reshape(batch, self.out_channels, *self.out_shape)
         if self.bias is not None:
             out = out + self.bias
@@ -381,5 +422,5 @@ class LocalDecoder(_Local):
         batch = codes.shape[0]
         flat = codes.reshape(batch, self.out_channels, -1).permute(2, 1, 0).contiguous()
         image = from_batch_last(_Decode.apply(flat, self.weight, self.geometry(batch, codes.dtype),
-                                              self.operands(codes.dtype)))
+                                              self.operands(codes.dtype), self.grad_memory))
         return image if batched else image.squeeze(0)

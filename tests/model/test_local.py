@@ -1,6 +1,8 @@
 """The locally connected layer and its decoder against a plain per-position loop, on one thread and on the
 sweep's parallel workers; bfloat16 operands against float32."""
 
+import copy
+
 import pytest
 import torch
 
@@ -94,6 +96,36 @@ def test_the_decoder_sums_in_the_same_order_on_any_number_of_threads():
             assert torch.equal(layer(codes), first)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("layer_class", [LocallyConnected2d, LocalDecoder])
+def test_weight_gradients_take_back_freed_memory_and_never_memory_still_held(layer_class):
+    """A step's weight gradient is written into the last one's memory once that is freed (no page faults for
+    fresh memory), with the values fresh memory gets; memory that a tensor still holds is never taken."""
+    torch.manual_seed(0)
+    layer = layer_class(2, 3, (9, 9), 4, 1)
+    shape = (2, 9, 9) if layer_class is LocallyConnected2d else (3, 6, 6)
+    inputs = [torch.randn(4, *shape) for _ in range(3)]
+
+    def grad_of(x: torch.Tensor) -> torch.Tensor:
+        layer.weight.grad = None  # as zero_grad(set_to_none=True) does every training step
+        layer(x).square().sum().backward()
+        return layer.weight.grad
+
+    fresh = [grad_of(x).clone() for x in inputs]
+    held = grad_of(inputs[0])
+    second = grad_of(inputs[1])
+    assert second.data_ptr() != held.data_ptr()
+    torch.testing.assert_close(held, fresh[0], rtol=0, atol=0)  # not overwritten by the second step
+    torch.testing.assert_close(second, fresh[1], rtol=0, atol=0)
+    address = second.data_ptr()
+    del held, second
+    decoy = torch.empty_like(fresh[2])  # where the allocator would put a fresh gradient of this size
+    third = grad_of(inputs[2])
+    assert decoy.data_ptr() != address
+    assert third.data_ptr() == address
+    torch.testing.assert_close(third, fresh[2], rtol=0, atol=0)
+    assert copy.deepcopy(layer).grad_memory is not layer.grad_memory
 
 
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)

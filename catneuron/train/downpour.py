@@ -135,7 +135,7 @@ class Downpour:
         self.session = uuid.uuid4().hex[:8]
         if options.partitions == (1, 1):
             self.shard_map: RowShards | BlockShards = RowShards(trainer.network, options.ps_shards)
-        else:  # a grid too fine for a halo is refused here, before Ray starts
+        else:  # a grid with empty blocks is refused here, before Ray starts
             self.shard_map = BlockShards(trainer.network, trainer.config.model, options.partitions, options.ps_shards)
         self.base_step = trainer.step // options.replicas
         self.positions = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas

@@ -1,6 +1,6 @@
 """Parameter shards aligned with blocks: each shard holds rows of one block only, every row of the whole network is
-held once, and a rank loading its shards' rows holds exactly its block of every tensor; a grid too fine for a halo
-is refused before Ray starts."""
+held once, and a rank loading its shards' rows holds exactly its block of every tensor; a grid with empty
+blocks is refused before Ray starts."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def test_every_row_is_held_by_one_shard_of_its_own_block(grid, per_block):
         assert torch.equal(h, torch.ones_like(h))  # every row once
 
 
-def test_a_grid_too_fine_for_a_halo_is_refused_before_ray_starts(tmp_path):
+def test_a_grid_with_empty_blocks_is_refused_before_ray_starts(tmp_path):
     trainer = Trainer(PRESETS["tiny"], ArraySource(np.zeros((4, 1, 16, 16), np.uint8), "four images"), tmp_path)
-    with pytest.raises(UserError, match=r"--partitions 6x6: stage 1 filter: .* the largest grid that works is 3x3"):
+    refusal = r"--partitions 6x6: stage 3 filter: .* non-empty blocks; the largest grid that works is 3x3"
+    with pytest.raises(UserError, match=refusal):
         Downpour(trainer, DownpourOptions(replicas=2, partitions=(6, 6)))

@@ -40,9 +40,14 @@ def checksum(tensors: dict[str, torch.Tensor]) -> str:
     crc = 0
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
-        crc = zlib.crc32(f"{name}|{t.dtype}|{tuple(t.shape)}".encode(), crc)
+        crc = zlib.crc32(describe(name, t.dtype, tuple(t.shape)), crc)
         crc = zlib.crc32(t.reshape(-1).view(torch.uint8).numpy(), crc)
     return f"crc32:{crc:08x}"
+
+
+def describe(name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> bytes:
+    """What the checksum adds before a tensor's bytes (store.streamed computes the same checksum in pieces)."""
+    return f"{name}|{dtype}|{tuple(shape)}".encode()
 
 
 def optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -50,11 +50,6 @@ class Entry:
         return math.prod(self.shape) * self.dtype.itemsize
 
 
-def _describe(name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> bytes:
-    """What checkpoint.checksum adds before a tensor's bytes."""
-    return f"{name}|{dtype}|{tuple(shape)}".encode()
-
-
 def write(path: str | Path, metadata: dict[str, str], entries: list[Entry]) -> None:
     """Write a checkpoint atomically, each entry's pieces as they come, in name order; the checksum
     (checkpoint.checksum's) is computed on the way and written into the header's reserved place at the end."""
@@ -71,7 +66,7 @@ def write(path: str | Path, metadata: dict[str, str], entries: list[Entry]) -> N
     with atomic(path) as tmp, open(tmp, "wb") as f:
         f.write(struct.pack("<Q", len(text)) + text)
         for e in entries:
-            crc = zlib.crc32(_describe(e.name, e.dtype, e.shape), crc)
+            crc = zlib.crc32(checkpoint.describe(e.name, e.dtype, e.shape), crc)
             written = 0
             for piece in e.pieces():
                 data = piece.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
@@ -98,7 +93,7 @@ def verify(path: str | Path) -> None:
         start = 8 + size
         for name in sorted(k for k in header if k != "__metadata__"):
             info = header[name]
-            crc = zlib.crc32(_describe(name, CODES[info["dtype"]], tuple(info["shape"])), crc)
+            crc = zlib.crc32(checkpoint.describe(name, CODES[info["dtype"]], tuple(info["shape"])), crc)
             first, last = info["data_offsets"]
             f.seek(start + first)
             while first < last:

@@ -1,4 +1,4 @@
-"""The halo exchange and its adjoint, as autograd functions, and sums over all ranks.
+"""The halo exchange and its adjoint, as autograd functions, sums over all ranks, and rank 0's decisions.
 
 `halo(x, exchange)` turns each rank's block of a grid, (B, C, h, w), into the region its windows read:
 its own block plus the strips of its neighbours' blocks (corners included) that the region covers.
@@ -131,3 +131,10 @@ class _SumAll(torch.autograd.Function):
 def sum_all(x: Tensor) -> Tensor:
     """The sum of `x` over all ranks, on every rank; its gradient is the sum of the ranks' gradients."""
     return _SumAll.apply(x)
+
+
+def rank0_decides(decision: bool) -> bool:
+    """Rank 0's `decision` on every rank: where ranks that step in lockstep stop, scan or end a chunk."""
+    flag = torch.tensor([float(decision)])
+    dist.broadcast(flag, 0)
+    return bool(flag.item())

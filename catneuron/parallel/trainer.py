@@ -20,6 +20,7 @@ import torch.distributed as dist
 from catneuron.data.sources import BatchSource, open_source
 from catneuron.model.config import Config
 from catneuron.model.stage import StageOutput
+from catneuron.parallel.halo import rank0_decides
 from catneuron.parallel.launch import RankFailed, run_ranks, run_this_rank, torchrun_rank
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.state import initial_blocks, read_blocks, save_blocks
@@ -85,9 +86,7 @@ class BlockTrainer(Trainer):
     def should_stop(self, elapsed: float, max_seconds: float | None) -> bool:
         if max_seconds is None:
             return False
-        stop = torch.tensor([float(super().should_stop(elapsed, max_seconds))])
-        dist.broadcast(stop, 0)
-        return bool(stop.item())
+        return rank0_decides(super().should_stop(elapsed, max_seconds))
 
     def save(self) -> None:
         """Trainer.save on every rank: refused on every rank if any block's weights are not finite."""

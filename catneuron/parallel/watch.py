@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import IO
 
 import torch
-import torch.distributed as dist
 
 from catneuron.model.config import Config
 from catneuron.model.network import Network
+from catneuron.parallel.halo import rank0_decides
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.state import gather_model
 from catneuron.train.watch import Watch
@@ -38,12 +38,6 @@ class BlockWatch:
         whole.load_state_dict(state)
         return whole
 
-    def _agree(self, decision: bool) -> bool:
-        """Rank 0's decision, on every rank."""
-        flag = torch.tensor([float(decision)])
-        dist.broadcast(flag, 0)
-        return bool(flag.item())
-
     def start(self, run: Path, config: Config, data_spec: str, source, metrics: IO[str] | None,
               network: BlockNetwork, images: int, max_seconds: float | None = None) -> None:
         """Watch.start on rank 0 with the whole network and rank 0's own source (`source` shares its batches)."""
@@ -52,7 +46,7 @@ class BlockWatch:
             self.watch.start(run, config, data_spec, source.source, metrics, whole, images, max_seconds)
 
     def due(self, images: int) -> bool:
-        return self._agree(self.watch is not None and self.watch.due(images))
+        return rank0_decides(self.watch is not None and self.watch.due(images))
 
     def observe(self, network: BlockNetwork, images: int, step: int) -> None:
         whole = self._whole()
@@ -60,7 +54,7 @@ class BlockWatch:
             self.watch.observe(whole, images, step)
 
     def ensure(self, network: BlockNetwork, images: int, step: int) -> None:
-        if self._agree(self.watch is not None and images > self.watch.last_images):
+        if rank0_decides(self.watch is not None and images > self.watch.last_images):
             self.observe(network, images, step)
 
     def fields(self) -> dict[str, float]:

@@ -17,6 +17,7 @@ from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
+from catneuron.parallel.halo import rank0_decides
 from catneuron.parallel.launch import TIMEOUT, join_group
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.trainer import SharedBatches, summed_terms
@@ -132,7 +133,7 @@ class BlockRank(Replica):
         torch.set_num_threads(threads)
         m = config.model
         network = BlockNetwork(m, grid, rank)
-        Network.set_precision(network, config.train.precision)
+        network.set_precision(config.train.precision)
         stream, seed = (replica_stream(source, config.train.seed, index, replicas) if rank == 0
                         else (None, config.train.seed))
         batches = SharedBatches(stream, (m.channels, m.input_size, m.input_size)).batches(
@@ -165,6 +166,4 @@ class BlockRank(Replica):
         return summed_terms(outputs)
 
     def _agree(self, stop: bool) -> bool:
-        flag = torch.tensor([float(stop)])
-        dist.broadcast(flag, 0)
-        return bool(flag.item())
+        return rank0_decides(stop)

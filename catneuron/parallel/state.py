@@ -10,6 +10,7 @@ give whole states, for the checks and the watch, which need the whole network an
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,9 +38,7 @@ def position_runs(grid: tuple[int, int], rows: Span, cols: Span) -> list[Span]:
 def normal_rows(shape: tuple[int, ...], runs: list[Span], std: float, dtype: torch.dtype) -> Tensor:
     """The rows `runs` of `torch.empty(shape).normal_(std=std)`, drawn from the global generator piece by piece
     so that the whole tensor is never held; the generator ends where the whole draw leaves it."""
-    per = 1
-    for n in shape[1:]:
-        per *= n
+    per = math.prod(shape[1:])
     total = shape[0] * per
     out = torch.empty(sum(b - a for a, b in runs) * per, dtype=dtype)
     spans, at = [], 0  # (first element in the whole, first element in out, length)
@@ -131,9 +130,7 @@ def _pieces(net: BlockNetwork, name: str, rest: tuple[int, ...], itemsize: int) 
     """(row of blocks, rows [y0, y1) of positions) in position order, a few rows at a time: the order in which
     rank 0 assembles and writes a (positions, ...) tensor; every rank derives it from the geometry."""
     grid, _, _ = net.param_block(name, 0)
-    per_row = grid[1] * itemsize
-    for n in rest:
-        per_row *= n
+    per_row = grid[1] * itemsize * math.prod(rest)
     step = max(1, PIECE_BYTES // per_row)
     for i in range(net.grid[0]):
         _, rows, _ = net.param_block(name, i * net.grid[1])

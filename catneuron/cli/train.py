@@ -114,13 +114,15 @@ def train(
         return
     if threads is not None:
         torch.set_num_threads(threads)
-    trainer = Trainer.resume(out, source, dev) if resume else Trainer(cfg, source, out, dev, data_spec=data)
+    here = torch.device("cpu") if downpour else dev  # Downpour's driver only maps rows: the replicas compute
+    trainer = Trainer.resume(out, source, here) if resume else Trainer(cfg, source, out, here, data_spec=data)
     runner, how = trainer, ""
     if downpour:
         from catneuron.train.downpour import Downpour, DownpourOptions
 
         runner = Downpour(trainer, DownpourOptions(replicas, ps_shards, fetch_every, push_every, address,
-                                                   on_replica_failure, ps_snapshot_minutes * 60, partitions=grid))
+                                                   on_replica_failure, ps_snapshot_minutes * 60, partitions=grid,
+                                                   device=dev))
         how = f" with Downpour SGD ({replicas} replicas, {ps_shards} parameter shards)"
         if grid != (1, 1):
             how = (f" with Downpour SGD ({replicas} replicas of {grid[0]}x{grid[1]} blocks, {ps_shards} parameter "
@@ -136,18 +138,17 @@ def train(
 def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[int, int], threads: int,
                        resume: bool, steps: int, minutes: float | None, dev: torch.device,
                        watch: Watch | None = None) -> None:
-    """`--partitions RxC` other than 1x1 without Downpour: one replica, R*C ranks on this machine, or the rank
-    torchrun started this process as (docs/distributed.md)."""
+    """`--partitions RxC` other than 1x1 without Downpour: one replica, R*C ranks on this machine (on CUDA, one GPU
+    each), or the rank torchrun started this process as (docs/distributed.md)."""
     from catneuron.parallel.grid import plan
     from catneuron.parallel.trainer import ModelParallel
 
-    if dev.type != "cpu":
-        raise UserError(f"--partitions {grid[0]}x{grid[1]}: the ranks compute on CPU (--device cpu)")
     plan(cfg.model, grid)
-    runner = ModelParallel(cfg, data, out, grid, threads, resume, watch)
+    runner = ModelParallel(cfg, data, out, grid, threads, resume, watch, dev)
     if runner.leader:
+        each = "a GPU and " if dev.type == "cuda" else ""
         print(f"training {cfg.preset} on {data} into {out} as {grid[0]}x{grid[1]} blocks "
-              f"({grid[0] * grid[1]} processes, {threads} thread(s) each)")
+              f"({grid[0] * grid[1]} processes, {each}{threads} thread(s) each)")
     result = runner.fit(steps, minutes * 60 if minutes else None)
     if result is not None:
         print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")

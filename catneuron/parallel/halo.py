@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from catneuron.parallel.device import group_device
 from catneuron.parallel.grid import Block, Partition
 
 
@@ -49,11 +50,14 @@ class Exchange:
 
 
 def _swap(sends: list[tuple[int, Tensor]], receives: list[tuple[int, Tensor]], tag: int) -> None:
-    """Post every send and receive at once, then wait for all: no ordering between peers to deadlock on."""
-    works = [dist.isend(t, peer, tag=tag) for peer, t in sends]
-    works += [dist.irecv(t, peer, tag=tag) for peer, t in receives]
-    for work in works:
-        work.wait()
+    """Post every send and receive at once, then wait for all: no ordering between peers to deadlock on. One
+    batch: NCCL runs a batch's operations together (posted one by one, a send to a peer that sends to us first
+    would wait behind our own send on the GPU's stream); gloo posts them one by one."""
+    ops = [dist.P2POp(dist.isend, t, peer, tag=tag) for peer, t in sends]
+    ops += [dist.P2POp(dist.irecv, t, peer, tag=tag) for peer, t in receives]
+    if ops:  # a rank whose windows reach no neighbour's block has nothing to swap
+        for work in dist.batch_isend_irecv(ops):
+            work.wait()
 
 
 def _gather(x: Tensor, ex: Exchange) -> Tensor:
@@ -135,6 +139,6 @@ def sum_all(x: Tensor) -> Tensor:
 
 def rank0_decides(decision: bool) -> bool:
     """Rank 0's `decision` on every rank: where ranks that step in lockstep stop, scan or end a chunk."""
-    flag = torch.tensor([float(decision)])
+    flag = torch.tensor([float(decision)], device=group_device())
     dist.broadcast(flag, 0)
     return bool(flag.item())

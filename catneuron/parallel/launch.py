@@ -2,8 +2,9 @@
 
 The rendezvous is a file in a private temporary folder (torch's FileStore): no port to pick or to find
 taken, and no socket at all (torch's TCP store listens on every interface and looks the peer's address
-up in DNS). The ranks' gloo connections bind the loopback interface (GLOO_SOCKET_IFNAME=lo). Each rank
-runs `fn(rank, world, *args)` with `threads` torch threads. A rank
+up in DNS). The ranks' gloo connections (CPU) and NCCL's own sockets (CUDA: rank i on cuda:i) bind the
+loopback interface (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME). Each rank runs `fn(rank, world, *args)` with
+`threads` torch threads; it computes on `catneuron.parallel.device.group_device()`. A rank
 that fails stops the others; its UserError (the same on every rank: bad input) comes back as the
 launcher's own, anything else as `RankFailed`, one line.
 """
@@ -25,6 +26,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from catneuron.errors import UserError
+from catneuron.parallel.device import CPU, init_group, rank_device
 
 USER_ERROR, FAILURE, RESULT = "catneuron/user-error", "catneuron/failure", "catneuron/result"
 TIMEOUT = timedelta(minutes=30)
@@ -34,19 +36,20 @@ class RankFailed(UserError):
     """A rank died or raised: the run stopped; its last checkpoint is whatever was written before."""
 
 
-def join_group(rank: int, world: int, path: str, threads: int) -> dist.Store:
-    """Join the process group of the launcher's store (gloo: the ranks compute on CPU)."""
-    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+def join_group(rank: int, world: int, path: str, threads: int, device: torch.device) -> dist.Store:
+    """Join the process group of the launcher's store, computing on `device` (this machine's: sockets on loopback)."""
+    os.environ["GLOO_SOCKET_IFNAME"] = os.environ["NCCL_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(threads)
     store = dist.FileStore(path, world + 1)
-    dist.init_process_group("gloo", store=store, rank=rank, world_size=world, timeout=TIMEOUT)
+    init_group(device, rank, world, store, TIMEOUT)
     return store
 
 
-def _rank_main(rank: int, fn: Callable, world: int, path: str, threads: int, args: tuple) -> None:
+def _rank_main(rank: int, fn: Callable, world: int, path: str, threads: int, device: torch.device,
+               args: tuple) -> None:
     # Ctrl-C goes to the launcher, which stops every rank: a rank alone cannot stop its group cleanly.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    store = join_group(rank, world, path, threads)
+    store = join_group(rank, world, path, threads, rank_device(device, rank))
     try:
         result = fn(rank, world, *args)
         if result is not None:
@@ -97,13 +100,13 @@ def _cause(processes: list, store: dist.Store, world: int) -> UserError:
     return RankFailed(f"the {world} ranks stopped (exit statuses {codes})")
 
 
-def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> Any:
+def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1, device: torch.device = CPU) -> Any:
     """Run `fn(rank, world, *args)` in `world` spawned processes (fn and args picklable) until all return;
-    what a rank returned other than None (JSON), or None."""
+    what a rank returned other than None (JSON), or None. `device`: cpu, or cuda for a GPU per rank."""
     with tempfile.TemporaryDirectory(prefix="catneuron-ranks-") as folder:
         path = str(Path(folder) / "store")
         store = dist.FileStore(path, world + 1)
-        processes = mp.start_processes(_rank_main, args=(fn, world, path, threads, args), nprocs=world,
+        processes = mp.start_processes(_rank_main, args=(fn, world, path, threads, device, args), nprocs=world,
                                        join=False, start_method="spawn").processes
         try:
             finished = _wait(processes)
@@ -122,15 +125,21 @@ def torchrun_rank() -> tuple[int, int] | None:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 
 
-def run_this_rank(fn: Callable, world: int, args: tuple = (), threads: int = 1) -> Any:
-    """Under torchrun: join its process group (env://, gloo on the interfaces torchrun was told to use)
-    and run `fn(rank, world, *args)` here; torchrun started the other ranks and stops them if one fails."""
+def ranks_here(world: int) -> int:
+    """How many of the `world` ranks run on this machine: torchrun's workers on this node, else all of them."""
+    return int(os.environ["LOCAL_WORLD_SIZE"]) if torchrun_rank() is not None else world
+
+
+def run_this_rank(fn: Callable, world: int, args: tuple = (), threads: int = 1, device: torch.device = CPU) -> Any:
+    """Under torchrun: join its process group (env://; gloo on the interfaces torchrun was told to use, or
+    NCCL with local rank i on cuda:i) and run `fn(rank, world, *args)` here; torchrun started the other ranks
+    and stops them if one fails."""
     rank, size = torchrun_rank()
     if size != world:
         raise UserError(f"--partitions: the grid has {world} blocks but torchrun started {size} processes "
                         f"(--nproc-per-node x --nnodes must be {world})")
     torch.set_num_threads(threads)
-    dist.init_process_group("gloo", timeout=TIMEOUT)
+    init_group(rank_device(device, int(os.environ["LOCAL_RANK"])), rank, world, None, TIMEOUT)
     try:
         return fn(rank, world, *args)
     finally:

@@ -148,11 +148,12 @@ def _send_rows(local: Tensor, net: BlockNetwork, name: str, tag: int) -> None:
 
 
 def _receive_rows(local: Tensor, net: BlockNetwork, name: str, tag: int) -> Iterator[Tensor]:
-    """On rank 0: the whole (positions, ...) tensor, rows of positions in order, a piece at a time."""
+    """On rank 0: the whole (positions, ...) tensor, rows of positions in order, a piece at a time, in CPU
+    memory (each part arrives on the rank's device, as the group's backend needs, and is copied out)."""
     grid = net.param_block(name, 0)[0]
     rest = tuple(local.shape[1:])
     for i, (y0, y1) in _pieces(net, name, rest, local.element_size()):
-        band = local.new_empty(y1 - y0, grid[1], *rest)
+        band = torch.empty(y1 - y0, grid[1], *rest, dtype=local.dtype)
         for j in range(net.grid[1]):
             q = i * net.grid[1] + j
             _, rows, cols = net.param_block(name, q)
@@ -216,13 +217,14 @@ def load_blocks(net: BlockNetwork, optimizer: torch.optim.Optimizer, model: dict
 
 
 def _gather(local: Tensor, net: BlockNetwork, name: str, tag: int) -> Tensor | None:
-    """The whole (positions, ...) tensor on rank 0 from every rank's block of it; None elsewhere."""
+    """The whole (positions, ...) tensor on rank 0, in CPU memory, from every rank's block of it (each block
+    arrives on the rank's device); None elsewhere."""
     world = net.grid[0] * net.grid[1]
     if net.rank != 0:
         dist.send(local.detach().contiguous(), 0, tag=tag)
         return None
     grid = net.param_block(name, 0)[0]
-    whole = local.new_empty(grid[0] * grid[1], *local.shape[1:])
+    whole = torch.empty(grid[0] * grid[1], *local.shape[1:], dtype=local.dtype)
     place_block(whole, local.detach(), *net.param_block(name, 0))
     for q in range(1, world):
         _, rows, cols = net.param_block(name, q)
@@ -233,12 +235,12 @@ def _gather(local: Tensor, net: BlockNetwork, name: str, tag: int) -> Tensor | N
 
 
 def gather_model(net: BlockNetwork) -> dict[str, Tensor] | None:
-    """Network.state_dict() of the whole model on rank 0 (None on the others)."""
+    """Network.state_dict() of the whole model on rank 0, in CPU memory (None on the others)."""
     state = {name: _gather(p, net, name, GATHER_TAG + i) for i, (name, p) in enumerate(net.named_parameters())}
     return state if net.rank == 0 else None
 
 
 def gather_gradients(net: BlockNetwork) -> dict[str, Tensor] | None:
-    """The whole model's parameter gradients on rank 0 (None on the others)."""
+    """The whole model's parameter gradients on rank 0, in CPU memory (None on the others)."""
     grads = {name: _gather(p.grad, net, name, GATHER_TAG + i) for i, (name, p) in enumerate(net.named_parameters())}
     return grads if net.rank == 0 else None

@@ -20,8 +20,9 @@ import torch.distributed as dist
 from catneuron.data.sources import BatchSource, open_source
 from catneuron.model.config import Config
 from catneuron.model.stage import StageOutput
+from catneuron.parallel.device import CPU, check_gpus, for_group, group_device
 from catneuron.parallel.halo import rank0_decides
-from catneuron.parallel.launch import RankFailed, run_ranks, run_this_rank, torchrun_rank
+from catneuron.parallel.launch import RankFailed, ranks_here, run_ranks, run_this_rank, torchrun_rank
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.state import initial_blocks, read_blocks, save_blocks
 from catneuron.parallel.watch import BlockWatch
@@ -40,7 +41,8 @@ class SharedBatches:
     def batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
         own = self.source.batches(batch_size, seed, start_step) if self.source is not None else None
         while True:
-            batch = next(own).float().contiguous() if own is not None else torch.empty(batch_size, *self.shape)
+            batch = (for_group(next(own).float().contiguous()) if own is not None
+                     else torch.empty(batch_size, *self.shape, device=group_device()))
             dist.broadcast(batch, 0)
             yield batch
 
@@ -48,7 +50,7 @@ class SharedBatches:
 def summed_terms(outputs: list[StageOutput]) -> dict[str, float]:
     """The objective's terms summed over the ranks of the process group (each rank's are its block's share)."""
     mine = loss_terms(outputs)
-    total = torch.tensor(list(mine.values()), dtype=torch.float64)
+    total = torch.tensor(list(mine.values()), dtype=torch.float64, device=group_device())
     dist.all_reduce(total)
     return dict(zip(mine, total.tolist(), strict=True))
 
@@ -59,13 +61,13 @@ class BlockTrainer(Trainer):
 
     def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], rank: int,
                  resume: bool = False, watch: Watch | None = None) -> None:
-        # Not Trainer.__init__: that builds the whole network.
-        self.config, self.run, self.device, self.data_spec = config, Path(run), torch.device("cpu"), data
+        # Not Trainer.__init__: that builds the whole network. The rank computes where its group talks.
+        self.config, self.run, self.device, self.data_spec = config, Path(run), group_device(), data
         self.leader = rank == 0
         m = config.model
         self.source = SharedBatches(open_source(data, m.input_size, m.channels) if self.leader else None,
                                     (m.channels, m.input_size, m.input_size))
-        self.network = BlockNetwork(m, grid, rank)
+        self.network = BlockNetwork(m, grid, rank).to(self.device)
         self.network.set_precision(config.train.precision)
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0
@@ -91,7 +93,7 @@ class BlockTrainer(Trainer):
     def save(self) -> None:
         """Trainer.save on every rank: refused on every rank if any block's weights are not finite."""
         bad = checkpoint.non_finite({name: p.detach() for name, p in self.network.named_parameters()})
-        flags = torch.zeros(self.network.grid[0] * self.network.grid[1])
+        flags = torch.zeros(self.network.grid[0] * self.network.grid[1], device=group_device())
         flags[self.network.rank] = float(bad is not None)
         dist.all_reduce(flags)
         if flags.any():
@@ -125,13 +127,15 @@ def _train_rank(rank: int, world: int, job: Job) -> dict | None:
 
 class ModelParallel:
     """`catneuron train --partitions RxC`: starts the R*C ranks of one replica and waits for them, or, when
-    torchrun has started this process as one of them (on a cluster), runs that rank."""
+    torchrun has started this process as one of them (on a cluster), runs that rank. `device`: cpu, or cuda for
+    one GPU per rank (refused here when this machine's ranks outnumber its GPUs)."""
 
     def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], threads: int,
-                 resume: bool, watch: Watch | None = None) -> None:
+                 resume: bool, watch: Watch | None = None, device: torch.device = CPU) -> None:
+        check_gpus(device, ranks_here(grid[0] * grid[1]), grid)
         self.config, self.data, self.run, self.grid, self.threads, self.resume = (
             config, data, str(run), grid, threads, resume)
-        self.watch = watch
+        self.watch, self.device = watch, device
 
     @property
     def leader(self) -> bool:
@@ -143,10 +147,10 @@ class ModelParallel:
         job = Job(self.config, self.data, self.run, self.grid, self.resume, steps, max_seconds, self.watch)
         world = self.grid[0] * self.grid[1]
         if torchrun_rank() is not None:
-            result = run_this_rank(_train_rank, world, (job,), self.threads)
+            result = run_this_rank(_train_rank, world, (job,), self.threads, self.device)
             return TrainResult(**result) if result is not None else None
         try:
-            result = run_ranks(_train_rank, world, (job,), self.threads)
+            result = run_ranks(_train_rank, world, (job,), self.threads, self.device)
         except RankFailed as e:
             kept = runs.checkpoint_path(self.run)
             after = (f"{kept} is intact: --resume goes on from it" if kept.is_file()

@@ -16,6 +16,7 @@ import torch
 
 from catneuron.model.config import Config
 from catneuron.model.network import Network
+from catneuron.parallel.device import group_device
 from catneuron.parallel.halo import rank0_decides
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.state import gather_model
@@ -29,14 +30,14 @@ class BlockWatch:
         self.watch, self.network = watch, network
 
     def _whole(self) -> Network | None:
-        """The whole network on rank 0 (None elsewhere); every rank takes part."""
+        """The whole network on rank 0, on the device rank 0 computes on (None elsewhere); every rank takes part."""
         state = gather_model(self.network)
         if state is None:
             return None
         with torch.random.fork_rng(devices=[]):  # building it draws weights: keep rank 0's generator as the others'
             whole = Network(self.network.config)
         whole.load_state_dict(state)
-        return whole
+        return whole.to(group_device())
 
     def start(self, run: Path, config: Config, data_spec: str, source, metrics: IO[str] | None,
               network: BlockNetwork, images: int, max_seconds: float | None = None) -> None:

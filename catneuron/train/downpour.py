@@ -36,6 +36,7 @@ from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.errors import UserError
 from catneuron.model.config import to_dict
 from catneuron.model.network import Network
+from catneuron.parallel.device import CPU, gpus_per_rank
 from catneuron.progress import Progress
 from catneuron.store import checkpoint, files, runs
 from catneuron.train.downpour_blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
@@ -63,6 +64,7 @@ class DownpourOptions:
     snapshot_seconds: float = 300.0
     chunk_seconds: float = 1.0
     partitions: tuple[int, int] = (1, 1)  # each replica as R x C ranks (model parallelism)
+    device: torch.device = CPU  # where replicas (ranks) compute: cpu, or cuda for a GPU each; shards stay on CPU
 
     @property
     def ranks(self) -> int:
@@ -128,8 +130,9 @@ class Downpour:
 
     def __init__(self, trainer: Trainer, options: DownpourOptions) -> None:
         self.options = options.validate()
-        if trainer.device.type != "cpu":
-            raise UserError(f"--device {trainer.device}: Downpour replicas run on CPU in this version")
+        if options.device.index is not None:
+            raise UserError(f"--device {options.device}: each Downpour replica (rank) takes the GPU Ray gives it: "
+                            f"give --device cuda")
         check_feeds(trainer.source, options.replicas)
         self.trainer = trainer
         self.session = uuid.uuid4().hex[:8]
@@ -231,7 +234,7 @@ class Downpour:
             if value.shape == params[0].shape:
                 state[key] = self.shard_map.gather(values, k)
             else:  # a per-tensor count (Adagrad's step): the same for all of them
-                state[key] = value.detach().numpy().copy()
+                state[key] = value.detach().cpu().numpy().copy()
         actor = ray.remote(ParameterShard).options(
             name=self.actor_name("ps", k), num_cpus=0, max_restarts=-1, max_task_retries=-1,
             scheduling_strategy="SPREAD")  # over the nodes: K links and memories, not one
@@ -241,15 +244,21 @@ class Downpour:
 
     def _replica_resources(self) -> tuple[float, int]:
         """CPUs per process (a fair share: total / (replicas x ranks per replica), at most one node's) and torch
-        threads to match. A replica needs one CPU; its ranks may share it."""
+        threads to match. A replica needs one CPU; its ranks may share it. On CUDA each process needs a GPU."""
         import ray
 
         o = self.options
-        total = ray.cluster_resources().get("CPU", 1.0)
+        resources = ray.cluster_resources()
+        total = resources.get("CPU", 1.0)
         largest = max(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
         if o.replicas > total:
             raise UserError(f"--replicas {o.replicas}: the Ray cluster has {total:g} CPU(s), and each "
                             f"replica needs one; use at most {int(total)} replicas")
+        gpus = int(resources.get("GPU", 0))
+        if o.replicas * o.ranks * gpus_per_rank(o.device) > gpus:
+            raise UserError(f"--device {o.device}: --replicas {o.replicas} of --partitions {o.partitions[0]}x"
+                            f"{o.partitions[1]} need {o.replicas * o.ranks} GPUs (one per process), the Ray cluster "
+                            f"has {gpus}")
         cpus = math.floor(min(total / (o.replicas * o.ranks), largest) * 1e4) / 1e4  # Ray's resource precision
         return cpus, max(1, int(cpus))
 
@@ -262,10 +271,12 @@ class Downpour:
         if o.ranks > 1:
             return start_ranks(name, self.trainer.config, self.source, i, o.replicas, start, o.partitions,
                                self.shards, self.shard_map, o.fetch_every, o.push_every, self.cpus, self.threads,
-                               local=o.address is None)
-        actor = ray.remote(Replica).options(name=name, num_cpus=self.cpus, max_restarts=0, scheduling_strategy="SPREAD")
+                               local=o.address is None, device=o.device)
+        actor = ray.remote(Replica).options(name=name, num_cpus=self.cpus, num_gpus=gpus_per_rank(o.device),
+                                            max_restarts=0, scheduling_strategy="SPREAD")
         return ReplicaRanks([actor.remote(self.trainer.config, self.source, i, o.replicas, start, self.shards,
-                                          self.shard_map.pieces, o.fetch_every, o.push_every, self.threads)])
+                                          self.shard_map.pieces, o.fetch_every, o.push_every, self.threads,
+                                          o.device)])
 
     def _replica_died(self, i: int, error: Exception) -> None:
         """Replace a dead replica after a backoff (1 s, 2 s, ...), drop it, or stop the run, per the policy;

@@ -1,5 +1,6 @@
 """Downpour with model-parallel replicas (`--replicas N --partitions RxC`): parameter shards aligned with the
-blocks, and each replica's R*C ranks started as Ray actors that meet in a gloo process group of their own.
+blocks, and each replica's R*C ranks started as Ray actors that meet in a process group of their own (gloo, or
+NCCL when each rank has a GPU).
 
 Shard `s*K + k` holds rows range k of block s's part of every tensor (block s's positions of each stage's
 filter grid, as `BlockNetwork` lays them out), so rank s fetches from and pushes to its K shards only, and
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from catneuron.model.config import Config, ModelConfig
+from catneuron.parallel.device import gpus_per_rank
 from catneuron.parallel.grid import StagePlan, plan
 from catneuron.parallel.network import block_of, place_block
 from catneuron.train.downpour_ps import gather, layout, named_shapes, scatter
@@ -101,25 +103,26 @@ def merge_reports(reports: list[dict]) -> dict:
 
 def start_ranks(name: str, config: Config, source, index: int, replicas: int, start_step: int,
                 grid: tuple[int, int], shards: list, shard_map: BlockShards, fetch_every: int, push_every: int,
-                cpus: float, threads: int, local: bool) -> ReplicaRanks:
-    """Start replica `index`'s R*C ranks, packed onto as few nodes as hold them (one placement group), and have
-    them meet: through a file in a fresh private folder on this machine (`local`: the ranks' sockets bind
-    loopback), or through a TCP store that rank 0 opens on its node (a cluster). Nothing here waits: the
-    ranks' first chunk of work queues behind their `join`."""
+                cpus: float, threads: int, local: bool, device: torch.device) -> ReplicaRanks:
+    """Start replica `index`'s R*C ranks, packed onto as few nodes as hold them (one placement group; on CUDA
+    each rank with a GPU of its own), and have them meet: through a file in a fresh private folder on this
+    machine (`local`: the ranks' sockets bind loopback), or through a TCP store that rank 0 opens on its node
+    (a cluster). Nothing here waits: the ranks' first chunk of work queues behind their `join`."""
     import ray
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    world = grid[0] * grid[1]
-    group = ray.util.placement_group([{"CPU": cpus}] * world, strategy="PACK")
+    world, gpus = grid[0] * grid[1], gpus_per_rank(device)
+    bundle = {"CPU": cpus} | ({"GPU": gpus} if gpus else {})
+    group = ray.util.placement_group([bundle] * world, strategy="PACK")
     actors = []
     for s in range(world):
         ids = shard_map.of_rank(s)
         actor = ray.remote(BlockRank).options(
-            name=f"{name}-rank-{s}", num_cpus=cpus, max_restarts=0,
+            name=f"{name}-rank-{s}", num_cpus=cpus, num_gpus=gpus, max_restarts=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=s))
         actors.append(actor.remote(config, source if s == 0 else None, index, replicas, start_step, grid, s,
                                    [shards[k] for k in ids], [shard_map.pieces[k] for k in ids], fetch_every,
-                                   push_every, threads))
+                                   push_every, threads, device))
     folder = tempfile.mkdtemp(prefix="catneuron-ranks-") if local else None
     rendezvous = {"file": str(Path(folder) / "store")} if local else actors[0].open_rendezvous.remote()
     for actor in actors:

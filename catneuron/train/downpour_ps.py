@@ -11,6 +11,7 @@ the single-process trainer makes, value for value.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,14 +67,18 @@ def shard_size(pieces: list[Piece]) -> int:
 
 
 def gather(tensors: list[torch.Tensor], pieces: list[Piece]) -> np.ndarray:
-    """One shard's rows of full-size tensors (weights, gradients, optimizer sums), as its flat array."""
-    return np.concatenate([tensors[p.param].detach()[p.start:p.stop].reshape(-1).numpy() for p in pieces])
+    """One shard's rows of full-size tensors (weights, gradients, optimizer sums; on any device), as its flat
+    array: shards hold their rows in CPU memory."""
+    return np.concatenate([tensors[p.param].detach()[p.start:p.stop].reshape(-1).cpu().numpy() for p in pieces])
 
 
 def scatter(flat: np.ndarray, pieces: list[Piece], tensors: list[torch.Tensor]) -> None:
-    """Write one shard's flat array into its rows of full-size tensors (in place)."""
-    for p in pieces:
-        np.copyto(tensors[p.param].detach()[p.start:p.stop].numpy(), flat[p.offset:p.offset + p.numel].reshape(p.shape))
+    """Write one shard's flat array into its rows of full-size tensors (in place, on whatever device they are)."""
+    with warnings.catch_warnings():  # a fetched array is read-only (Ray's object store): it is only read here
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        for p in pieces:
+            rows = torch.from_numpy(flat[p.offset:p.offset + p.numel].reshape(p.shape))
+            tensors[p.param].detach()[p.start:p.stop].copy_(rows)
 
 
 class RowShards:

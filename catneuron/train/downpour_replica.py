@@ -1,8 +1,10 @@
 """What runs in a Downpour replica: the Ray actors that compute gradients against the parameter shards.
 
 `Replica` is a whole model replica in one process; `BlockRank` is one rank of a model-parallel replica
-(`--partitions RxC`): its block of every stage (catneuron.parallel), its block's shards only, and a gloo
-process group shared with its replica's other ranks alone (docs/distributed.md).
+(`--partitions RxC`): its block of every stage (catneuron.parallel), its block's shards only, and a process
+group (gloo, or NCCL on GPUs) shared with its replica's other ranks alone (docs/distributed.md). On CUDA
+each computes on the GPU Ray gave it; the shards stay on the CPU, and fetches and pushes copy rows to and
+from the GPU.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
+from catneuron.parallel.device import CPU, init_group, rank_device
 from catneuron.parallel.halo import rank0_decides
 from catneuron.parallel.launch import TIMEOUT, join_group
 from catneuron.parallel.network import BlockNetwork
@@ -47,9 +50,11 @@ class Replica:
     """A Ray actor: one model replica computing gradients on its own data with parameters that may be stale."""
 
     def __init__(self, config: Config, source: BatchSource, index: int, replicas: int, start_step: int,
-                 shards: list, pieces: list[list[Piece]], fetch_every: int, push_every: int, threads: int) -> None:
+                 shards: list, pieces: list[list[Piece]], fetch_every: int, push_every: int, threads: int,
+                 device: torch.device = CPU) -> None:
         torch.set_num_threads(threads)
-        network = Network(config.model)
+        self.device = rank_device(device, 0)  # on CUDA, the GPU Ray gave this actor: the only one it sees
+        network = Network(config.model).to(self.device)
         network.set_precision(config.train.precision)
         stream, seed = replica_stream(source, config.train.seed, index, replicas)
         self._setup(network, stream.batches(config.train.batch_size, seed, start_step), shards, pieces, fetch_every,
@@ -81,7 +86,7 @@ class Replica:
         while len(terms) < max_steps:
             if self.since_fetch >= self.fetch_every:
                 fetched += self._fetch()
-            outputs = self.network(next(self.batches))
+            outputs = self.network(next(self.batches).to(self.device))
             loss = self.network.loss(outputs)
             terms.append(self._terms(outputs))
             if not math.isfinite(terms[-1]["loss"]):
@@ -129,10 +134,11 @@ class BlockRank(Replica):
 
     def __init__(self, config: Config, source: BatchSource | None, index: int, replicas: int, start_step: int,
                  grid: tuple[int, int], rank: int, shards: list, pieces: list[list[Piece]], fetch_every: int,
-                 push_every: int, threads: int) -> None:
+                 push_every: int, threads: int, device: torch.device = CPU) -> None:
         torch.set_num_threads(threads)
+        self.device = rank_device(device, 0)  # on CUDA, the GPU Ray gave this actor: the only one it sees
         m = config.model
-        network = BlockNetwork(m, grid, rank)
+        network = BlockNetwork(m, grid, rank).to(self.device)
         network.set_precision(config.train.precision)
         stream, seed = (replica_stream(source, config.train.seed, index, replicas) if rank == 0
                         else (None, config.train.seed))
@@ -152,15 +158,15 @@ class BlockRank(Replica):
         return {"host": host, "port": self.store.port}
 
     def join(self, rendezvous: dict) -> None:
-        """Join the replica's gloo group: through a file on this machine (a local run: sockets on loopback only),
-        or through rank 0's TCP store (a cluster: gloo on the interface GLOO_SOCKET_IFNAME names, else the one
-        the host name resolves to)."""
+        """Join the replica's process group (gloo, or NCCL on GPUs): through a file on this machine (a local run:
+        sockets on loopback only), or through rank 0's TCP store (a cluster: gloo and NCCL on the interfaces
+        GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME name, else those they find themselves)."""
         if "file" in rendezvous:
-            join_group(self.rank, self.world, rendezvous["file"], torch.get_num_threads())
+            join_group(self.rank, self.world, rendezvous["file"], torch.get_num_threads(), self.device)
             return
         store = self.store or dist.TCPStore(rendezvous["host"], rendezvous["port"], self.world, is_master=False,
                                             timeout=TIMEOUT)
-        dist.init_process_group("gloo", store=store, rank=self.rank, world_size=self.world, timeout=TIMEOUT)
+        init_group(self.device, self.rank, self.world, store, TIMEOUT)
 
     def _terms(self, outputs: list[StageOutput]) -> dict[str, float]:
         return summed_terms(outputs)

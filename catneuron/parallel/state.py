@@ -20,6 +20,7 @@ from torch import Tensor
 
 from catneuron.errors import UserError
 from catneuron.model.config import Config
+from catneuron.parallel.device import for_group, group_device
 from catneuron.parallel.network import BlockNetwork, block_of, place_block
 from catneuron.store import checkpoint, streamed
 
@@ -139,17 +140,19 @@ def _pieces(net: BlockNetwork, name: str, rest: tuple[int, ...], itemsize: int) 
 
 
 def _send_rows(local: Tensor, net: BlockNetwork, name: str, tag: int) -> None:
-    """A rank's part of `_receive_rows`: its block's rows of each piece in its row of blocks."""
+    """A rank's part of `_receive_rows`: its block's rows of each piece in its row of blocks (from wherever
+    `local` is: the weights on the rank's device, the optimizer's sums as the checkpoint's CPU copy)."""
     _, rows, cols = net.param_block(name, net.rank)
     width = cols[1] - cols[0]
     for i, (y0, y1) in _pieces(net, name, tuple(local.shape[1:]), local.element_size()):
         if i == net.rank // net.grid[1]:
-            dist.send(local[(y0 - rows[0]) * width:(y1 - rows[0]) * width].detach().contiguous(), 0, tag=tag)
+            dist.send(for_group(local[(y0 - rows[0]) * width:(y1 - rows[0]) * width].detach()).contiguous(), 0,
+                      tag=tag)
 
 
 def _receive_rows(local: Tensor, net: BlockNetwork, name: str, tag: int) -> Iterator[Tensor]:
     """On rank 0: the whole (positions, ...) tensor, rows of positions in order, a piece at a time, in CPU
-    memory (each part arrives on the rank's device, as the group's backend needs, and is copied out)."""
+    memory (each part arrives on the group's device, as its backend needs, and is copied out)."""
     grid = net.param_block(name, 0)[0]
     rest = tuple(local.shape[1:])
     for i, (y0, y1) in _pieces(net, name, rest, local.element_size()):
@@ -161,7 +164,7 @@ def _receive_rows(local: Tensor, net: BlockNetwork, name: str, tag: int) -> Iter
             if q == 0:
                 part = local[(y0 - rows[0]) * width:(y1 - rows[0]) * width].detach()
             else:
-                part = local.new_empty((y1 - y0) * width, *rest)
+                part = torch.empty((y1 - y0) * width, *rest, dtype=local.dtype, device=group_device())
                 dist.recv(part, q, tag=tag)
             band[:, cols[0]:cols[1]] = part.view(y1 - y0, width, *rest)
         yield band
@@ -218,17 +221,18 @@ def load_blocks(net: BlockNetwork, optimizer: torch.optim.Optimizer, model: dict
 
 def _gather(local: Tensor, net: BlockNetwork, name: str, tag: int) -> Tensor | None:
     """The whole (positions, ...) tensor on rank 0, in CPU memory, from every rank's block of it (each block
-    arrives on the rank's device); None elsewhere."""
+    arrives on the group's device); None elsewhere."""
     world = net.grid[0] * net.grid[1]
     if net.rank != 0:
-        dist.send(local.detach().contiguous(), 0, tag=tag)
+        dist.send(for_group(local.detach()).contiguous(), 0, tag=tag)
         return None
     grid = net.param_block(name, 0)[0]
     whole = torch.empty(grid[0] * grid[1], *local.shape[1:], dtype=local.dtype)
     place_block(whole, local.detach(), *net.param_block(name, 0))
     for q in range(1, world):
         _, rows, cols = net.param_block(name, q)
-        buf = local.new_empty((rows[1] - rows[0]) * (cols[1] - cols[0]), *local.shape[1:])
+        buf = torch.empty((rows[1] - rows[0]) * (cols[1] - cols[0]), *local.shape[1:], dtype=local.dtype,
+                          device=group_device())
         dist.recv(buf, q, tag=tag)
         place_block(whole, buf, *net.param_block(name, q))
     return whole

@@ -126,3 +126,40 @@ def test_block_rows_round_trip():
     block = block_of(whole, (5, 7), (1, 3), (2, 6))
     assert block.shape == (8, 2)
     assert block[0].tolist() == whole[7 + 2].tolist() and block[-1].tolist() == whole[2 * 7 + 5].tolist()
+
+
+def _messages(rank: int, world: int, grid: tuple[int, int]) -> list | None:
+    """Every halo message of this rank in one forward and backward step, in the order posted: [kind, peer, tag,
+    shape]; rank 0 returns every rank's."""
+    import catneuron.parallel.halo as halo_module
+
+    swap, posted = halo_module._swap, []
+
+    def logged(sends, receives, tag):
+        posted.extend(["send", q, tag, list(t.shape)] for q, t in sends)
+        posted.extend(["recv", q, tag, list(t.shape)] for q, t in receives)
+        swap(sends, receives, tag)
+
+    halo_module._swap = logged
+    for config in CONFIGS.values():
+        torch.manual_seed(0)
+        net = BlockNetwork(config.model, grid, rank)
+        net.loss(net(_images(config).requires_grad_())).backward()
+    every: list = [None] * world
+    dist.all_gather_object(every, posted)
+    return every if rank == 0 else None
+
+
+@pytest.mark.slow
+def test_each_pair_of_ranks_posts_its_messages_in_the_same_order():
+    """NCCL matches a pair's messages by order, not by tag (gloo's): on every pair, what one rank sends, in order
+    (the forward's exchanges, then the backward's in the autograd engine's order), is what the other receives."""
+    grid = (2, 2)
+    posted = run_ranks(_messages, 4, (grid,))
+    assert any(kind == "send" and tag % 4 == 1 for kind, _, tag, _ in posted[0])  # pooling halos among them
+    for p in range(4):
+        for q in range(4):
+            sent = [(tag, shape) for kind, peer, tag, shape in posted[p] if kind == "send" and peer == q]
+            received = [(tag, shape) for kind, peer, tag, shape in posted[q] if kind == "recv" and peer == p]
+            assert sent == received, (p, q)
+            assert (len(sent) > 0) == (p != q)

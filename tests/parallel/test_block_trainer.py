@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from catneuron.cli import main
 from catneuron.data.sources import open_source
 from catneuron.model.config import PRESETS, replace
 from catneuron.parallel.launch import run_ranks
@@ -146,3 +147,19 @@ def test_torchrun_starts_the_ranks_as_on_a_cluster(tmp_path):
     kept = checkpoint.load(runs.checkpoint_path(run))
     for name, weight in single.network.state_dict().items():
         torch.testing.assert_close(kept.model[name], weight, rtol=1e-4, atol=1e-6)
+
+
+def test_more_ranks_than_gpus_is_refused_before_any_rank_starts(tmp_path, monkeypatch, capsys):
+    """NCCL cannot put two ranks on one GPU: `--partitions 1x2 --device cuda` with one GPU visible (torch.cuda's
+    counts set here: this machine has none) is one line, exit 2, and nothing in the run folder."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(sys, "argv", ["catneuron", "train", "--data", "embedded", "--preset", "tiny", "--partitions",
+                                      "1x2", "--device", "cuda", "--steps", "2", "--out", str(tmp_path / "run")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.strip().splitlines() == ["catneuron: error: --partitions 1x2 --device cuda: 2 ranks on this machine "
+                                        "need 2 GPUs (one per rank: NCCL cannot share a GPU between ranks), 1 visible"]
+    assert not list((tmp_path / "run").glob("*"))  # nothing written: no rank started

@@ -362,6 +362,17 @@ def test_more_replicas_than_the_data_or_the_cluster_can_hold_are_refused(local, 
         DownpourOptions(on_failure="retry").validate()
 
 
+def test_gpu_ranks_are_refused_where_the_cluster_has_fewer_gpus(local, corpus, tmp_path):
+    """On CUDA every rank asks Ray for a GPU of its own: this Ray has none, and a GPU named for all is refused."""
+    cuda = torch.device("cuda")
+    with pytest.raises(UserError, match=r"^--device cuda: --replicas 2 of --partitions 1x2 need 4 GPUs \(one per "
+                                        r"process\), the Ray cluster has 0$"):
+        Downpour(Trainer(tiny(), corpus, tmp_path / "a"),
+                 DownpourOptions(replicas=2, partitions=(1, 2), device=cuda)).fit(5, progress=False)
+    with pytest.raises(UserError, match=r"^--device cuda:1: each Downpour replica \(rank\) takes the GPU Ray gives"):
+        Downpour(Trainer(tiny(), corpus, tmp_path / "b"), DownpourOptions(device=torch.device("cuda", 1)))
+
+
 def test_the_first_death_stops_the_run_under_stop(local, corpus, tmp_path):
     downpour = Downpour(Trainer(tiny(), corpus, tmp_path / "run"), DownpourOptions(replicas=2, on_failure="stop"))
     killer = kill_when(downpour, downpour.actor_name("replica", 1), at_step=10)

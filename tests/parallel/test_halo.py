@@ -21,8 +21,8 @@ def _cases(grid: tuple[int, int]) -> list[Windows]:
     return [Windows("filter", source, Partition.even(10, 11, grid), valid_reach(4, 1), 3),
             Windows("strided", source, Partition.even(5, 5, grid), valid_reach(5, 2), 3),
             Windows("norm", source, source, same_reach(2), 2),
-            Windows("far", source, source, same_reach(6), 6),  # past the adjacent block on 1x3
-            Windows("own", source, source, same_reach(0), 0)]  # no halo: nothing to swap
+            Windows("own", source, source, same_reach(0), 0),  # no halo: nothing to swap
+            Windows("far", source, source, same_reach(6), 6)]  # past the adjacent block on 1x3
 
 
 def _check_exchange(rank: int, world: int, grid: tuple[int, int]) -> None:

@@ -38,7 +38,7 @@ Span = tuple[int, int]
 @dataclass(frozen=True)
 class Entry:
     """One tensor of the file: its name, type and shape, and its bytes in order, as a callable that yields
-    pieces (tensors of any shape and device whose elements, in order, are the tensor's)."""
+    pieces (tensors of any shape whose elements, in order, are the tensor's)."""
 
     name: str
     dtype: torch.dtype
@@ -69,7 +69,7 @@ def write(path: str | Path, metadata: dict[str, str], entries: list[Entry]) -> N
             crc = zlib.crc32(checkpoint.describe(e.name, e.dtype, e.shape), crc)
             written = 0
             for piece in e.pieces():
-                data = piece.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+                data = piece.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
                 crc = zlib.crc32(data, crc)
                 f.write(data)
                 written += data.nbytes

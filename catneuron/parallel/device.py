@@ -9,6 +9,8 @@ Everything else in catneuron.parallel is device-generic: tensors made for a coll
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -48,7 +50,7 @@ def gpus_per_rank(device: torch.device) -> int:
     return 1 if device.type == "cuda" else 0
 
 
-def init_group(device: torch.device, rank: int, world: int, store: dist.Store | None, timeout) -> None:
+def init_group(device: torch.device, rank: int, world: int, store: dist.Store | None, timeout: timedelta) -> None:
     """Bind this process to `device` (NCCL needs torch.cuda.set_device before its first call) and join the
     process group with the backend `device` needs (`store` None: env://, as torchrun sets it up)."""
     if device.type == "cuda":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
 import typer
 
 from catneuron.analysis.neuron_figures import Stimuli, invariance_figure, optimal_figure
@@ -13,6 +14,7 @@ from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli import checks
 from catneuron.cli.app import app
+from catneuron.cli.options import PRECISION, SEED, train_overrides
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.data.labelled import LabelledImages
 from catneuron.errors import UserError
@@ -45,6 +47,17 @@ def stage_figures(run: Path, test: LabelledImages, result: dict, seconds: float)
               f"({record['stopping']}); invariance curves over {len(faces)} faces")
 
 
+def train_on_corpus(cfg: configs.Config, out: Path, steps: int, minutes: float, device: torch.device) -> EmbeddedCorpus:
+    """Step 1: train `cfg` on the embedded corpus into `out`. The training seed fixes the initial weights and
+    the order of the training images; the corpus's split and test set do not depend on it, so two seeds are
+    two replicates scored on the same images."""
+    corpus = EmbeddedCorpus(size=cfg.model.input_size, channels=cfg.model.channels)
+    print(f"1/4 training the {cfg.preset} preset (seed {cfg.train.seed}, {cfg.train.precision}) on "
+          f"{corpus.description} for up to {minutes:g} min into {out}")
+    Trainer(cfg, corpus, out, device, data_spec="embedded").fit(steps, max_seconds=minutes * 60)
+    return corpus
+
+
 @app.command()
 def demo(
     out: Path = typer.Option(None, help="Run folder (default runs/demo-<time>)."),
@@ -55,21 +68,21 @@ def demo(
     linear_filters: int = typer.Option(100_000, help="Random training images tried as linear filters."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
     null_seeds: int = typer.Option(5, help="Random-weights networks scanned for the null of each stage's best unit."),
+    seed: int = SEED,
+    precision: str = PRECISION,
 ) -> None:
     """Train on unlabeled embedded images, find the face neuron, print Table 1 against the paper."""
     checks.positive("--minutes", minutes)
     checks.at_least("--steps", steps, 1)
     checks.at_least("--linear-filters", linear_filters, 1)
     check_null_seeds(null_seeds)
+    overrides = train_overrides(seed=seed, precision=precision)
     out = out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
     if runs.checkpoint_path(out).exists():
         raise UserError(f"--out {out}: already holds a run; choose another folder")
     checks.writable_folder(out, "--out")
-    cfg = configs.preset(preset)
-    corpus = EmbeddedCorpus(size=cfg.model.input_size, channels=cfg.model.channels)
-    print(f"1/4 training the {preset} preset on {corpus.description} for up to {minutes:g} min into {out}")
-    trainer = Trainer(cfg, corpus, out, runs.device(device), data_spec="embedded")
-    trainer.fit(steps, max_seconds=minutes * 60)
+    cfg = configs.replace(configs.preset(preset), train=overrides)
+    corpus = train_on_corpus(cfg, out, steps, minutes, runs.device(device))
     test = corpus.test_set()
     print(f"2/4 scanning every neuron on {len(test.labels)} held-out test images "
           f"({test.positive_fraction:.1%} faces; the paper's test set has 35.2%)")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import typer
+
 from catneuron.analysis.stimuli import check_neuron
+from catneuron.cli import checks
 from catneuron.errors import UserError
 from catneuron.model import config as configs
 from catneuron.model.network import Network, NeuronId
@@ -15,6 +18,23 @@ def resolve_config(preset: str | None, config_file: str | None) -> configs.Confi
     if config_file:
         return configs.load(config_file)
     return configs.preset(preset or "small")
+
+
+SEED = typer.Option(None, help="Training seed: the initial weights and the order of the training images (overrides "
+                    "the config).")
+PRECISION = typer.Option(None, help="float32 or bf16: the locally connected products' operands (bf16 accumulates "
+                         "in float32; overrides the config).")
+
+
+def train_overrides(**flags: object) -> dict[str, object]:
+    """The `train:` fields that flags given on the command line override (None: not given), --seed and
+    --precision checked before any work starts."""
+    if flags.get("seed") is not None:
+        checks.at_least("--seed", flags["seed"], 0)  # numpy's generators refuse negative seeds
+    precision = flags.get("precision")
+    if precision is not None and precision not in configs.PRECISIONS:
+        raise UserError(f"--precision {precision}: choose {' or '.join(configs.PRECISIONS)}")
+    return {name: value for name, value in flags.items() if value is not None}
 
 
 def parse_neuron(network: Network, text: str, flag: str = "--neuron") -> NeuronId:

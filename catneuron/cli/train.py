@@ -10,7 +10,7 @@ import typer
 from catneuron.analysis.concepts import parse_concepts
 from catneuron.cli import checks
 from catneuron.cli.app import app
-from catneuron.cli.options import resolve_config
+from catneuron.cli.options import PRECISION, SEED, resolve_config, train_overrides
 from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model import config as configs
@@ -45,9 +45,8 @@ def train(
     minutes: float = typer.Option(None, help="Stop after this many minutes (checkpoint kept)."),
     lr: float = typer.Option(None, help="Learning rate (overrides the config)."),
     optimizer: str = typer.Option(None, help="adagrad or sgd (overrides the config)."),
-    seed: int = typer.Option(None, help="Random seed (overrides the config)."),
-    precision: str = typer.Option(None, help="float32 or bf16: the locally connected products' operands "
-                                  "(bf16 accumulates in float32; overrides the config)."),
+    seed: int = SEED,
+    precision: str = PRECISION,
     no_lcn: bool = typer.Option(False, "--no-lcn", help="The paper's ablation: stages without LCN."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
     replicas: int = typer.Option(1, help="Downpour SGD on Ray: model replicas (1 and no --address: no Ray)."),
@@ -83,7 +82,7 @@ def train(
         if not runs.checkpoint_path(out).is_file():
             raise UserError(f"--resume: {out} has no checkpoint to resume from")
         given = {"--preset": preset, "--config": config, "--lr": lr, "--optimizer": optimizer, "--seed": seed,
-                 "--no-lcn": no_lcn or None}
+                 "--precision": precision, "--no-lcn": no_lcn or None}
         checks.resume_keeps(given)
         checks.writable_folder(out, "--out")
         cfg = checkpoint.read_config(runs.checkpoint_path(out))
@@ -95,11 +94,8 @@ def train(
         if data is None:
             raise UserError("--data: needed to start a run (with --resume, the run's own is used)")
         cfg = resolve_config(preset, config)
-        if precision is not None and precision not in configs.PRECISIONS:
-            raise UserError(f"--precision {precision}: choose {' or '.join(configs.PRECISIONS)}")
-        flags = {"lr": lr, "optimizer": optimizer, "seed": seed, "precision": precision}
-        train_overrides = {k: v for k, v in flags.items() if v is not None}
-        cfg = configs.replace(cfg, train=train_overrides, model={"lcn": False} if no_lcn else {})
+        overrides = train_overrides(lr=lr, optimizer=optimizer, seed=seed, precision=precision)
+        cfg = configs.replace(cfg, train=overrides, model={"lcn": False} if no_lcn else {})
         if runs.checkpoint_path(out).is_file():
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
         checks.writable_folder(out, "--out")

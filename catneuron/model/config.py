@@ -161,6 +161,8 @@ def validate(config: Config, source: str = "config") -> Config:
         raise UserError(f"{source}: model.sparsity must be >= 0, got {m.sparsity}")
     if t.optimizer not in OPTIMIZERS:
         raise UserError(f"{source}: train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
+    if t.seed < 0:
+        raise UserError(f"{source}: train.seed must be >= 0, got {t.seed}")
     if t.precision not in PRECISIONS:
         raise UserError(f"{source}: train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     if m.weight_norm not in WEIGHT_NORMS:

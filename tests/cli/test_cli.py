@@ -13,6 +13,10 @@ from catneuron.store import rates, runs
     (["train", "--data", "embedded", "--preset", "huge"], "--preset: unknown preset 'huge'"),
     (["train", "--data", "embedded", "--bogus"], "No such option: --bogus"),
     (["train", "--data", "embedded", "--precision", "fp16"], "--precision fp16: choose float32 or bf16"),
+    (["train", "--data", "embedded", "--seed", "-1"], "--seed -1: must be at least 0"),
+    (["demo", "--precision", "fp16"], "--precision fp16: choose float32 or bf16"),
+    (["demo", "--seed", "-1"], "--seed -1: must be at least 0"),
+    (["demo", "--seed", "one"], "Invalid value for '--seed'"),
     (["info", "--config", "/no/config.yaml"], "--config /no/config.yaml: cannot read"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b"], "no checkpoint there"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--positive-fraction", "1.5"],
@@ -61,6 +65,9 @@ def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path, image_
     code, _, err = run(monkeypatch, capsys, "train", "--data", str(tmp_path / "data"), "--preset", "tiny",
                        "--steps", "4", "--out", str(out))
     assert code == 2 and "already holds a run" in err
+    code, _, err = run(monkeypatch, capsys, "train", "--steps", "6", "--out", str(out), "--resume", "--precision",
+                       "bf16")
+    assert code == 2 and "--precision with --resume: a resumed run keeps the config" in err
     code, stdout, _ = run(monkeypatch, capsys, "train", "--data", str(tmp_path / "data"), "--steps", "6",
                           "--out", str(out), "--resume")
     assert code == 0 and "step 6" in stdout
@@ -100,14 +107,17 @@ def test_runs_record_their_data_absolute_and_resume_reads_it(monkeypatch, capsys
 
 def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     code, stdout, _ = run(monkeypatch, capsys, "demo", "--preset", "tiny", "--minutes", "0.05", "--out",
-                          str(tmp_path / "demo"), "--linear-filters", "200")
-    assert code == 0
+                          str(tmp_path / "demo"), "--linear-filters", "200", "--seed", "3", "--precision", "bf16")
+    assert code == 0 and "training the tiny preset (seed 3, bf16)" in stdout
+    recorded = json.loads((tmp_path / "demo" / "config.json").read_text())["config"]["train"]
+    assert (recorded["seed"], recorded["precision"]) == (3, "bf16")
     assert "Table 1, faces" in stdout and "best linear filter" in stdout and "81.7" in stdout
     result = json.loads((tmp_path / "demo" / "results" / "faces.json").read_text())
     assert result["positive_fraction"] == pytest.approx(100 / 284)
     assert result["null"]["seeds"] == [1, 2, 3, 4, 5] and "probe" in result and "probe" in result["verdict"]["text"]
     index = tmp_path / "demo" / "report" / "index.html"
     assert f"report: {index}" in stdout and result["best_neuron"]["id"] in index.read_text()
+    assert "seed</th><td>3<" in index.read_text() and "precision</th><td>bf16<" in index.read_text()
     for stage, best in enumerate(result["best_by_stage"], start=1):  # Figures 3 and 4 for each stage's best
         neuron = best["id"]
         assert neuron.startswith(f"s{stage}.") and f"stage {stage}, {neuron}: optimal stimulus" in stdout

@@ -44,6 +44,7 @@ def test_precision_defaults_to_float32_and_reads_bf16(tmp_path):
     ("model:\n  channels: 2\n", "model.channels must be 1"),
     ("train:\n  optimizer: adam\n", "train.optimizer must be one of"),
     ("train:\n  precision: fp8\n", "train.precision must be one of float32, bf16"),
+    ("train:\n  seed: -3\n", "train.seed must be >= 0, got -3"),
     ("train:\n  lr: fast\n", "lr must be a number"),
     ("model:\n  input_size: 6\n", "stage 1 kernel 8 exceeds its input size 6"),
     ("model:\n  stages:\n    - {maps: 2, kernel: 3, lcn_size: 4}\n", "lcn_size must be odd"),

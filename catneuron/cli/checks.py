@@ -7,20 +7,21 @@ its training; these checks make that a one-line error at the start instead.
 from __future__ import annotations
 
 import math
-import os
+import tempfile
 from pathlib import Path
 
 from catneuron.errors import UserError
 
 
 def writable_folder(path: str | Path, flag: str) -> Path:
-    """`path` as a folder this process can create files in (made if missing), or a UserError naming `flag`."""
+    """`path` as a folder this process can create files in (made if missing), or a UserError naming `flag`.
+    The probe file's name is new (O_EXCL): on a shared filesystem the processes of other nodes, whose ids may
+    equal this one's, probe the same folder at the same time (`torchrun` ranks)."""
     path = Path(path)
-    probe = path / f".catneuron-probe-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".catneuron-probe-"):
+            pass
     except OSError as e:
         raise UserError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
     return path

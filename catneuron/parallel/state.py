@@ -107,13 +107,20 @@ def read_blocks(net: BlockNetwork, optimizer: torch.optim.Optimizer, path: str |
                 return position_runs(*net.param_block(names[index], net.rank))
         return None
 
-    tensors = streamed.read(path, cut)
+    # The rows go straight into the parameters and the optimizer's own state (Adagrad's sums exist from its
+    # start), where they are in CPU memory: the blocks are held once, not twice.
+    into = {f"model.{name}": p.data for name, p in params.items()}
+    for index, values in optimizer.state_dict()["state"].items():
+        into |= {f"optim.{index}.{key}": v for key, v in values.items()
+                 if torch.is_tensor(v) and v.shape == params[names[index]].shape}
+    tensors = streamed.read(path, cut, into)
     for key in wanted:
         if key not in tensors:
             raise UserError(f"{path}: damaged checkpoint (tensor {key} is missing)")
     with torch.no_grad():
         for name, p in params.items():
-            p.copy_(tensors[f"model.{name}"])
+            if tensors[f"model.{name}"] is not into[f"model.{name}"]:  # on a GPU, or of another type
+                p.copy_(tensors[f"model.{name}"])
     state = None
     if "optimizer" in meta:
         try:

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import safe_open
 from torch import Tensor
 
 from catneuron.errors import UserError
@@ -86,12 +84,10 @@ def verify(path: str | Path) -> None:
     meta = checkpoint.read_metadata(path)
     if "checksum" not in meta:  # checkpoints before 0.3 have none
         return
+    header, start = _header(path)
     crc = 0
     with open(path, "rb") as f:
-        size = struct.unpack("<Q", f.read(8))[0]
-        header = json.loads(f.read(size))
-        start = 8 + size
-        for name in sorted(k for k in header if k != "__metadata__"):
+        for name in sorted(header):
             info = header[name]
             crc = zlib.crc32(checkpoint.describe(name, CODES[info["dtype"]], tuple(info["shape"])), crc)
             first, last = info["data_offsets"]
@@ -106,16 +102,52 @@ def verify(path: str | Path) -> None:
         raise UserError(f"{path}: damaged checkpoint (its tensors do not match the checksum written with them)")
 
 
-def read(path: str | Path, cut: Callable[[str, tuple[int, ...]], list[Span] | None]) -> dict[str, Tensor]:
+def read(path: str | Path, cut: Callable[[str, tuple[int, ...]], list[Span] | None],
+         into: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Every tensor of the file, each cut to the runs [a, b) of its first axis that `cut(name, shape)` gives
-    (None: the whole tensor), the runs concatenated; only those rows are read."""
+    (None: the whole tensor), the runs concatenated; only those rows are read. A tensor of `into` (the parameter
+    or optimizer state they are for) receives its rows straight from the file where it can (contiguous, in CPU
+    memory, of the rows' shape and type), else they go to a new tensor, as for the names `into` lacks. Nothing
+    in between: no copy, no mapping of the file (whose touched pages count as the process's memory), so a
+    rank resuming `paper` holds its blocks once."""
+    header, start = _header(Path(path))
+    into = into or {}
+    out = {}
+    with open(path, "rb") as f:
+        for name, info in header.items():
+            dtype, shape, first = CODES[info["dtype"]], tuple(info["shape"]), info["data_offsets"][0]
+            runs = cut(name, shape)
+            row = math.prod(shape[1:]) * dtype.itemsize
+            spans = [(0, math.prod(shape) * dtype.itemsize)] if runs is None else [(a * row, b * row) for a, b in runs]
+            wanted = shape if runs is None else (sum(b - a for a, b in runs), *shape[1:])
+            target = into.get(name)
+            if target is None or (target.device.type, tuple(target.shape), target.dtype) != ("cpu", wanted, dtype) \
+                    or not target.is_contiguous():
+                target = torch.empty(wanted, dtype=dtype)
+            buffer = memoryview(target.reshape(-1).view(torch.uint8).numpy())
+            at = 0
+            for lo, hi in spans:
+                f.seek(start + first + lo)
+                end = at + hi - lo
+                while at < end:
+                    got = f.readinto(buffer[at:end])
+                    if not got:
+                        raise UserError(f"{path}: damaged checkpoint (it ends inside tensor {name})")
+                    at += got
+            out[name] = target
+    return out
+
+
+def _header(path: Path) -> tuple[dict, int]:
+    """The safetensors header's tensors (name: dtype, shape, data_offsets) and where their data starts."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            out, names = {}, f.keys()
-            for name in names:
-                part = f.get_slice(name)
-                runs = cut(name, tuple(part.get_shape()))
-                out[name] = f.get_tensor(name) if runs is None else torch.cat([part[a:b] for a, b in runs])
-            return out
-    except (SafetensorError, OSError) as e:
+        with open(path, "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            header = json.loads(f.read(size))
+        tensors = {name: info for name, info in header.items() if name != "__metadata__"}
+        for name, info in tensors.items():
+            if info["dtype"] not in CODES or len(info["data_offsets"]) != 2:
+                raise ValueError(f"tensor {name}: dtype {info['dtype']}")
+    except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{path}: not a readable checkpoint ({e})") from None
+    return tensors, 8 + size

@@ -7,6 +7,7 @@ them all, and more, through the real entry point.
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from clirun import run
 from PIL import Image
 
+from catneuron.cli import checks
 from catneuron.data.sources import ArraySource
 from catneuron.model.config import PRESETS, replace
 from catneuron.store import runs
@@ -163,3 +165,13 @@ def test_a_network_that_is_not_finite_is_not_evaluated(monkeypatch, capsys, worl
     code, out, err = run(monkeypatch, capsys, "evaluate", tmp_path / "nan", "--positives", world / "pos",
                          "--negatives", world / "neg")
     assert code == 2 and "weights are not finite (NaN or infinity in" in err and "Table" not in out
+
+
+def test_a_folder_check_leaves_alone_the_probe_of_another_process_with_its_id(tmp_path, monkeypatch):
+    """torchrun ranks on two nodes of a shared filesystem may have the same process id and check --out at the same
+    time: neither takes over, empties or removes a file the other made, whatever its name."""
+    monkeypatch.setattr(os, "getpid", lambda: 4242)
+    other = tmp_path / ".catneuron-probe-4242"
+    other.write_bytes(b"another node's")
+    assert checks.writable_folder(tmp_path, "--out") == tmp_path
+    assert list(tmp_path.iterdir()) == [other] and other.read_bytes() == b"another node's"

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -128,19 +129,39 @@ def test_a_local_run_binds_and_connects_only_on_loopback(tmp_path, isolate):
     assert {a for a in addresses if not ipaddress.ip_address(a).is_loopback} == set()
 
 
-def test_torchrun_starts_the_ranks_as_on_a_cluster(tmp_path):
-    """`torchrun --nproc-per-node 2 ... train --partitions 1x2`: each process runs its own rank; the run equals the
-    single-process trainer's."""
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_on_two_nodes_starts_the_ranks_as_on_a_cluster(tmp_path):
+    """Two nodes on loopback: two torchrun agents (`--nnodes 2 --nproc-per-node 1`, c10d rendezvous on 127.0.0.1),
+    each starting one rank of `train --partitions 1x2`, so one rank's RANK is 1 and its LOCAL_RANK 0 (which
+    agent's worker becomes rank 0 is the rendezvous's choice). The run equals the single-process trainer's. Each
+    node is given an --out of its own: only one process reports and writes, and a fresh run needs no folder the
+    nodes share (a resumed one does: every rank reads its rows)."""
     script = tmp_path / "catneuron_cli.py"
     script.write_text("from catneuron.cli import main\nmain()\n")
-    run = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-               "train", "--data", "embedded", "--preset", "tiny", "--partitions", "1x2", "--steps", "4",
-               "--out", str(run)]
-    done = subprocess.run(command, capture_output=True, timeout=300,
-                          env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2])})
-    assert done.returncode == 0, done.stderr.decode()[-2000:]
-    assert done.stdout.decode().count("step 4: checkpoint") == 1  # rank 0 reports, rank 1 does not
+    port, nodes = _free_port(), [tmp_path / "node-a", tmp_path / "node-b"]
+    agents = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend",
+         "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes", "--local-addr", "127.0.0.1",
+         str(script), "train", "--data", "embedded", "--preset", "tiny", "--partitions", "1x2", "--steps", "4",
+         "--out", str(node / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2]), "GLOO_SOCKET_IFNAME": "lo"})
+        for node in nodes]
+    done = [agent.communicate(timeout=300) for agent in agents]
+    for agent, (_, err) in zip(agents, done, strict=True):
+        assert agent.returncode == 0, err.decode()[-2000:]
+    written = [i for i, node in enumerate(nodes) if list((node / "run").glob("*"))]
+    assert len(written) == 1, "exactly one node's run folder holds the run"
+    leader, other = done[written[0]], done[1 - written[0]]
+    assert leader[0].decode().count("step 4: checkpoint") == leader[0].decode().count("training tiny") == 1
+    assert "step 4/4" in leader[1].decode()
+    assert other[0].decode() == "" and "step" not in other[1].decode()  # the other rank reports nothing
+    run = nodes[written[0]] / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "config.json", "metrics.jsonl"]
     single = Trainer(PRESETS["tiny"], open_source("embedded", 16, 1), tmp_path / "single", data_spec="embedded")
     single.fit(4, progress=False)
     assert _losses(run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-5)

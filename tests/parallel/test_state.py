@@ -45,7 +45,9 @@ def test_initial_blocks_are_the_single_process_initial_weights(grid):
             assert torch.equal(p.detach(), block_of(whole.state_dict()[name], *net.param_block(name, rank))), name
 
 
-def test_a_rank_reads_its_rows_of_a_checkpoint(tmp_path):
+def test_a_rank_reads_its_rows_of_a_checkpoint_into_its_parameters_and_sums(tmp_path):
+    """Its rows of the weights and of Adagrad's sums, read into the tensors the network and the optimizer already
+    hold (the blocks are not held twice while a rank resumes)."""
     config = PRESETS["tiny"]
     torch.manual_seed(0)
     whole = Network(config.model)
@@ -57,9 +59,13 @@ def test_a_rank_reads_its_rows_of_a_checkpoint(tmp_path):
     for rank in range(4):
         net = BlockNetwork(config.model, (2, 2), rank)
         block_optimizer = make_optimizer(config, net.parameters())
+        storage = [p.data_ptr() for p in net.parameters()] + [
+            values["sum"].data_ptr() for values in block_optimizer.state_dict()["state"].values()]
         kept = read_blocks(net, block_optimizer, path, verify=rank == 0)
         assert kept.step == 7 and kept.extra == {"data": "embedded"} and kept.rng is not None
         sums = block_optimizer.state_dict()["state"]
+        assert [p.data_ptr() for p in net.parameters()] + [values["sum"].data_ptr() for values in sums.values()] \
+            == storage
         for index, (name, p) in enumerate(net.named_parameters()):
             where = net.param_block(name, rank)
             assert torch.equal(p.detach(), block_of(whole.state_dict()[name], *where))

@@ -89,3 +89,16 @@ def test_flipped_tensor_bytes_fail_the_checksum(saved):
 def test_a_checkpoint_without_a_checksum_still_loads(saved):
     rewrite(saved, {"checksum": None})
     assert json.loads(json.dumps(checkpoint.load(saved).extra)) == {}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_value_that_is_not_finite_is_found_in_any_piece_of_a_large_tensor(monkeypatch, bad):
+    """non_finite checks a few elements at a time (not to allocate 1.7x the model's largest tensor): a bad value in
+    the last, shorter piece of a non-contiguous tensor is found, as one in the first."""
+    monkeypatch.setattr(checkpoint, "CHECK_ELEMENTS", 7)
+    good = torch.ones(6, 10, dtype=torch.float64).t()  # 60 elements: 8 full pieces and one of 4
+    assert checkpoint.non_finite({"a": good, "steps": torch.tensor([3])}) is None
+    for index in (0, 31, 59):
+        t = good.clone()
+        t[index // 6, index % 6] = bad
+        assert checkpoint.non_finite({"a": good, "b": t}) == "b"

@@ -41,6 +41,25 @@ def test_a_streamed_checkpoint_is_the_single_process_format(tmp_path):
     assert torch.equal(rows["optim.0.step"], tensors["optim.0.step"])
 
 
+def test_rows_are_read_into_the_tensors_given_where_they_fit(tmp_path):
+    """Into a tensor of the rows' shape and type (its storage kept); one of another type, or not contiguous, is
+    left alone and the rows come in a new tensor; a file cut inside a tensor is one line."""
+    tensors = _tensors()
+    path = tmp_path / "ckpt.safetensors"
+    _write(path, tensors, checkpoint.metadata(PRESETS["tiny"], 5, None, None))
+    rows, step, other = torch.zeros(4, 3), torch.zeros(()), torch.zeros(4, dtype=torch.float32)
+    into = {"model.b": rows, "optim.0.step": step, "model.a": other}
+    read = streamed.read(path, lambda name, shape: [(1, 3), (6, 8)] if name == "model.b" else None, into)
+    assert read["model.b"] is rows and torch.equal(rows, tensors["model.b"][[1, 2, 6, 7]])
+    assert read["optim.0.step"] is step and step.item() == 3.0
+    assert read["model.a"] is not other and torch.equal(read["model.a"], tensors["model.a"]) and not other.any()
+    assert torch.equal(streamed.read(path, lambda name, shape: None, {"model.b": torch.zeros(3, 10).t()})["model.b"],
+                       tensors["model.b"])
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(UserError, match=r"damaged checkpoint \(it ends inside tensor rng.torch\)"):
+        streamed.read(path, lambda name, shape: None)
+
+
 def test_verify_finds_a_flipped_byte_and_a_cut_file(tmp_path):
     path = tmp_path / "ckpt.safetensors"
     checkpoint.save(path, PRESETS["tiny"], 1, {"w": torch.ones(100)})

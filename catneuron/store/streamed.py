@@ -143,11 +143,16 @@ def _header(path: Path) -> tuple[dict, int]:
     try:
         with open(path, "rb") as f:
             size = struct.unpack("<Q", f.read(8))[0]
+            data = path.stat().st_size - 8 - size
+            if data < 0:
+                raise ValueError(f"a header of {size} bytes is longer than the file")
             header = json.loads(f.read(size))
         tensors = {name: info for name, info in header.items() if name != "__metadata__"}
         for name, info in tensors.items():
-            if info["dtype"] not in CODES or len(info["data_offsets"]) != 2:
-                raise ValueError(f"tensor {name}: dtype {info['dtype']}")
+            first, last = info["data_offsets"]
+            length = math.prod(info["shape"]) * CODES[info["dtype"]].itemsize
+            if not 0 <= first <= last <= data or last - first != length:
+                raise ValueError(f"tensor {name}: its bytes {first}..{last} do not hold its shape {info['shape']}")
     except (OSError, struct.error, ValueError, KeyError, TypeError, AttributeError) as e:
         raise UserError(f"{path}: not a readable checkpoint ({e})") from None
     return tensors, 8 + size

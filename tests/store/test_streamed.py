@@ -55,8 +55,17 @@ def test_rows_are_read_into_the_tensors_given_where_they_fit(tmp_path):
     assert read["model.a"] is not other and torch.equal(read["model.a"], tensors["model.a"]) and not other.any()
     assert torch.equal(streamed.read(path, lambda name, shape: None, {"model.b": torch.zeros(3, 10).t()})["model.b"],
                        tensors["model.b"])
-    path.write_bytes(path.read_bytes()[:-100])
-    with pytest.raises(UserError, match=r"damaged checkpoint \(it ends inside tensor rng.torch\)"):
+
+
+def test_a_cut_file_or_a_header_longer_than_the_file_is_one_clear_error(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    checkpoint.save(path, PRESETS["tiny"], 3, {"w": torch.ones(100)})
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-100])
+    with pytest.raises(UserError, match=r"not a readable checkpoint \(tensor .*: its bytes .* do not hold its shape"):
+        streamed.read(path, lambda name, shape: None)
+    path.write_bytes((2**63).to_bytes(8, "little") + whole[8:])
+    with pytest.raises(UserError, match=r"not a readable checkpoint \(a header of 9223372036854775808 bytes"):
         streamed.read(path, lambda name, shape: None)
 
 

@@ -5,14 +5,14 @@ its time copying patches, not multiplying. Here images are kept batch-last and c
 (height, width, channels, batch). For one output row and one window row `dy`, the windows of all
 the row's positions are then a strided *view* of the image, (positions, k*channels, batch), each
 block contiguous and overlapping its neighbour's, which `bmm` reads without a copy. The products
-that read windows (the encoder's forward, both weight gradients) are sweeps over output rows and
-window rows: one `bmm` per (row, window rows) with the row's positions as its batch. Where one
-window row is small (few positions or channels), several are copied into a buffer of about
-`tile_bytes` so each `bmm` does more work. The product that sums overlapping windows (the decoder,
-the gradient to the input) is a sweep over image rows instead: one `bmm` per image row contracts
-over every (covering output row, map) pair, so it multiplies ceil(k / stride) times more per value
-it writes. No patch tensor of the whole batch is ever built: memory is the weights, the activations
-and a few buffers of a row.
+that read windows (the encoder's forward, the decoder's gradient to its codes, both weight gradients)
+are sweeps over output rows and window rows: one `bmm` per (row, window rows) with the row's
+positions as its batch. Where one window row is small (few positions or channels), several are
+copied into a buffer of about `tile_bytes` so each `bmm` does more work. The product that sums
+overlapping windows (the decoder, the gradient to the input) is a sweep over image rows instead:
+one `bmm` per image row contracts over every (covering output row, map) pair, so it multiplies
+ceil(k / stride) times more per value it writes. No patch tensor of the whole batch is ever built:
+memory is the weights, the activations and a few buffers of a row.
 
 The fan-in of a filter is ordered (window row, window column, channel), as in Keras'
 LocallyConnected2D.

@@ -4,13 +4,15 @@ PyTorch has no locally connected layer (pytorch#499), and the obvious `F.unfold`
 its time copying patches, not multiplying. Here images are kept batch-last and channels-last,
 (height, width, channels, batch). For one output row and one window row `dy`, the windows of all
 the row's positions are then a strided *view* of the image, (positions, k*channels, batch), each
-block contiguous and overlapping its neighbour's, which `bmm` reads without a copy. Every product
-of the layer (forward, both gradients, the decoder) is a sweep over output rows and window rows:
-one `bmm` per (row, window rows) with the row's positions as its batch. Where one window row is
-small (few positions or channels), several are copied into a buffer of about `tile_bytes` so each
-`bmm` does more work. Overlapping windows are summed (the decoder, the gradient to the input) by
-one `index_add_` per `bmm`. No patch tensor of the whole batch is ever built: memory is the
-weights, the activations and a few buffers of a row.
+block contiguous and overlapping its neighbour's, which `bmm` reads without a copy. The products
+that read windows (the encoder's forward, the decoder's gradient to its codes, both weight gradients)
+are sweeps over output rows and window rows: one `bmm` per (row, window rows) with the row's
+positions as its batch. Where one window row is small (few positions or channels), several are
+copied into a buffer of about `tile_bytes` so each `bmm` does more work. The product that sums
+overlapping windows (the decoder, the gradient to the input) is a sweep over image rows instead:
+one `bmm` per image row contracts over every (covering output row, map) pair, so it multiplies
+ceil(k / stride) times more per value it writes. No patch tensor of the whole batch is ever built:
+memory is the weights, the activations and a few buffers of a row.
 
 The fan-in of a filter is ordered (window row, window column, channel), as in Keras'
 LocallyConnected2D.
@@ -18,7 +20,6 @@ LocallyConnected2D.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 import sys
@@ -71,6 +72,15 @@ class Geometry:
         return self.kernel * self.channels
 
     @property
+    def reach(self) -> int:
+        """Output rows (or columns) whose windows can cover one image row (column): ceil(k / stride)."""
+        return -(-self.kernel // self.stride)
+
+    def covering(self, y: int) -> range:
+        """The output rows whose windows cover image row `y` (empty for a row below the last window)."""
+        return range(max(0, -(-(y - self.kernel + 1) // self.stride)), min(self.out_h, y // self.stride + 1))
+
+    @property
     def tile(self) -> int:
         """Window rows per `bmm`: as many as fit `tile_bytes`, at least one (then no copy is made)."""
         row_bytes = self.out_w * self.row_fan_in * self.batch * self.element_size
@@ -95,25 +105,6 @@ def windows(image: Tensor, geo: Geometry, y: int, dy: int, columns: slice) -> Te
                             (geo.stride * geo.channels * geo.batch, pitch, geo.batch, 1),
                             image.storage_offset() + (y * geo.stride + dy) * pitch)
     return view[:, 0] if rows == 1 else view.reshape(geo.out_w, -1, geo.batch)
-
-
-@functools.lru_cache(maxsize=64)
-def _fold_index(geo: Geometry, rows: int, device: torch.device) -> Tensor:
-    """For each entry (position, window row, column*channel) of a tile, its pixel's row in the image
-    flattened to (pixels * channels, batch), counted from the tile's first image row."""
-    x = torch.arange(geo.out_w, device=device).view(-1, 1, 1) * geo.stride * geo.channels
-    dy = torch.arange(rows, device=device).view(1, -1, 1) * geo.width * geo.channels
-    j = torch.arange(geo.row_fan_in, device=device).view(1, 1, -1)
-    return (x + dy + j).reshape(-1)
-
-
-def fold_into(image: Tensor, tile: Tensor, geo: Geometry, y: int, dy: int) -> None:
-    """Add a (out_w, fan-in columns, batch) tile of windows into `image`, overlaps summed: the adjoint of `windows`."""
-    rows = tile.shape[1] // geo.row_fan_in
-    flat = image.view(-1, geo.batch)
-    start = (y * geo.stride + dy) * geo.width * geo.channels
-    index = _fold_index(geo, rows, image.device)
-    flat[start:].index_add_(0, index, tile.reshape(-1, geo.batch).to(image.dtype))
 
 
 def accumulator(operands: torch.dtype) -> torch.dtype:
@@ -149,30 +140,56 @@ def contract(image: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     return codes
 
 
+def diagonal(weight: Tensor, geo: Geometry, y: int, cover: range) -> Tensor:
+    """(out_w, len(cover), maps, k*channels): the window rows of `weight` that paint image row `y`, for every
+    column of positions; cover[j] is the output row, y - cover[j] * stride the window row. A view of the
+    contiguous (L, O, P) weight: from one covering row to the next, the output row goes up and the window
+    row down, a constant step."""
+    maps, fan, k, s = weight.shape[1], geo.row_fan_in, geo.kernel, geo.stride
+    position = maps * k * fan
+    step = geo.out_w * position - s * fan if len(cover) > 1 else 0  # k > s wherever two rows cover one
+    return weight.as_strided((geo.out_w, len(cover), maps, fan), (position, step, k * fan, 1),
+                             weight.storage_offset() + cover.start * geo.out_w * position + (y - cover.start * s) * fan)
+
+
+def add_windows(row: Tensor, painted: Tensor, geo: Geometry) -> None:
+    """Add (out_w, k*channels, batch) windows into an image row (width, channels, batch), overlaps summed: windows
+    `reach` columns apart do not overlap, so each residue of the columns is one strided in-place add."""
+    reach = geo.reach
+    pitch = geo.stride * geo.channels * geo.batch
+    for r in range(min(reach, geo.out_w)):
+        count = len(range(r, geo.out_w, reach))
+        row.as_strided((count, geo.row_fan_in, geo.batch), (reach * pitch, geo.batch, 1),
+                       row.storage_offset() + r * pitch).add_(painted[r::reach])
+
+
 def spread(codes: Tensor, weight: Tensor, geo: Geometry) -> Tensor:
     """The adjoint of `contract`: sum over positions of weight[l]^T @ codes[l], folded into an image.
 
-    Neighbouring output rows paint the same image rows, so each chunk of rows folds into its own band
-    of image rows, and the bands are added in row order at the end: the sum is the same whichever
-    worker took which chunk (a resumed run equals an uninterrupted one)."""
-    w = weight.unflatten(0, (geo.out_h, geo.out_w))
-    bands: dict[int, Tensor] = {}
+    Swept by image rows: row y is painted by the window rows of the (at most `reach`) output rows that
+    cover it, so for each column of positions one product contracts over (covering rows) x maps, not
+    maps alone, and writes the row's windows once. Each image row is written by one product, whichever
+    worker runs it: the sum is the same on any number of threads (a resumed run equals an uninterrupted one)."""
+    maps = codes.shape[1]
+    weight = weight.contiguous()
+    image = codes.new_zeros(geo.height, geo.width, geo.channels, geo.batch, dtype=accumulator(codes.dtype))
+    by_column = codes.view(geo.out_h, geo.out_w, maps, geo.batch).transpose(0, 1).contiguous()
 
     def rows(ys: range) -> None:
-        height = (ys.stop - 1 - ys.start) * geo.stride + geo.kernel
-        band = codes.new_zeros(height, geo.width, geo.channels, geo.batch, dtype=accumulator(codes.dtype))
-        for y, dy, cols in geo.tiles(ys):
-            row = codes[y * geo.out_w:(y + 1) * geo.out_w]
-            fold_into(band, torch.bmm(w[y, :, :, cols].mT, row), geo, y - ys.start, dy)
-        bands[ys.start] = band
+        stack = weight.new_empty(geo.out_w * geo.reach * maps * geo.row_fan_in)
+        painted = codes.new_empty(geo.out_w, geo.row_fan_in, geo.batch)
+        for y in ys:
+            cover = geo.covering(y)
+            if not cover:
+                continue
+            pairs = len(cover) * maps
+            w = stack[:geo.out_w * pairs * geo.row_fan_in].view(geo.out_w, len(cover), maps, geo.row_fan_in)
+            w.copy_(diagonal(weight, geo, y, cover))
+            c = by_column[:, cover.start:cover.stop].reshape(geo.out_w, pairs, geo.batch)
+            torch.bmm(w.view(geo.out_w, pairs, geo.row_fan_in).mT, c, out=painted)
+            add_windows(image[y], painted, geo)
 
-    run_rows(rows, geo.out_h, codes.device)
-    if list(bands) == [0] and bands[0].shape[0] == geo.height:
-        return bands[0]
-    image = codes.new_zeros(geo.height, geo.width, geo.channels, geo.batch, dtype=accumulator(codes.dtype))
-    for start in sorted(bands):
-        band = bands[start]
-        image[start * geo.stride:start * geo.stride + band.shape[0]] += band
+    run_rows(rows, geo.height, codes.device)
     return image
 
 

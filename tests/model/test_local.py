@@ -6,7 +6,8 @@ import copy
 import pytest
 import torch
 
-from catneuron.model.local import Geometry, LocalDecoder, LocallyConnected2d, fold_into, to_batch_last, windows
+from catneuron.model import local
+from catneuron.model.local import Geometry, LocalDecoder, LocallyConnected2d, add_windows, to_batch_last, windows
 
 
 def loop_encode(x: torch.Tensor, weight: torch.Tensor, k: int, s: int) -> torch.Tensor:
@@ -41,6 +42,9 @@ SHAPES = [  # channels, (height, width), kernel, stride, maps, tile bytes (1: on
     (4, (11, 11), 3, 2, 5, 1 << 20),
     (2, (9, 14), 4, 1, 3, 1),  # rectangular
     (2, (15, 8), 3, 2, 2, 1 << 20),
+    (5, (12, 11), 5, 2, 1, 1 << 20),  # k not divisible by the stride; the last image row and column in no window
+    (3, (11, 10), 2, 3, 2, 1 << 20),  # stride above the kernel: rows and columns between windows in none
+    (1, (7, 20), 7, 1, 3, 1 << 20),  # one row of positions: every image row an edge row
 ]
 
 
@@ -139,19 +143,6 @@ def test_decoder_is_the_adjoint_when_weights_are_tied(c, size, k, s, maps, tile)
     assert torch.isclose((enc(x) * codes).sum(), (x * dec(codes)).sum(), rtol=1e-10)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3])
-def test_fold_is_the_adjoint_of_windows(rows):
-    torch.manual_seed(3)
-    xt = to_batch_last(torch.randn(2, 3, 11, 12, dtype=torch.float64))
-    geo = Geometry(11, 12, 3, 3, 2, 2, tile_bytes=1, element_size=8)
-    cols = slice(3 * 3, (1 + rows) * 3 * 3)  # window rows 1 .. rows of output row 2
-    patches = windows(xt, geo, 2, 1, cols)
-    other = torch.randn_like(patches)
-    folded = torch.zeros_like(xt)
-    fold_into(folded, other, geo, 2, 1)
-    assert torch.isclose((patches * other).sum(), (xt * folded).sum(), rtol=1e-10)
-
-
 def test_windows_are_a_view_for_one_window_row():
     xt = to_batch_last(torch.randn(2, 3, 11, 12))
     geo = Geometry(11, 12, 3, 3, 2, 2, tile_bytes=1, element_size=4)
@@ -237,3 +228,29 @@ def test_bias_is_off_by_default_and_adds_one_learned_value_per_output_unit():
     torch.testing.assert_close(biased(x), loop_encode(x, biased.weight, 3, 1) + biased.bias)
     assert torch.autograd.gradcheck(lambda x, w, b: biased(x), (x, biased.weight, biased.bias))
     assert "bias=True" in repr(biased)
+
+
+@pytest.mark.parametrize("k,s,height", [(5, 1, 12), (5, 2, 12), (3, 2, 11), (2, 3, 11), (4, 4, 13)])
+def test_each_image_row_is_painted_by_the_window_rows_of_the_output_rows_covering_it(k, s, height):
+    geo = Geometry(height, 9, 2, k, s, 3, tile_bytes=1, element_size=4)
+    weight = torch.randn(geo.out_h * geo.out_w, 3, k * geo.row_fan_in)
+    w = weight.view(geo.out_h, geo.out_w, 3, k, geo.row_fan_in)
+    for y in range(height):
+        cover = geo.covering(y)
+        assert list(cover) == [py for py in range(geo.out_h) if 0 <= y - py * s < k]
+        assert len(cover) <= geo.reach
+        if cover:
+            rows = local.diagonal(weight, geo, y, cover)
+            assert rows.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
+            assert torch.equal(rows, torch.stack([w[py, :, :, y - py * s] for py in cover], dim=1))
+
+
+def test_windows_added_into_a_row_sum_where_they_overlap():
+    geo = Geometry(6, 11, 2, 4, 1, 3, tile_bytes=1, element_size=8)
+    painted = torch.randn(geo.out_w, geo.row_fan_in, 3, dtype=torch.float64)
+    row = torch.zeros(geo.width, geo.channels, 3, dtype=torch.float64)
+    add_windows(row, painted, geo)
+    want = torch.zeros_like(row)
+    for x in range(geo.out_w):
+        want[x:x + 4] += painted[x].view(4, 2, 3)
+    torch.testing.assert_close(row, want, rtol=0, atol=1e-15)

@@ -7,13 +7,16 @@ import json
 import math
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.distributed as dist
 
+from catneuron.data.prefetch import Prefetch
 from catneuron.data.sources import BatchSource, absolute_spec, open_source
 from catneuron.errors import UserError
 from catneuron.model import budget
@@ -135,6 +138,14 @@ class Trainer:
         """The logged objective's terms (a model-parallel rank's are its share: they are summed over ranks)."""
         return loss_terms(outputs)
 
+    def batches(self) -> Iterator[torch.Tensor]:
+        """The training batches from the current step on, made a batch ahead on a thread of their own (prefetch.py),
+        except where ranks of a process group make them together (catneuron.parallel broadcasts rank 0's), which
+        must stay on this thread, in step with the collectives of the training step."""
+        t = self.config.train
+        batches = self.source.batches(t.batch_size, t.seed, start_step=self.step)
+        return batches if dist.is_available() and dist.is_initialized() else Prefetch(batches)
+
     def should_stop(self, elapsed: float, max_seconds: float | None) -> bool:
         """Whether `--minutes` is up (ranks of a model-parallel replica stop at the step rank 0 says)."""
         return max_seconds is not None and elapsed >= max_seconds
@@ -163,7 +174,7 @@ class Trainer:
             runs.truncate_metrics(self.run, self.step)
         t = self.config.train
         bar = Progress(steps, "step", enabled=progress and self.leader)
-        batches = self.source.batches(t.batch_size, t.seed, start_step=self.step)
+        batches = self.batches()
         start, start_step, last = time.monotonic(), self.step, {}
         stopped_early = False
         try:
@@ -201,6 +212,9 @@ class Trainer:
             with suppress(Diverged):  # weights gone bad in the update: the checkpoint on disk is the last finite
                 self.save()
             raise stopped(e, self.run, self.saved_step) from None
+        finally:
+            if isinstance(batches, Prefetch):
+                batches.close()
         self.save()
         if last:
             bar.update(self.step, last["images_per_s"], "img", {"loss": last["loss"]}, eta=0, final=True)

@@ -3,8 +3,9 @@
 import math
 
 import torch
+import torch.nn.functional as F
 
-from catneuron.model.lcn import LocalContrastNorm, gaussian_window
+from catneuron.model.lcn import LocalContrastNorm, gaussian_taps, gaussian_window
 from catneuron.model.pooling import L2Pool2d
 
 
@@ -75,3 +76,25 @@ def test_lcn_matches_reference():
 def test_lcn_of_constant_image_is_zero_and_finite():
     y = LocalContrastNorm(2, 5).double()(torch.full((1, 2, 8, 8), 3.0, dtype=torch.float64))
     assert torch.isfinite(y).all() and y.abs().max() < 1e-8
+
+
+def test_l2_pool_gradient_equals_autograd_of_its_formula_in_float32():
+    torch.manual_seed(2)
+    for stride in (1, 2):
+        h = torch.randn(3, 4, 9, 8, requires_grad=True)
+        weights = torch.rand(3, 4, *L2Pool2d(3, stride)(h).shape[-2:])
+        (L2Pool2d(3, stride)(h) * weights).sum().backward()
+        got, h.grad = h.grad, None
+        windows = F.unfold((h * h).reshape(12, 1, 9, 8), 3, stride=stride).sum(dim=1)
+        (torch.sqrt(0.01 + windows).reshape(weights.shape) * weights).sum().backward()
+        torch.testing.assert_close(got, h.grad, rtol=1e-6, atol=1e-6)
+
+
+def test_lcn_blur_equals_zero_padded_convolution():
+    torch.manual_seed(3)
+    x = torch.randn(4, 1, 9, 6, dtype=torch.float64)
+    norm = LocalContrastNorm(2, 5).double()
+    taps = gaussian_taps(5)
+    want = F.conv2d(F.conv2d(x, taps.view(1, 1, 1, -1), padding=(0, 2)), taps.view(1, 1, -1, 1), padding=(2, 0))
+    torch.testing.assert_close(norm._blur(x), want)
+    torch.testing.assert_close(norm.coverage(x), norm._blur(torch.ones_like(x[:1])))

@@ -1,0 +1,114 @@
+"""The `small` preset's training rate as `catneuron train --data embedded` runs it, quiet and beside a busy process.
+
+Each case runs in a fresh process: the trainer (data made a batch ahead, Adagrad, weight normalization)
+for `--steps` steps after `--warmup`, at 1 and 2 threads, with OpenMP's idle threads sleeping (PASSIVE, what
+`import catneuron` sets unless the user set OMP_WAIT_POLICY) and spinning (ACTIVE, libgomp's default for a
+while); then the same beside a busy process (one core spinning in pure Python, as another user's job).
+Prints images/s, CPU time per step, the slowdown beside the busy process, and the dense float32 matmul rate
+sampled in the same run (quiet and busy), so that load from other jobs shows.
+
+    python benchmarks/small_step.py [--steps 40] [--threads 1 2] [--policies PASSIVE ACTIVE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+
+
+def one(steps: int, warmup: int) -> dict:
+    """This process's rate: `warmup` steps, then `steps` timed ones."""
+    import torch
+
+    from catneuron.data.sources import open_source
+    from catneuron.model.config import preset
+    from catneuron.train.trainer import Trainer
+
+    config = preset("small")
+    source = open_source("embedded", config.model.input_size, config.model.channels)
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(config, source, run, data_spec="embedded")
+        trainer.fit(warmup, progress=False)
+        start, cpu = time.perf_counter(), time.process_time()
+        trainer.fit(warmup + steps, progress=False)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"images_per_s": steps * config.train.batch_size / seconds, "cpu_ms": cpu / steps * 1000,
+            "threads": torch.get_num_threads()}
+
+
+def dense_gflops(n: int = 2048, repeats: int = 10) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+@contextmanager
+def busy_process():
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
+def in_subprocess(what: str, threads: int, policy: str, steps: int, warmup: int) -> dict:
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
+    out = subprocess.run([sys.executable, __file__, "--one", what, str(steps), str(warmup)], env=env,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:100]}
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--policies", nargs="+", default=["PASSIVE", "ACTIVE"], choices=["PASSIVE", "ACTIVE"])
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        what, steps, warmup = args.one
+        result = one(int(steps), int(warmup)) if what == "train" else {"gflops": dense_gflops()}
+        print(json.dumps(result))
+        return
+    from catneuron.store.rates import processor_name
+
+    print(f"small preset, batch 100, embedded corpus; {processor_name()}, load average {os.getloadavg()[0]:.1f}")
+    dense = {"quiet": in_subprocess("dense", 2, "PASSIVE", 0, 0)["gflops"]}
+    with busy_process():
+        dense["busy"] = in_subprocess("dense", 2, "PASSIVE", 0, 0)["gflops"]
+    print(f"dense float32 matmul 2048^3, 2 threads: {dense['quiet']:.0f} GFLOP/s quiet, {dense['busy']:.0f} beside "
+          f"the busy process: {dense['quiet'] / dense['busy']:.1f}x slower")
+    print(f"{'threads':>7s} {'OpenMP wait':>11s} {'quiet img/s':>11s} {'cpu ms/step':>11s} {'busy img/s':>10s} "
+          f"{'cpu ms/step':>11s} {'slowdown':>8s}")
+    for threads in args.threads:
+        for policy in args.policies:
+            quiet = in_subprocess("train", threads, policy, args.steps, args.warmup)
+            with busy_process():
+                busy = in_subprocess("train", threads, policy, args.steps, args.warmup)
+            if "error" in quiet or "error" in busy:
+                print(f"{threads:7d} {policy:>11s} failed: {quiet.get('error') or busy.get('error')}")
+                continue
+            print(f"{threads:7d} {policy:>11s} {quiet['images_per_s']:11.0f} {quiet['cpu_ms']:11.1f} "
+                  f"{busy['images_per_s']:10.0f} {busy['cpu_ms']:11.1f} "
+                  f"{quiet['images_per_s'] / busy['images_per_s']:7.1f}x")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""What `import catneuron` does to the process: OpenMP's idle threads sleep, unless the user chose otherwise."""
+
+import os
+import subprocess
+import sys
+
+PROBE = "import os, catneuron, torch; print(os.environ['OMP_WAIT_POLICY'])"
+
+
+def policy(env: dict[str, str]) -> str:
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_import_makes_idle_openmp_threads_sleep_unless_the_user_set_a_policy():
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert policy(env) == "PASSIVE"
+    assert policy(env | {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"

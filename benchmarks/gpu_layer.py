@@ -19,6 +19,7 @@ import resource
 import time
 
 import torch
+from machine import dense_gflops, synchronize
 
 from catneuron.model import local
 from catneuron.model.local import Geometry, LocalDecoder, LocallyConnected2d, output_size
@@ -28,22 +29,6 @@ SHAPES = {  # channels, side, kernel, stride, maps
     "tiny": (3, 12, 4, 1, 8),
 }
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def dense_tflops(device: torch.device, dtype: torch.dtype, n: int) -> float:
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    a @ b
-    synchronize(device)
-    start, repeats = time.perf_counter(), 10
-    for _ in range(repeats):
-        a @ b
-    synchronize(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
 
 
 def check(shape: tuple, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
@@ -108,7 +93,7 @@ def main() -> None:
         errors = check(shape, args.batches[0], device, dtype)
         print(f"\n{dname}: kernels vs sweeps at batch {args.batches[0]}, max |error| / max |entry|: "
               + ", ".join(f"{product} {error:.1e}" for product, error in errors.items()))
-        dense = dense_tflops(device, dtype, n)
+        dense = dense_gflops(device, dtype, n) / 1000
         print(f"{dname}: dense {n}^3 matmul {dense:.2f} TFLOP/s")
         for batch in args.batches:
             seconds, peak = time_layer(shape, batch, device, dtype, args.repeats)

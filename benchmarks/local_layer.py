@@ -26,10 +26,10 @@ import resource
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from machine import busy_process, dense_gflops
 
 from catneuron.model.local import LocalDecoder, LocallyConnected2d, output_size
 from catneuron.store.rates import processor_name
@@ -117,27 +117,6 @@ def time_one(impl: str, shape: tuple, repeats: int) -> dict:
     return {"seconds": seconds, "gflops": flops(*shape) / seconds / 1e9,
             "user_s": (user_after - user) / repeats, "system_s": (system_after - system) / repeats,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def dense_gflops(n: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-@contextmanager
-def busy_process():
-    """Another process that keeps one core busy while the block runs."""
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)  # let it start spinning
-        yield
-    finally:
-        spinner.kill()
-        spinner.wait()
 
 
 def contention(shapes: list[str], rows: int) -> None:

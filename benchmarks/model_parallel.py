@@ -23,11 +23,11 @@ import argparse
 import math
 import os
 import resource
-import subprocess
 import time
 
 import torch
 import torch.distributed as dist
+from machine import dense_gflops
 
 from catneuron.model.config import PRESETS, ModelConfig, stage_shapes
 from catneuron.model.network import Network
@@ -37,6 +37,7 @@ from catneuron.parallel.halo import Exchange
 from catneuron.parallel.launch import run_ranks
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.state import initial_blocks
+from catneuron.store.rates import processor_name
 from catneuron.train.trainer import make_optimizer
 
 FLOAT = 4  # bytes
@@ -101,11 +102,11 @@ def _measure_rank(rank: int, world: int, preset: str, grid: tuple[int, int], ste
     and the time it spends in exchanges. Per rank: [bytes received / step, max RSS, s / step, exchange s / step,
     CPU s / step]."""
     received, waited = [0], [0.0]
-    irecv, swap, all_reduce = dist.irecv, halo_module._swap, dist.all_reduce
+    swap, all_reduce = halo_module._swap, dist.all_reduce
 
-    def counting(tensor, *args, **kwargs):
-        received[0] += tensor.numel() * tensor.element_size()
-        return irecv(tensor, *args, **kwargs)
+    def counting(sends, receives, tag):
+        received[0] += sum(t.numel() * t.element_size() for _, t in receives)
+        return swap(sends, receives, tag)
 
     def timed(fn):
         def run(*args, **kwargs):
@@ -116,7 +117,7 @@ def _measure_rank(rank: int, world: int, preset: str, grid: tuple[int, int], ste
                 waited[0] += time.perf_counter() - start
         return run
 
-    dist.irecv, halo_module._swap, dist.all_reduce = counting, timed(swap), timed(all_reduce)
+    halo_module._swap, dist.all_reduce = timed(counting), timed(all_reduce)
     config = PRESETS[preset]
     net = BlockNetwork(config.model, grid, rank)
     initial_blocks(net, config.train.seed)
@@ -150,20 +151,6 @@ def _single_rank(rank: int, world: int, preset: str, steps: int, batch: int) -> 
     return [[0.0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024.0, seconds / steps, 0.0, cpu / steps]]
 
 
-def dense_gflops(n: int = 1024) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(5):
-        a @ b
-    return 10 * n**3 / (time.perf_counter() - start) / 1e9
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
-
-
 def load() -> str:
     return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -177,7 +164,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="threads of the single process (part 3)")
     parser.add_argument("--grids", default="1x1,1x2,2x2", help="measured grids (part 3 needs 1x1 and 1x2)")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}; load average at start {load()}")
+    print(f"CPU: {processor_name()}; load average at start {load()}")
 
     paper = PRESETS["paper"].model
     print(f"\n1. paper preset from the geometry, batch {args.batch}, per rank (the largest rank), per step")
@@ -198,7 +185,7 @@ def main() -> None:
         steps = args.paper_steps if preset == "paper" else args.steps
         model = PRESETS[preset].model
         torch.set_num_threads(args.threads)
-        dense = dense_gflops()
+        dense = dense_gflops(n=1024, repeats=5)
         seconds, cpu = {}, {}
         for grid in [parse_grid(g) for g in args.grids.split(",")]:
             world = grid[0] * grid[1]

@@ -20,29 +20,13 @@ import time
 from datetime import date
 
 import torch
+from machine import dense_gflops, synchronize
 
 from catneuron.model.budget import training_flops
 from catneuron.model.config import PRECISIONS, PRESETS
 from catneuron.model.network import Network
 from catneuron.store import rates
 from catneuron.train.trainer import make_optimizer
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def dense_gflops(device: torch.device) -> float:
-    n = 8192 if device.type == "cuda" else 2048
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    return 6 * n**3 / (time.perf_counter() - start) / 1e9
 
 
 def peak_gb(device: torch.device) -> float:
@@ -62,7 +46,7 @@ def main() -> None:
     device = torch.device(args.device)
     config = PRESETS[args.preset]
     processor = torch.cuda.get_device_name(device) if device.type == "cuda" else rates.processor_name()
-    dense = dense_gflops(device)
+    dense = dense_gflops(device, repeats=3)
     print(f"dense float32 matmul: {dense:.1f} GFLOP/s ({torch.get_num_threads()} threads, {processor}, "
           f"load average {os.getloadavg()[0]:.1f})")
     start = time.perf_counter()
@@ -93,7 +77,7 @@ def main() -> None:
     images_per_s = args.batch * len(timed) / sum(timed)
     rate = rates.Rate(args.preset, images_per_s, args.batch, len(timed), torch.get_num_threads(), processor,
                       args.precision, date.today().isoformat())
-    dense_after = dense_gflops(device)
+    dense_after = dense_gflops(device, repeats=3)
     print(f"{args.preset}: {images_per_s:.1f} images/s ({args.precision}) over {len(timed)} step(s); "
           f"dense matmul {dense:.0f} then {dense_after:.0f} GFLOP/s; recorded in {rates.record(rate)}")
 

@@ -12,33 +12,18 @@ from __future__ import annotations
 
 import argparse
 import resource
-import subprocess
 import time
 
 import numpy as np
 import torch
+from machine import dense_gflops
 
 from catneuron.analysis.activations import UnitIndex
 from catneuron.analysis.evaluate import SCAN_BYTES, block_size, evaluate
 from catneuron.data.labelled import LabelledImages
 from catneuron.model.config import PRESETS
 from catneuron.model.network import Network
-
-
-def cpu_model() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
-
-
-def matmul_rate(side: int = 2048) -> float:
-    """Dense float32 matmul, flop/s (best of 3)."""
-    a, b = torch.randn(side, side), torch.randn(side, side)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * side**3 / best
+from catneuron.store.rates import processor_name
 
 
 def training_batches(shape: tuple[int, ...], seed: int = 1, size: int = 500):
@@ -64,7 +49,7 @@ def main() -> None:
     labels = (rng.random(args.images) < 0.352).astype(np.int64)
     torch.manual_seed(0)
     network = Network(model).eval()
-    rate = matmul_rate()
+    rate = dense_gflops() * 1e9
     before = peak_mib()
     start = time.perf_counter()
     result = evaluate(network, LabelledImages(images, labels), "faces", training_batches(shape),
@@ -72,7 +57,7 @@ def main() -> None:
     seconds = time.perf_counter() - start
     dims = int(np.prod(shape))
     linear_flops = 2 * args.images * args.filters * dims
-    print(f"cpu: {cpu_model()}, {torch.get_num_threads()} threads; dense matmul {rate / 1e9:.1f} GFLOP/s")
+    print(f"cpu: {processor_name()}, {torch.get_num_threads()} threads; dense matmul {rate / 1e9:.1f} GFLOP/s")
     print(f"evaluate, preset {args.preset}: {args.images:,} images x ({len(UnitIndex(network)):,} units, twice "
           f"(trained, random weights) + {args.filters:,} linear filters of {dims} pixels): {seconds:.1f} s; "
           f"best neuron {result['best_neuron']['id']}")

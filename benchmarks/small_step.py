@@ -19,7 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+
+from machine import busy_process, dense_gflops
 
 
 def one(steps: int, warmup: int) -> dict:
@@ -40,28 +41,6 @@ def one(steps: int, warmup: int) -> dict:
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"images_per_s": steps * config.train.batch_size / seconds, "cpu_ms": cpu / steps * 1000,
             "threads": torch.get_num_threads()}
-
-
-def dense_gflops(n: int = 2048, repeats: int = 10) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-@contextmanager
-def busy_process():
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.5)
-        yield
-    finally:
-        spinner.kill()
-        spinner.wait()
 
 
 def in_subprocess(what: str, threads: int, policy: str, steps: int, warmup: int) -> dict:

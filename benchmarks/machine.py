@@ -1,0 +1,44 @@
+"""What every benchmark measures the same way: this machine's dense matmul rate, sampled in the same run as what
+it is compared with (a shared machine's rate drifts), and a busy process beside a run (another user's job)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer measures it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def dense_gflops(device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+                 n: int | None = None, repeats: int = 10) -> float:
+    """GFLOP/s of an n x n matmul (n 2048 on the CPU, 8192 on a GPU), after one untimed product."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+@contextmanager
+def busy_process() -> Iterator[None]:
+    """Another process that keeps one core busy (pure-Python spinning) while the block runs."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # let it start spinning
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()

@@ -23,13 +23,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 
 import torch
 import torch.nn.functional as F
-from machine import busy_process, dense_gflops
+from machine import busy_process, dense_gflops, in_fresh_process
 
 from catneuron.model.local import LocalDecoder, LocallyConnected2d, output_size
 from catneuron.store.rates import processor_name
@@ -140,11 +138,7 @@ def contention(shapes: list[str], rows: int) -> None:
 
 
 def in_subprocess(impl: str, shape: tuple, repeats: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--one", impl, json.dumps(shape), str(repeats)],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:80]}
-    return json.loads(out.stdout)
+    return in_fresh_process(__file__, [impl, json.dumps(shape), str(repeats)])
 
 
 def main() -> None:

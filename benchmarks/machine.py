@@ -1,8 +1,11 @@
 """What every benchmark measures the same way: this machine's dense matmul rate, sampled in the same run as what
-it is compared with (a shared machine's rate drifts), and a busy process beside a run (another user's job)."""
+it is compared with (a shared machine's rate drifts), a busy process beside a run (another user's job), and a
+measurement in a fresh process (its own peak memory, thread count and OpenMP settings)."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -42,3 +45,13 @@ def busy_process() -> Iterator[None]:
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def in_fresh_process(script: str, args: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run `script --one ARGS` in a new interpreter (with `env` added to this one's) and return the JSON it
+    prints, or {"error": its last line of stderr} when it fails."""
+    out = subprocess.run([sys.executable, script, "--one", *args], env=os.environ | (env or {}),
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:100]}
+    return json.loads(out.stdout)

@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
-from machine import busy_process, dense_gflops
+from machine import busy_process, dense_gflops, in_fresh_process
 
 
 def one(steps: int, warmup: int) -> dict:
@@ -44,12 +42,8 @@ def one(steps: int, warmup: int) -> dict:
 
 
 def in_subprocess(what: str, threads: int, policy: str, steps: int, warmup: int) -> dict:
-    env = os.environ | {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy}
-    out = subprocess.run([sys.executable, __file__, "--one", what, str(steps), str(warmup)], env=env,
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:100]}
-    return json.loads(out.stdout)
+    return in_fresh_process(__file__, [what, str(steps), str(warmup)],
+                            {"OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": policy})
 
 
 def main() -> None:

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from catneuron.data.embedded import EmbeddedCorpus
+from catneuron.downpour.driver import Downpour, DownpourOptions
+from catneuron.downpour.ray_env import local_ray
 from catneuron.model.config import PRESETS, replace
 from catneuron.model.network import Network
 from catneuron.store import runs
-from catneuron.train.downpour import Downpour, DownpourOptions
-from catneuron.train.ray_env import local_ray
 from catneuron.train.trainer import Trainer
 
 

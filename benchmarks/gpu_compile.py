@@ -25,7 +25,7 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from catneuron.model import triton_local
-from catneuron.model.local import TILE_BYTES, Geometry
+from catneuron.model.local_reference import TILE_BYTES, Geometry
 
 KERNELS = ("_contract_kernel", "_spread_kernel", "_correlate_kernel")
 DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}

@@ -1,6 +1,6 @@
 """The locally connected layer (encoder W1 + decoder W2, forward + backward) on a GPU, float32 and bfloat16.
 
-First checks the fused kernels (catneuron.model.triton_local) against the sweeps of catneuron.model.local
+First checks the fused kernels (catneuron.model.triton_local) against the sweeps of catneuron.model.local_reference
 at the full shape on the same device (largest error relative to the largest entry, per product), then
 prints, per dtype and batch, TFLOP/s of the layer against the device's dense matmul rate in that dtype
 measured in the same run, and the CUDA allocator's peak memory. FLOPs counted as benchmarks/local_layer.py
@@ -21,8 +21,10 @@ import time
 import torch
 from machine import dense_gflops, synchronize
 
-from catneuron.model import local
-from catneuron.model.local import Geometry, LocalDecoder, LocallyConnected2d, output_size
+from catneuron.model import local_reference
+from catneuron.model.local import LocalDecoder, LocallyConnected2d
+from catneuron.model.local_functional import backend
+from catneuron.model.local_reference import Geometry, output_size
 
 SHAPES = {  # channels, side, kernel, stride, maps
     "paper": (3, 200, 18, 1, 8),
@@ -34,16 +36,16 @@ DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 def check(shape: tuple, batch: int, device: torch.device, dtype: torch.dtype) -> dict[str, float]:
     """Largest difference between the device's products and the sweeps, relative to the sweeps' largest entry."""
     c, side, k, s, maps = shape
-    geo = Geometry(side, side, c, k, s, batch, local.TILE_BYTES, torch.finfo(dtype).bits // 8)
+    geo = Geometry(side, side, c, k, s, batch, local_reference.TILE_BYTES, torch.finfo(dtype).bits // 8)
     positions = output_size(side, k, s) ** 2
     image = torch.randn(side, side, c, batch, device=device, dtype=dtype)
     weight = torch.randn(positions, maps, k * k * c, device=device, dtype=dtype)
     codes = torch.randn(positions, maps, batch, device=device, dtype=dtype)
-    ops = local._products(device, dtype)
+    ops = backend(device, dtype)
     errors = {}
     for name, args in (("contract", (image, weight)), ("spread", (codes, weight)), ("correlate", (image, codes))):
         got = getattr(ops, name)(*args, geo).float()
-        want = getattr(local, name)(*(t.float() for t in args), geo)
+        want = getattr(local_reference, name)(*(t.float() for t in args), geo)
         errors[name] = float((got - want).abs().max() / want.abs().max())
     return errors
 
@@ -84,7 +86,7 @@ def main() -> None:
     shape = SHAPES[args.shape]
     c, side, k, s, maps = shape
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"{name}; torch {torch.__version__}; layer path: {local._products(device, torch.float32).__name__}")
+    print(f"{name}; torch {torch.__version__}; layer path: {backend(device, torch.float32).__name__}")
     print(f"{args.shape} stage-1 shape: {c} channels, {side}x{side}, kernel {k}, stride {s}, {maps} maps")
     print(f"float32 matmuls: torch.get_float32_matmul_precision() = {torch.get_float32_matmul_precision()!r}")
     n = 8192 if device.type == "cuda" else 512

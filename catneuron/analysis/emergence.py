@@ -1,6 +1,7 @@
 """Reading a watched run's records: the held-out curve per stage, and the verdict at its best point and at its end.
 
-`catneuron train --watch` appends two kinds of rows to metrics.jsonl (catneuron.train.watch writes them):
+`catneuron train --watch` appends two kinds of rows to metrics.jsonl (catneuron.train.watch writes them, with the scans
+below):
 `{"record": "watch_baselines", "concepts": {name: {random_guess, random_weights, linear_filter, bar, ...}}}`
 once per watch set, and `{"record": "watch", "images": I, "concepts": {name: {"stages": [{stage, id, accuracy,
 heldout_accuracy, auc}, ...], "upper_heldout": ...}}}` at the start, every interval and at the end.
@@ -8,9 +9,24 @@ heldout_accuracy, auc}, ...], "upper_heldout": ...}}}` at the start, every inter
 
 from __future__ import annotations
 
-from catneuron.analysis.evaluate import MARGIN
+import hashlib
+
+import numpy as np
+
+from catneuron.analysis.activations import UnitIndex
+from catneuron.analysis.baselines import chance, filter_blocks, image_rows
+from catneuron.analysis.concepts import concept_sets
+from catneuron.analysis.evaluate import MARGIN, block_size, neuron_record, scan_linear
+from catneuron.analysis.evaluate import scan_network as scan_units
+from catneuron.analysis.null import random_network
+from catneuron.analysis.selectivity import Layout
+from catneuron.data.labelled import LabelledImages
+from catneuron.data.sources import BatchSource
+from catneuron.errors import UserError
+from catneuron.model.network import Network
 
 WATCH, BASELINES = "watch", "watch_baselines"
+MAX_IMAGES = 1000
 
 
 def upper_heldout(stages: list[dict]) -> float:
@@ -69,4 +85,78 @@ def emergence_verdict(records: list[dict], baselines: dict | None, concept: str)
                      f"({'above' if value >= base['bar'] else 'below'} the bar of {100 * base['bar']:.1f}%)")
         sentences.append(text)
     out["text"] = f"Watched during training ({concept}): " + "; ".join(sentences) + "."
+    return out
+
+
+def subsample(test: LabelledImages, limit: int, seed: int = 0) -> LabelledImages:
+    """At most `limit` images, drawn per class in proportion (the positive fraction kept), in their order."""
+    if len(test.labels) <= limit:
+        return test
+    rng = np.random.default_rng([seed, 23])
+    keep = []
+    for cls in (0, 1):
+        members = np.flatnonzero(test.labels == cls)
+        keep.append(rng.choice(members, max(1, round(len(members) * limit / len(test.labels))), replace=False))
+    index = np.sort(np.concatenate(keep))
+    return LabelledImages(test.images[index], test.labels[index])
+
+
+def watch_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int, limit: int = MAX_IMAGES,
+               say=print) -> list[tuple[str, LabelledImages]]:
+    """The labelled watch sets (evaluate's: the first concept sets the ratio), each cut to `limit` images."""
+    try:
+        sets = concept_sets(concepts, negatives, size, channels)
+    except UserError as e:
+        raise UserError(f"--watch: {e}") from None
+    cut = [(name, subsample(test, limit)) for name, test in sets]
+    for (name, full), (_, kept) in zip(sets, cut, strict=True):
+        if len(kept.labels) < len(full.labels):
+            say(f"watch: {name}: scanning {len(kept.labels):,} of {len(full.labels):,} images (the same "
+                "fraction of each class; --watch-images)")
+    return cut
+
+
+def fingerprint(sets: list[tuple[str, LabelledImages]]) -> str:
+    """Names, labels and pixels of the watch set: a resumed run reuses its baselines only for the same set."""
+    digest = hashlib.sha256()
+    for name, test in sets:
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(test.labels).tobytes())
+        digest.update(np.ascontiguousarray(test.images, dtype=np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def scan_network(network: Network, sets: list[tuple[str, LabelledImages]], seed: int = 0) -> dict:
+    """Per concept: every stage's best unit (chosen on all images), its accuracy, AUC and held-out accuracy."""
+    index = UnitIndex(network)
+    concepts = {}
+    for name, test in sets:
+        labels = test.labels.astype(np.int64)
+        scored = scan_units(network, test.images, Layout(labels, seed), name, progress=False)
+        stages = []
+        for stage in range(1, len(network.stages) + 1):
+            units = index.units_of_stage(stage)
+            stages.append(neuron_record(index, scored, scored.full.best(units),
+                                        heldout_accuracy=scored.heldout(units)[0]))
+        concepts[name] = {"stages": stages, "upper_heldout": upper_heldout(stages)}
+    return concepts
+
+
+def baselines(network: Network, sets: list[tuple[str, LabelledImages]], source: BatchSource, n_filters: int,
+              seed: int = 0) -> dict:
+    """Per concept: random guess, and held-out accuracy of the random-weights network and the best linear filter;
+    the bar is the better of the last two plus evaluate's margin."""
+    random = random_network(network.config, seed + 1, next(network.parameters()).device)
+    block = block_size(max(len(test.labels) for _, test in sets))
+    filters = list(filter_blocks(source.batches(500, seed=12345), n_filters, block))  # reused for every concept
+    out = {}
+    for name, test in sets:
+        labels = test.labels.astype(np.int64)
+        layout = Layout(labels, seed)
+        rand = scan_units(random, test.images, layout, name, progress=False).heldout()[0]
+        leader, used = scan_linear(filters, image_rows(test.images), layout, n_filters, name, progress=False)
+        linear = leader.record("training image")["heldout_accuracy"]
+        out[name] = {"random_guess": chance(labels, name)["accuracy"], "random_weights": rand, "linear_filter": linear,
+                     "bar": max(rand, linear) + MARGIN, "n_positive": int(labels.sum()),
+                     "n_negative": int((labels == 0).sum()), "n_filters": used}
     return out

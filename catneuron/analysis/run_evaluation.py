@@ -10,50 +10,16 @@ import torch
 
 from catneuron.analysis import figures
 from catneuron.analysis.activations import UnitIndex, unit_activations
-from catneuron.analysis.concepts import concept_slug, ratio_subsample
+from catneuron.analysis.concepts import concept_slug
 from catneuron.analysis.controls import add_controls
 from catneuron.analysis.emergence import emergence_verdict, latest_baselines, watch_records
 from catneuron.analysis.evaluate import evaluate
-from catneuron.data.images import read_folder
+from catneuron.analysis.plots import emergence_curves, training_curves
 from catneuron.data.labelled import LabelledImages
 from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model.network import Network, NeuronId
-from catneuron.report.plots import emergence_curves, training_curves
 from catneuron.store import files, runs
-
-
-def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int,
-                 positive_fraction: float | None = None) -> list[tuple[str, LabelledImages]]:
-    """One labelled set per concept against the shared distractors, at the model's size and channels.
-
-    With `positive_fraction`, every concept is subsampled (as few images dropped as possible) to that share
-    of positives. Without it the first concept (the face set) keeps every image and sets the
-    positive:negative ratio, and the others are subsampled to the same ratio, as the paper does for cats
-    and bodies.
-    """
-    neg = _read(negatives, "--negatives", size, channels)
-    ratio = None if positive_fraction is None else (1 - positive_fraction) / positive_fraction
-    sets = []
-    for name, folder in concepts:
-        pos = _read(folder, "--positives", size, channels)
-        if ratio is None:
-            ratio = len(neg) / len(pos)
-            keep_pos, keep_neg = np.arange(len(pos)), np.arange(len(neg))
-        else:
-            keep_pos, keep_neg = ratio_subsample(len(pos), len(neg), ratio)
-        images = np.concatenate([pos[keep_pos], neg[keep_neg]]).astype(np.float32) / 255.0
-        labels = np.array([1] * len(keep_pos) + [0] * len(keep_neg), dtype=np.int64)
-        sets.append((name, LabelledImages(images, labels)))
-    return sets
-
-
-def _read(folder: str, flag: str, size: int, channels: int) -> np.ndarray:
-    """Grey and colour both accepted: converted to the model's channels and resized to its input."""
-    found = read_folder(folder, size, channels, flag=flag)
-    if found.skipped:
-        print(f"catneuron: {flag} {folder}: skipped {len(found.skipped)} unreadable image(s)")
-    return found.images
 
 
 def neuron_values(network: Network, images: np.ndarray, neurons: list[str], batch_size: int = 256) -> np.ndarray:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from catneuron.analysis.concepts import concept_slug, parse_concepts
+from catneuron.analysis.concepts import concept_sets, concept_slug, parse_concepts
 from catneuron.analysis.null import check_null_seeds
-from catneuron.analysis.run_evaluation import concept_sets, evaluate_run
+from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli import checks
 from catneuron.cli.app import app

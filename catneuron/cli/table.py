@@ -7,9 +7,8 @@ from pathlib import Path
 import typer
 
 from catneuron.analysis.ablations import build_table
-from catneuron.analysis.concepts import parse_concepts
+from catneuron.analysis.concepts import concept_sets, parse_concepts
 from catneuron.analysis.null import check_null_seeds
-from catneuron.analysis.run_evaluation import concept_sets
 from catneuron.analysis.table import print_full_table
 from catneuron.cli import checks
 from catneuron.cli.app import app

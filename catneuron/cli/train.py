@@ -8,6 +8,7 @@ import torch
 import typer
 
 from catneuron.analysis.concepts import parse_concepts
+from catneuron.analysis.emergence import watch_sets
 from catneuron.cli import checks
 from catneuron.cli.app import app
 from catneuron.cli.options import PRECISION, SEED, resolve_config, train_overrides
@@ -17,7 +18,7 @@ from catneuron.model import config as configs
 from catneuron.parallel.grid import parse_grid
 from catneuron.store import checkpoint, runs
 from catneuron.train.trainer import Trainer
-from catneuron.train.watch import Watch, WatchOptions, watch_sets
+from catneuron.train.watch import Watch, WatchOptions
 
 
 def make_watch(concepts: list[str] | None, negatives: str | None, config: configs.Config, options: WatchOptions,
@@ -114,7 +115,7 @@ def train(
     trainer = Trainer.resume(out, source, here) if resume else Trainer(cfg, source, out, here, data_spec=data)
     runner, how = trainer, ""
     if downpour:
-        from catneuron.train.downpour import Downpour, DownpourOptions
+        from catneuron.downpour.driver import Downpour, DownpourOptions
 
         runner = Downpour(trainer, DownpourOptions(replicas, ps_shards, fetch_every, push_every, address,
                                                    on_replica_failure, ps_snapshot_minutes * 60, partitions=grid,

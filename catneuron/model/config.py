@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from catneuron.errors import UserError
-from catneuron.model.local import output_size
+from catneuron.model.local_reference import output_size
 
 
 @dataclass(frozen=True)

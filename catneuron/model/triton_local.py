@@ -36,7 +36,7 @@ import triton.language as tl
 from torch import Tensor
 
 if TYPE_CHECKING:
-    from catneuron.model.local import Geometry
+    from catneuron.model.local_reference import Geometry
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def _pow2(n: int) -> int:
 
 
 def contract(image: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Blocks()) -> Tensor:
-    """codes[l] = weight[l] @ patch[l]: (H, W, C, B), (L, O, P) -> (L, O, B), as `local.contract`."""
+    """codes[l] = weight[l] @ patch[l]: (H, W, C, B), (L, O, P) -> (L, O, B), as `local_reference.contract`."""
     _check(image, weight)
     image, weight = image.contiguous(), weight.contiguous()
     positions, maps, fan_in = weight.shape
@@ -164,7 +164,7 @@ def contract(image: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Bloc
 
 
 def correlate(image: Tensor, codes: Tensor, geo: Geometry, blocks: Blocks = Blocks()) -> Tensor:
-    """grad[l] = codes[l] @ patch[l]^T: (H, W, C, B), (L, O, B) -> (L, O, P), as `local.correlate`."""
+    """grad[l] = codes[l] @ patch[l]^T: (H, W, C, B), (L, O, B) -> (L, O, P), as `local_reference.correlate`."""
     _check(image, codes)
     image, codes = image.contiguous(), codes.contiguous()
     positions, maps, _ = codes.shape
@@ -179,7 +179,7 @@ def correlate(image: Tensor, codes: Tensor, geo: Geometry, blocks: Blocks = Bloc
 
 
 def spread(codes: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Blocks()) -> Tensor:
-    """The adjoint of `contract`: windows weight[l]^T @ codes[l] summed into an image, as `local.spread`."""
+    """The adjoint of `contract`: windows weight[l]^T @ codes[l] summed into an image, as `local_reference.spread`."""
     _check(codes, weight)
     codes, weight = codes.contiguous(), weight.contiguous()
     _, maps, fan_in = weight.shape

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import html
-import math
 import re
 from collections.abc import Iterable
+
+from catneuron.store.runs import number
 
 VOID = {"img", "meta", "br", "hr", "link"}
 
@@ -46,13 +47,6 @@ def slug(text: str) -> str:
     if safe != text:
         safe += "-" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return safe
-
-
-def number(value: object) -> float | None:
-    """A finite JSON number, or None for anything else (missing keys, strings, NaN, booleans)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def percent(value: object) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 from catneuron.paper import PAPER, paper_concept
 from catneuron.report.collect import Concept, Neuron, RunView
 from catneuron.report.emergence_view import watch_section, watch_summary
-from catneuron.report.html import Html, el, fixed, join, number, page, percent
+from catneuron.report.html import Html, el, fixed, join, page, percent
 from catneuron.report.parts import Assets, code, figure, missing, num_cell, record_cells, roles, value_html
+from catneuron.store.runs import number
 
 # (key in PAPER, label, how this run measures it); the first two labels say what this run's row is
 TABLE1 = [

@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 from catneuron.report.collect import Entry, Picture
-from catneuron.report.html import Html, el, esc, fixed, join, number, percent, slug
+from catneuron.report.html import Html, el, esc, fixed, join, percent, slug
+from catneuron.store.runs import number
 
 
 class Assets:

@@ -7,12 +7,12 @@ import secrets
 import shutil
 from pathlib import Path
 
+from catneuron.analysis.plots import emergence_curves, training_curves
 from catneuron.errors import UserError
 from catneuron.report.collect import EMERGENCE, TRAINING_CURVES, collect
 from catneuron.report.index import index_page
 from catneuron.report.neuron import neuron_page
 from catneuron.report.parts import Assets
-from catneuron.report.plots import emergence_curves, training_curves
 from catneuron.store import files
 
 MARK = b"<title>catneuron report"  # how a folder shows it holds a report this function wrote

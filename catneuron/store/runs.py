@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -69,6 +70,13 @@ def training_data(run: str | Path) -> str:
     if not isinstance(data, str) or not data:
         raise UserError(f"{path}: records no training data (give --data)")
     return data
+
+
+def number(value: object) -> float | None:
+    """A finite JSON number, or None for anything else (missing keys, strings, NaN, booleans)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def read_metrics(run: str | Path) -> list[dict]:

@@ -1,1 +1,1 @@
-"""Training: the single-process trainer, checkpoints, progress; Downpour SGD on Ray in `downpour`."""
+"""Training: the single-process trainer, checkpoints, progress, and the watch that scans while it trains."""

@@ -6,8 +6,10 @@ import copy
 import pytest
 import torch
 
-from catneuron.model import local
-from catneuron.model.local import Geometry, LocalDecoder, LocallyConnected2d, add_windows, to_batch_last, windows
+from catneuron.model import local_reference
+from catneuron.model.local import LocalDecoder, LocallyConnected2d
+from catneuron.model.local_functional import to_batch_last
+from catneuron.model.local_reference import Geometry, add_windows, windows
 
 
 def loop_encode(x: torch.Tensor, weight: torch.Tensor, k: int, s: int) -> torch.Tensor:
@@ -240,7 +242,7 @@ def test_each_image_row_is_painted_by_the_window_rows_of_the_output_rows_coverin
         assert list(cover) == [py for py in range(geo.out_h) if 0 <= y - py * s < k]
         assert len(cover) <= geo.reach
         if cover:
-            rows = local.diagonal(weight, geo, y, cover)
+            rows = local_reference.diagonal(weight, geo, y, cover)
             assert rows.untyped_storage().data_ptr() == weight.untyped_storage().data_ptr()
             assert torch.equal(rows, torch.stack([w[py, :, :, y - py * s] for py in cover], dim=1))
 

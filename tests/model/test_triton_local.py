@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from catneuron.model import local
-from catneuron.model.local import Geometry, LocalDecoder, LocallyConnected2d
+from catneuron.model import local_functional, local_reference
+from catneuron.model.local import LocalDecoder, LocallyConnected2d
+from catneuron.model.local_functional import backend
+from catneuron.model.local_reference import Geometry
 
 if importlib.util.find_spec("triton") is None:
     pytest.skip("triton is not installed (pip install -e '.[gpu]')", allow_module_level=True)
@@ -64,7 +66,7 @@ CASES = [  # channels, (height, width), kernel, stride, maps, batch, tile sizes
 def operands(c, size, k, s, maps, batch, dtype=torch.float32, seed=0):
     """A geometry and random (H, W, C, B) image, (L, O, P) weight and (L, O, B) codes for it."""
     gen = torch.Generator().manual_seed(seed)
-    geo = Geometry(*size, c, k, s, batch, local.TILE_BYTES, 4)
+    geo = Geometry(*size, c, k, s, batch, local_reference.TILE_BYTES, 4)
     positions, fan_in = geo.out_h * geo.out_w, k * k * c
     image, weight, codes = (torch.randn(shape, generator=gen).to(DEVICE, dtype)
                             for shape in ((*size, c, batch), (positions, maps, fan_in), (positions, maps, batch)))
@@ -73,7 +75,7 @@ def operands(c, size, k, s, maps, batch, dtype=torch.float32, seed=0):
 
 def reference(name, *tensors, geo):
     """The sweep's result, in float32 from the same (possibly bfloat16-rounded) operands."""
-    return getattr(local, name)(*(t.float() for t in tensors), geo)
+    return getattr(local_reference, name)(*(t.float() for t in tensors), geo)
 
 
 @pytest.mark.parametrize("c,size,k,s,maps,batch,blocks", CASES)
@@ -139,19 +141,19 @@ def test_layers_train_through_the_kernels_as_through_the_sweeps(s, monkeypatch):
         loss = dec(enc(x)).square().sum()
         return (loss, *torch.autograd.grad(loss, (x, enc.weight, dec.weight)))
 
-    monkeypatch.setattr(local, "_products", lambda device, dtype: local)
+    monkeypatch.setattr(local_functional, "backend", lambda device, dtype: local_reference)
     want = run()
-    monkeypatch.setattr(local, "_products", lambda device, dtype: tk)
+    monkeypatch.setattr(local_functional, "backend", lambda device, dtype: tk)
     for got, ref in zip(run(), want, strict=True):
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_cuda_float32_and_bfloat16_go_to_the_kernels_everything_else_to_the_sweeps():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert local._products(cuda, torch.float32) is tk
-    assert local._products(cuda, torch.bfloat16) is tk
-    assert local._products(cuda, torch.float64) is local
-    assert local._products(cpu, torch.float32) is local
+    assert backend(cuda, torch.float32) is tk
+    assert backend(cuda, torch.bfloat16) is tk
+    assert backend(cuda, torch.float64) is local_reference
+    assert backend(cpu, torch.float32) is local_reference
 
 
 @pytest.mark.slow

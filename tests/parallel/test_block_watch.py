@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from catneuron.analysis.emergence import watch_records
+from catneuron.analysis.emergence import subsample, watch_records
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.model.config import PRESETS
 from catneuron.parallel.trainer import ModelParallel
 from catneuron.store import checkpoint, runs
 from catneuron.train.trainer import Trainer
-from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path, subsample
+from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path
 
 pytestmark = pytest.mark.slow  # spawned ranks: each imports torch
 

@@ -5,15 +5,15 @@ import json
 
 import pytest
 
-from catneuron.analysis.emergence import emergence_verdict, latest_baselines, watch_records
+from catneuron.analysis.emergence import emergence_verdict, latest_baselines, subsample, watch_records
+from catneuron.analysis.plots import emergence_curves
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.model.config import PRESETS
-from catneuron.report.plots import emergence_curves
 from catneuron.report.site import write_report
 from catneuron.store import runs
 from catneuron.train.trainer import Trainer
-from catneuron.train.watch import Watch, WatchOptions, subsample
+from catneuron.train.watch import Watch, WatchOptions
 
 
 @pytest.fixture(scope="module")

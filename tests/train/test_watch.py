@@ -4,7 +4,7 @@ the budget that widens the interval."""
 import numpy as np
 import pytest
 
-from catneuron.analysis.emergence import watch_records
+from catneuron.analysis.emergence import scan_network, subsample, watch_records
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.data.labelled import LabelledImages
 from catneuron.errors import UserError
@@ -13,7 +13,7 @@ from catneuron.model.network import Network
 from catneuron.store import checkpoint, runs
 from catneuron.train import watch as watch_module
 from catneuron.train.trainer import Trainer
-from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path, scan_network, subsample
+from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from catneuron.data.sources import ArraySource, BatchSource
+from catneuron.downpour.shards import Piece, gather, scatter
 from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
@@ -24,7 +25,6 @@ from catneuron.parallel.halo import rank0_decides
 from catneuron.parallel.launch import TIMEOUT, join_group
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.trainer import SharedBatches, summed_terms
-from catneuron.train.downpour_ps import Piece, gather, scatter
 from catneuron.train.trainer import loss_terms
 
 

@@ -11,8 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from catneuron.analysis.emergence import concepts_of, curve, latest_baselines, watch_records
-from catneuron.report.html import number
 from catneuron.store import files
+from catneuron.store.runs import number
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:

@@ -1,4 +1,4 @@
-"""Rows between a network's tensors and a shard's flat array (catneuron.train.downpour_ps.gather / scatter)."""
+"""Rows between a network's tensors and a shard's flat array (catneuron.downpour.shards.gather / scatter)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import warnings
 
 import torch
 
-from catneuron.train.downpour_ps import gather, layout, scatter
+from catneuron.downpour.shards import gather, layout, scatter
 
 
 def test_rows_go_to_a_shard_and_back_from_a_read_only_array_without_a_warning():

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from catneuron.data.sources import ArraySource
+from catneuron.downpour.blocks import BlockShards
+from catneuron.downpour.driver import Downpour, DownpourOptions
+from catneuron.downpour.shards import scatter
 from catneuron.errors import UserError
 from catneuron.model.config import PRESETS
 from catneuron.model.network import Network
 from catneuron.parallel.network import BlockNetwork, block_of
-from catneuron.train.downpour import Downpour, DownpourOptions
-from catneuron.train.downpour_blocks import BlockShards
-from catneuron.train.downpour_ps import scatter
 from catneuron.train.trainer import Trainer
 
 MODEL = PRESETS["tiny"].model

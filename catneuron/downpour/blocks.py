@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from catneuron.downpour.replica import BlockRank
+from catneuron.downpour.shards import gather, layout, named_shapes, scatter
 from catneuron.model.config import Config, ModelConfig
 from catneuron.parallel.device import gpus_per_rank
 from catneuron.parallel.grid import StagePlan, plan
 from catneuron.parallel.network import block_of, place_block
-from catneuron.train.downpour_ps import gather, layout, named_shapes, scatter
-from catneuron.train.downpour_replica import BlockRank
 
 Where = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # a stage's filter grid, a block's rows, cols
 

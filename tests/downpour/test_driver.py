@@ -28,12 +28,12 @@ ray = pytest.importorskip("ray")
 from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
 from catneuron.data.shards import ShardSource  # noqa: E402
 from catneuron.data.sources import ArraySource, open_source  # noqa: E402
+from catneuron.downpour.driver import Downpour, DownpourOptions  # noqa: E402
+from catneuron.downpour.ray_env import local_ray  # noqa: E402
 from catneuron.errors import UserError  # noqa: E402
 from catneuron.model.config import PRESETS, replace  # noqa: E402
 from catneuron.parallel.trainer import ModelParallel  # noqa: E402
 from catneuron.store import checkpoint, runs  # noqa: E402
-from catneuron.train.downpour import Downpour, DownpourOptions  # noqa: E402
-from catneuron.train.ray_env import local_ray  # noqa: E402
 from catneuron.train.trainer import Trainer  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -210,8 +210,8 @@ def test_one_replica_of_1x2_blocks_is_the_model_parallel_trainer(local, tmp_path
 def test_two_replicas_of_1x2_blocks_lower_the_objective_meeting_as_on_a_cluster(local, corpus, tmp_path):
     """With `--address` (here the Ray this module started) each replica's ranks meet at the TCP store their rank 0
     opens, as on a cluster, rather than through a local file; the driver's watch scans the blocks' shards."""
-    from catneuron.analysis.emergence import watch_records
-    from catneuron.train.watch import Watch, WatchOptions, subsample
+    from catneuron.analysis.emergence import subsample, watch_records
+    from catneuron.train.watch import Watch, WatchOptions
 
     fixed = next(corpus.batches(200, seed=99))
     run = tmp_path / "run"
@@ -382,8 +382,8 @@ def test_the_first_death_stops_the_run_under_stop(local, corpus, tmp_path):
 
 
 def test_the_watch_under_two_replicas_logs_its_curve(local, corpus, tmp_path):
-    from catneuron.analysis.emergence import watch_records
-    from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path, subsample
+    from catneuron.analysis.emergence import subsample, watch_records
+    from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path
 
     trainer = Trainer(tiny(), corpus, tmp_path)
     trainer.watch = Watch([("faces", subsample(corpus.test_set(), 60))],
@@ -401,7 +401,8 @@ def watch_threads() -> list[threading.Thread]:
 
 
 def test_the_watch_thread_ends_when_a_scan_fails(local, corpus, tmp_path):
-    from catneuron.train.watch import Watch, WatchOptions, subsample
+    from catneuron.analysis.emergence import subsample
+    from catneuron.train.watch import Watch, WatchOptions
 
     class Failing(Watch):
         def scan(self, network, images, step):

@@ -3,13 +3,13 @@ asynchronously against parameters sharded over parameter-server actors.
 
 Each replica runs the single-process trainer's model and loss code; it fetches fresh parameters from
 every shard each `fetch_every` steps and pushes the gradient it accumulated to every shard each
-`push_every` steps; the shards apply it with the config's optimizer (catneuron.train.downpour_ps).
+`push_every` steps; the shards apply it with the config's optimizer (catneuron.downpour.shards).
 Nothing waits for anything else: the driver only hands each replica its next chunk of steps (about a
 second of work), writes the metrics and checkpoints, and replaces replicas that die. With one
 replica, one shard and P = G = 1, this is the single-process trainer, step for step.
 
 With `partitions` (model parallelism), a replica is R*C ranks, each fetching from and pushing to only
-the shards of its block, and a dead rank takes its replica down (catneuron.train.downpour_blocks).
+the shards of its block, and a dead rank takes its replica down (catneuron.downpour.blocks).
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ import torch
 from safetensors.torch import safe_open
 
 from catneuron.data.sources import ArraySource, BatchSource
+from catneuron.downpour.blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
+from catneuron.downpour.ray_env import ray_session
+from catneuron.downpour.replica import Replica
+from catneuron.downpour.shards import ParameterShard, RowShards, snapshot_name
 from catneuron.errors import UserError
 from catneuron.model.config import to_dict
 from catneuron.model.network import Network
 from catneuron.parallel.device import CPU, gpus_per_rank
 from catneuron.progress import Progress
 from catneuron.store import checkpoint, files, runs
-from catneuron.train.downpour_blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
-from catneuron.train.downpour_ps import ParameterShard, RowShards, snapshot_name
-from catneuron.train.downpour_replica import Replica
-from catneuron.train.ray_env import ray_session
 from catneuron.train.trainer import Diverged, Trainer, TrainResult, check_finite, interrupted, stopped
 
 PS_DIR = "ps"

@@ -13,7 +13,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from catneuron.train import ray_env  # noqa: E402
+from catneuron.downpour import ray_env  # noqa: E402
 
 pytestmark = pytest.mark.slow
 CLIENT = "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); print('answer', ray.get(ray.put(42)))"

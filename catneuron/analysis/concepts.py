@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -9,6 +10,8 @@ import numpy as np
 from catneuron.data.images import read_folder
 from catneuron.data.labelled import LabelledImages
 from catneuron.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def concept_slug(concept: str) -> str:
@@ -84,5 +87,5 @@ def _read(folder: str, flag: str, size: int, channels: int) -> np.ndarray:
     """Grey and colour both accepted: converted to the model's channels and resized to its input."""
     found = read_folder(folder, size, channels, flag=flag)
     if found.skipped:
-        print(f"catneuron: {flag} {folder}: skipped {len(found.skipped)} unreadable image(s)")
+        log.info(f"catneuron: {flag} {folder}: skipped {len(found.skipped)} unreadable image(s)")
     return found.images

@@ -10,6 +10,8 @@ heldout_accuracy, auc}, ...], "upper_heldout": ...}}}` at the start, every inter
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,6 +28,7 @@ from catneuron.errors import UserError
 from catneuron.model.network import Network
 
 WATCH, BASELINES = "watch", "watch_baselines"
+log = logging.getLogger(__name__)
 MAX_IMAGES = 1000
 
 
@@ -102,7 +105,7 @@ def subsample(test: LabelledImages, limit: int, seed: int = 0) -> LabelledImages
 
 
 def watch_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int, limit: int = MAX_IMAGES,
-               say=print) -> list[tuple[str, LabelledImages]]:
+               say: Callable[[str], None] = log.info) -> list[tuple[str, LabelledImages]]:
     """The labelled watch sets (evaluate's: the first concept sets the ratio), each cut to `limit` images."""
     try:
         sets = concept_sets(concepts, negatives, size, channels)

@@ -207,7 +207,7 @@ def optimal_stimulus(network: Network, neuron: NeuronId, starts: int = 8, steps:
     x0 = random_starts(starts, shape, seed, params[0].dtype).to(params[0].device)
     try:
         network.requires_grad_(False)
-        return ascend(neuron_objective(network, neuron), x0, steps, **options)
+        return ascend(neuron_objective(network, neuron), x0, steps, **options)  # type: ignore[arg-type]
     finally:
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
@@ -243,6 +243,7 @@ def plot_optimal(stimulus: Tensor, value: float, top_images: np.ndarray | None, 
     _show(ax, to_display(stimulus.detach().cpu()).numpy())
     ax.set_title(f"optimal stimulus, f = {value:.3g}", fontsize=9)
     for i in range(n):
+        assert top_images is not None and top_values is not None  # n > 0
         ax = fig.add_subplot(grid[i // cols, rows + i % cols])
         _show(ax, top_images[i])
         ax.set_title(f"{top_values[i]:.3g}", fontsize=8)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import typer
+from rich.console import Console
 
 from catneuron.analysis.neuron_figures import Stimuli, invariance_figure, optimal_figure
 from catneuron.analysis.null import check_null_seeds
@@ -89,7 +90,7 @@ def demo(
     result = evaluate_run(out, test, "faces", n_filters=linear_filters, null_seeds=null_seeds, probe=True,
                           inputs={"test_set": f"embedded corpus test set ({corpus.description})"})
     print("3/4 results")
-    print_table([result])
+    print_table([result], Console())
     print("4/4 the best neuron of each stage: optimal stimulus and invariance curves (the paper's Figures 3, 4)")
     stage_figures(out, test, result, min(OPTIMAL_SECONDS, OPTIMAL_SHARE * minutes * 60))
     print(f"report: {write_report(out)}")

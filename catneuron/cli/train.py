@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import typer
@@ -19,6 +20,9 @@ from catneuron.parallel.grid import parse_grid
 from catneuron.store import checkpoint, runs
 from catneuron.train.trainer import Trainer
 from catneuron.train.watch import Watch, WatchOptions
+
+if TYPE_CHECKING:
+    from catneuron.downpour.driver import Downpour
 
 
 def make_watch(concepts: list[str] | None, negatives: str | None, config: configs.Config, options: WatchOptions,
@@ -113,7 +117,8 @@ def train(
         torch.set_num_threads(threads)
     here = torch.device("cpu") if downpour else dev  # Downpour's driver only maps rows: the replicas compute
     trainer = Trainer.resume(out, source, here) if resume else Trainer(cfg, source, out, here, data_spec=data)
-    runner, how = trainer, ""
+    runner: Trainer | Downpour = trainer
+    how = ""
     if downpour:
         from catneuron.downpour.driver import Downpour, DownpourOptions
 

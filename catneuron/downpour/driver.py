@@ -134,22 +134,22 @@ class Downpour:
             raise UserError(f"--device {options.device}: each Downpour replica (rank) takes the GPU Ray gives it: "
                             f"give --device cuda")
         check_feeds(trainer.source, options.replicas)
-        self.trainer = trainer
-        self.session = uuid.uuid4().hex[:8]
+        self.trainer: Trainer = trainer
+        self.session: str = uuid.uuid4().hex[:8]
         if options.partitions == (1, 1):
             self.shard_map: RowShards | BlockShards = RowShards(trainer.network, options.ps_shards)
         else:  # a grid with empty blocks is refused here, before Ray starts
             self.shard_map = BlockShards(trainer.network, trainer.config.model, options.partitions, options.ps_shards)
-        self.base_step = trainer.step // options.replicas
-        self.positions = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas
-        self.incarnations = [0] * options.replicas
+        self.base_step: int = trainer.step // options.replicas
+        self.positions: list[int] = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas
+        self.incarnations: list[int] = [0] * options.replicas
         self.deaths: dict[int, deque[float]] = {i: deque() for i in range(options.replicas)}
         self.restarts: dict[int, float] = {}  # replica -> when its replacement starts (backoff)
         self.failure: str | None = None  # why the run stops early, when a replica's failure stops it
         self.shards: list = []
         self.replicas: dict[int, ReplicaRanks] = {}
         self.shard_states: list[dict] = []
-        self.interrupted = False
+        self.interrupted: bool = False
         self.scanner: ThreadPoolExecutor | None = None  # the watch's thread, for the length of a fit
         self.scanning: tuple[Future, Network] | None = None  # the watch's scan in flight, and its network
 
@@ -240,7 +240,7 @@ class Downpour:
             scheduling_strategy="SPREAD")  # over the nodes: K links and memories, not one
         path = t.run.resolve() / PS_DIR / snapshot_name(k, len(self.shard_map.pieces))
         shard = actor.remote(t.config, self.shard_map.pieces[k], str(path), self.options.snapshot_seconds)
-        return shard, shard.load.remote(self.shard_map.gather(params, k), state)
+        return shard, shard.load.remote(self.shard_map.gather(params, k), state)  # type: ignore[attr-defined]
 
     def _replica_resources(self) -> tuple[float, int]:
         """CPUs per process (a fair share: total / (replicas x ranks per replica), at most one node's) and torch
@@ -270,7 +270,8 @@ class Downpour:
         o, name = self.options, self.actor_name("replica", i, self.incarnations[i])
         if o.ranks > 1:
             return start_ranks(name, self.trainer.config, self.source, i, o.replicas, start, o.partitions,
-                               self.shards, self.shard_map, o.fetch_every, o.push_every, self.cpus, self.threads,
+                               self.shards, self.shard_map,  # type: ignore[arg-type]  # BlockShards under a grid
+                               o.fetch_every, o.push_every, self.cpus, self.threads,
                                local=o.address is None, device=o.device)
         actor = ray.remote(Replica).options(name=name, num_cpus=self.cpus, num_gpus=gpus_per_rank(o.device),
                                             max_restarts=0, scheduling_strategy="SPREAD")
@@ -318,7 +319,8 @@ class Downpour:
         start, start_step = time.monotonic(), t.step
         pending: dict = {}  # the ref of each process's chunk -> its replica
         chunks: dict[int, tuple[list, int]] = {}  # replica -> the refs of its chunk (one per process), its steps
-        granted, rates, moved, last = 0, {}, {"fetched": 0, "pushed": 0}, {}
+        granted, moved, last = 0, {"fetched": 0, "pushed": 0}, {}
+        rates: dict[int, float] = {}
 
         def grant(i: int) -> None:
             nonlocal granted
@@ -389,7 +391,7 @@ class Downpour:
                 metrics.flush()
                 if t.watch:
                     self._watch(t.step * cfg.batch_size)
-                eta = (steps - t.step) * cfg.batch_size / max(stats["images_per_s"], 1e-9)
+                eta = (steps - t.step) * cfg.batch_size / max(stats["images_per_s"], 1e-9)  # type: ignore[call-overload]
                 if max_seconds is not None:
                     eta = min(eta, max_seconds - elapsed)
                 self._show(bar, last, eta, t.watch.fields() if t.watch else {})
@@ -404,6 +406,7 @@ class Downpour:
         """Scan a snapshot of the shards' parameters in a thread of the driver while the replicas go on; log the
         scan once it is done, start the next when due. `final`: wait for it, and scan the end of the run."""
         watch = self.trainer.watch
+        assert watch is not None  # called only for a watched run
         if self.scanning is not None and (final or self.scanning[0].done()):
             future, network = self.scanning
             watch.record(future.result(), network)
@@ -412,7 +415,7 @@ class Downpour:
             watch.ensure(self._snapshot(), images, self.trainer.step)
         elif self.scanning is None and watch.due(images):
             network = self._snapshot()
-            self.scanning = (self.scanner.submit(watch.scan, network, images, self.trainer.step), network)
+            self.scanning = (self.scanner.submit(watch.scan, network, images, self.trainer.step), network)  # type: ignore[union-attr]
 
     def _snapshot(self) -> Network:
         """The network as the shards hold it now."""

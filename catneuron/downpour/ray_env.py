@@ -73,7 +73,7 @@ def _keep_loopback() -> None:
 def _reload_auth() -> None:
     """Make this process's Ray read RAY_AUTH_MODE and the token again: its config was read when ray was
     first imported, perhaps before the environment said token mode (as Ray's own `_enable_token_auth` does)."""
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # not in its stubs
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()

@@ -134,7 +134,7 @@ def run_this_rank(fn: Callable, world: int, args: tuple = (), threads: int = 1, 
     """Under torchrun: join its process group (env://; gloo on the interfaces torchrun was told to use, or
     NCCL with local rank i on cuda:i) and run `fn(rank, world, *args)` here; torchrun started the other ranks
     and stops them if one fails."""
-    rank, size = torchrun_rank()
+    rank, size = torchrun_rank() or (0, 1)  # called only under torchrun
     if size != world:
         raise UserError(f"--partitions: the grid has {world} blocks but torchrun started {size} processes "
                         f"(--nproc-per-node x --nnodes must be {world})")

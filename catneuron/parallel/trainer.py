@@ -59,6 +59,9 @@ class BlockTrainer(Trainer):
     """`Trainer` for one rank of a model-parallel replica: its network is a `BlockNetwork`. `watch`: the run's
     `--watch` (rank 0's is used; catneuron.parallel.watch)."""
 
+    network: BlockNetwork  # type: ignore[assignment]  # the rank's share of Trainer's network
+    watch: BlockWatch | None  # type: ignore[assignment]
+
     def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], rank: int,
                  resume: bool = False, watch: Watch | None = None) -> None:
         # Not Trainer.__init__: that builds the whole network. The rank computes where its group talks.

@@ -44,6 +44,7 @@ class BlockWatch:
         """Watch.start on rank 0 with the whole network and rank 0's own source (`source` shares its batches)."""
         whole = self._whole()
         if self.watch is not None:
+            assert whole is not None and metrics is not None  # rank 0 gathers the network and writes the metrics
             self.watch.start(run, config, data_spec, source.source, metrics, whole, images, max_seconds)
 
     def due(self, images: int) -> bool:
@@ -52,6 +53,7 @@ class BlockWatch:
     def observe(self, network: BlockNetwork, images: int, step: int) -> None:
         whole = self._whole()
         if self.watch is not None:
+            assert whole is not None  # rank 0's
             self.watch.observe(whole, images, step)
 
     def ensure(self, network: BlockNetwork, images: int, step: int) -> None:

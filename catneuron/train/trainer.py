@@ -180,8 +180,9 @@ class Trainer:
         try:
             with open(self.run / runs.METRICS, "a") if self.leader else contextlib.nullcontext() as metrics:
                 if self.watch:
-                    self.watch.start(self.run, self.config, self.data_spec, self.source, metrics, self.network,
-                                     self.step * t.batch_size, max_seconds)
+                    self.watch.start(self.run, self.config, self.data_spec, self.source,
+                                     metrics,  # type: ignore[arg-type]  # None only where the watch is a BlockWatch
+                                     self.network, self.step * t.batch_size, max_seconds)
                 while self.step < steps:
                     terms = self.train_step(next(batches))
                     if self.watch and self.watch.due(self.step * t.batch_size):

@@ -11,8 +11,10 @@ scan costs more, and a scan waits while the watch's time so far is over its shar
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -36,6 +38,7 @@ from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.store import checkpoint, runs
 
+log = logging.getLogger(__name__)
 BEST_CHECKPOINT = "checkpoint-best.safetensors"
 MIN_IMAGES = 100  # a smaller watch set gives held-out accuracies too coarse to follow
 
@@ -73,7 +76,7 @@ class Watch:
     """The watch of one run: when to scan, the records, the best checkpoint, and the progress line's fields."""
 
     def __init__(self, sets: list[tuple[str, LabelledImages]], options: WatchOptions | None = None,
-                 say=print) -> None:
+                 say: Callable[[str], None] = log.info) -> None:
         if not sets:
             raise UserError("--watch: no concept to watch")
         self.sets, self.options, self.say = sets, (options or WatchOptions()).validate(), say
@@ -126,7 +129,7 @@ class Watch:
         if self.every_images is not None:
             interval = images // self.every_images > self.last_images // self.every_images
         else:
-            interval = time.monotonic() - self.scanned_at >= self.every_seconds
+            interval = time.monotonic() - self.scanned_at >= (self.every_seconds or 0.0)  # set by start()
         return interval and self._within_budget()
 
     def _fit_sets(self, network: Network, known: dict | None, max_seconds: float | None) -> None:
@@ -202,7 +205,7 @@ class Watch:
         cost = float(np.mean(self.scan_seconds))
         spare = cost * (1 - budget) / budget  # seconds of training per scan that keep the share at `budget`
         if self.every_images is None:
-            if self.every_seconds < spare:
+            if (self.every_seconds or 0.0) < spare:
                 first = self.every_seconds == 0
                 self.every_seconds = spare
                 self._tell(f"a scan takes {cost:.1f} s: scanning every {spare:.0f} s of training", quiet=first)

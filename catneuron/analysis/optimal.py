@@ -135,19 +135,8 @@ def ascend(objective: Objective, x0: Tensor, steps: int = 200, step_size: float 
         if not active.any():
             break
         done = iteration
-        accepted = torch.zeros(batch, dtype=torch.bool, device=x.device)
-        trial_x, trial_f = x.clone(), f.clone()
-        for _ in range(max_backtracks + 1):
-            pending = active & ~accepted
-            if not pending.any():
-                break
-            candidate = project(x + _rows(alpha, x) * g)
-            with torch.no_grad():
-                value = objective(candidate)
-            ok = pending & (value >= f + armijo * _dot(g, candidate - x)) & torch.isfinite(value)
-            trial_x[ok], trial_f[ok] = candidate[ok], value[ok]
-            accepted |= ok
-            alpha = torch.where(pending & ~ok, alpha * shrink, alpha)
+        trial_x, trial_f, accepted, alpha = _line_search(objective, x, f, g, alpha, active, armijo, shrink,
+                                                         max_backtracks)
         for i in torch.nonzero(active & ~accepted).flatten().tolist():
             active[i], reasons[i] = False, "line search"
         x_old, g_old = x, g
@@ -183,6 +172,26 @@ def ascend(objective: Objective, x0: Tensor, steps: int = 200, step_size: float 
     starts = [Convergence(float(f[i]), float(initial[i]), int(iterations[i]), float(gnorm[i]), float(alpha[i]),
                           reasons[i]) for i in range(batch)]
     return Ascent(x.detach(), f, starts, torch.stack(history))
+
+
+def _line_search(objective: Objective, x: Tensor, f: Tensor, g: Tensor, alpha: Tensor, active: Tensor, armijo: float,
+                 shrink: float, max_backtracks: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backtracking along the sphere for every active start at once: (new x, new f, which starts accepted a
+    step, the step sizes after the halvings). A start that accepts none keeps its x and f."""
+    accepted = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    trial_x, trial_f = x.clone(), f.clone()
+    for _ in range(max_backtracks + 1):
+        pending = active & ~accepted
+        if not pending.any():
+            break
+        candidate = project(x + _rows(alpha, x) * g)
+        with torch.no_grad():
+            value = objective(candidate)
+        ok = pending & (value >= f + armijo * _dot(g, candidate - x)) & torch.isfinite(value)
+        trial_x[ok], trial_f[ok] = candidate[ok], value[ok]
+        accepted |= ok
+        alpha = torch.where(pending & ~ok, alpha * shrink, alpha)
+    return trial_x, trial_f, accepted, alpha
 
 
 def random_starts(n: int, shape: tuple[int, ...], seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:

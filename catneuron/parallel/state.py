@@ -83,6 +83,21 @@ def initial_blocks(net: BlockNetwork, seed: int) -> None:
     net.normalize_weights()
 
 
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], path: Path,
+                    meta: dict) -> dict | None:
+    """The optimizer's state from the rows read (`optim.*`) and the file's metadata, loaded into `optimizer`;
+    None where the file holds no optimizer state."""
+    if "optimizer" not in meta:
+        return None
+    try:
+        state = checkpoint.optimizer_state({k: v for k, v in tensors.items() if k.startswith("optim.")},
+                                           checkpoint.read_json(path, meta, "optimizer"))
+        optimizer.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise UserError(f"{path}: damaged checkpoint (optimizer state: {e})") from None
+    return state
+
+
 def read_blocks(net: BlockNetwork, optimizer: torch.optim.Optimizer, path: str | Path,
                 verify: bool) -> checkpoint.Checkpoint:
     """Take this rank's blocks from a checkpoint file, reading only their rows (`verify`: check the whole
@@ -123,14 +138,7 @@ def read_blocks(net: BlockNetwork, optimizer: torch.optim.Optimizer, path: str |
         for name, p in params.items():
             if tensors[f"model.{name}"] is not into[f"model.{name}"]:  # on a GPU, or of another type
                 p.copy_(tensors[f"model.{name}"])
-    state = None
-    if "optimizer" in meta:
-        try:
-            state = checkpoint.optimizer_state({k: v for k, v in tensors.items() if k.startswith("optim.")},
-                                               checkpoint.read_json(path, meta, "optimizer"))
-            optimizer.load_state_dict(state)
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            raise UserError(f"{path}: damaged checkpoint (optimizer state: {e})") from None
+    state = _load_optimizer(optimizer, tensors, path, meta)
     return checkpoint.Checkpoint(config=checkpoint.read_config(path), step=int(meta["step"]),
                                  model={name: p.detach() for name, p in params.items()}, optimizer=state,
                                  rng=tensors.get("rng.torch"), extra=checkpoint.read_json(path, meta, "extra", "{}"))

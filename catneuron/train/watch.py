@@ -10,12 +10,10 @@ scan costs more, and a scan waits while the watch's time so far is over its shar
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -35,6 +33,7 @@ from catneuron.errors import UserError
 from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.store import checkpoint, runs
+from catneuron.train.metrics import MetricsLog
 
 BEST_CHECKPOINT = "checkpoint-best.safetensors"
 MIN_IMAGES = 100  # a smaller watch set gives held-out accuracies too coarse to follow
@@ -89,7 +88,7 @@ class Watch:
 
     # -- the session: history, baselines, the clock --------------------------------------------------------------
 
-    def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: IO[str],
+    def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: MetricsLog,
               network: Network, images: int, max_seconds: float | None = None) -> None:
         """Pick up the curve where metrics.jsonl left it (resume), log the baselines if this watch set has none,
         and scan unless the curve already has this point. With a time limit the watch set is cut to fit it."""
@@ -238,5 +237,4 @@ class Watch:
                      "(--watch-budget)")
 
     def _write(self, row: dict) -> None:
-        self.metrics.write(json.dumps(row) + "\n")
-        self.metrics.flush()
+        self.metrics.write(row)

@@ -132,6 +132,8 @@ class Downpour:
                             f"give --device cuda")
         check_feeds(trainer.source, options.replicas)
         self.trainer = trainer
+        trainer.resume_flags = f" --replicas {options.replicas}" + (
+            f" --partitions {options.partitions[0]}x{options.partitions[1]}" if options.ranks > 1 else "")
         self.session = uuid.uuid4().hex[:8]
         if options.partitions == (1, 1):
             self.shard_map: RowShards | BlockShards = RowShards(trainer.network, options.ps_shards)

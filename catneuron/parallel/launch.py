@@ -146,7 +146,7 @@ def run_ranks(fn: Callable, world: int, args: tuple = (), threads: int = 1, devi
         def pass_on(signum: int) -> None:
             for process in processes:
                 if process.is_alive():
-                    os.kill(process.pid, signal.SIGTERM)
+                    os.kill(process.pid, signum)
 
         with StopSignals(then=pass_on) as signals:
             try:

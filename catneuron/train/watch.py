@@ -10,14 +10,12 @@ scan costs more, and a scan waits while the watch's time so far is over its shar
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -37,6 +35,7 @@ from catneuron.errors import UserError
 from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.store import checkpoint, runs
+from catneuron.train.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
 BEST_CHECKPOINT = "checkpoint-best.safetensors"
@@ -92,7 +91,7 @@ class Watch:
 
     # -- the session: history, baselines, the clock --------------------------------------------------------------
 
-    def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: IO[str],
+    def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: MetricsLog,
               network: Network, images: int, max_seconds: float | None = None) -> None:
         """Pick up the curve where metrics.jsonl left it (resume), log the baselines if this watch set has none,
         and scan unless the curve already has this point. With a time limit the watch set is cut to fit it."""
@@ -241,5 +240,4 @@ class Watch:
                      "(--watch-budget)")
 
     def _write(self, row: dict) -> None:
-        self.metrics.write(json.dumps(row) + "\n")
-        self.metrics.flush()
+        self.metrics.write(row)

@@ -300,6 +300,37 @@ def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path,
     assert not left, f"Ray processes left behind: {left}"
 
 
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_the_driver_stops_on_sigterm_as_on_ctrl_c_and_ray_dies_with_it(tmp_path, stop):
+    """SIGTERM (a scheduler's preemption) to a Downpour driver: a checkpoint, the resume command, exit 143, and
+    none of Ray's native dump (`*** SIGTERM received`); kill -9: the private Ray dies with the driver."""
+    run, temp = tmp_path / "run", tempfile.mkdtemp(prefix="cnray-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {
+        "RAY_TMPDIR": temp, "PYTHONPATH": str(Path(__file__).parents[2])}
+    command = [sys.executable, "-c", "from catneuron.cli import main; main()", "train", "--data", "embedded",
+               "--preset", "tiny", "--steps", "100000", "--replicas", "2", "--out", str(run)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while not runs.read_metrics(run) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert runs.read_metrics(run), "no training step logged"
+        proc.send_signal(stop)
+        output = proc.communicate(timeout=120)[0].decode()
+        left = wait_gone(temp.encode(), 15)
+    finally:
+        proc.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not left, f"Ray processes outlived the driver by 15 s: {left}"
+    if stop == signal.SIGKILL:
+        return
+    assert proc.returncode == 143 and "SIGTERM received" not in output, output[-2000:]
+    said = re.search(r"interrupted by SIGTERM at step (\d+): checkpoint \S+; continue with `catneuron train --resume "
+                     r"--out '.*run' --data 'embedded' --replicas 2`", output)
+    assert said, output[-2000:]
+    assert checkpoint.load(runs.checkpoint_path(run)).step == int(said.group(1)) > 0
+
+
 def test_a_replica_that_always_dies_stops_the_run_with_its_error(private_ray, tmp_path, capsys):
     (tmp_path / "broken.tar").write_bytes(b"not a tar file" * 100)
     source = ShardSource([tmp_path / "broken.tar"], 16, 1, workers=0)

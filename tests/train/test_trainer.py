@@ -1,6 +1,7 @@
 """The single-process trainer: learning on real images, checkpoints, exact resume."""
 
 import json
+import logging
 import re
 
 import numpy as np
@@ -122,14 +123,15 @@ def test_resume_truncates_metrics_to_the_checkpoint(corpus, tmp_path):
     assert [row["step"] for row in runs.read_metrics(tmp_path / "run")] == list(range(1, 10))
 
 
-def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(corpus, tmp_path, capsys):
+def test_ctrl_c_says_where_the_checkpoint_is_and_how_to_resume(corpus, tmp_path, caplog):
     trainer = Trainer(PRESETS["tiny"], Poisoned(corpus, at=4, fault="interrupt"), tmp_path / "run",
                       data_spec="embedded")
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(10, progress=False)
-    err = capsys.readouterr().err
-    assert re.fullmatch(r"catneuron: interrupted at step 3: checkpoint .*checkpoint.safetensors; continue with "
-                        r"`catneuron train --resume --out '.*run' --data 'embedded'`\n", err)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and re.fullmatch(
+        r"catneuron: interrupted at step 3: checkpoint .*checkpoint.safetensors; continue with "
+        r"`catneuron train --resume --out '.*run' --data 'embedded'`", warned[0])
     assert checkpoint.load(runs.checkpoint_path(tmp_path / "run")).step == 3
 
 def test_precision_bf16_trains_with_bfloat16_operands(corpus, tmp_path):

@@ -29,8 +29,8 @@ def make_watch(concepts: list[str] | None, negatives: str | None, config: config
     if limit < 2:
         raise UserError(f"--watch-images {limit}: must be at least 2")
     options.validate()
-    sets = watch_sets(parse_concepts(concepts, "faces"), negatives, config.model.input_size, config.model.channels,
-                      limit)
+    sets = watch_sets(parse_concepts(concepts, "faces", "--watch"), negatives, config.model.input_size,
+                      config.model.channels, limit)
     return Watch(sets, options)
 
 
@@ -74,7 +74,7 @@ def train(
     """Train the network on unlabeled images."""
     dev = runs.device(device)
     grid = parse_grid(partitions)
-    checks.at_least("--steps", steps, 1)
+    checks.step_count("--steps", steps)
     checks.positive("--minutes", minutes)
     checks.at_least("--replicas", replicas, 1)
     if threads is not None:

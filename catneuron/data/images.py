@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,9 +62,14 @@ UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, Syn
 """What decoding an untrusted file may raise: the file is skipped and counted, never the run stopped.
 DecompressionBombError: a header claiming more than twice Pillow's limit of pixels (a bomb of a few KB)."""
 
-# Between Pillow's limit (89 Mpixels) and twice it, Pillow decodes with a two-line DecompressionBombWarning on
-# stderr per file; catneuron counts those images (ImageSet.large) and says so in one line of its own instead.
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+@contextmanager
+def quiet_large_images() -> Iterator[None]:
+    """Between Pillow's limit (89 Mpixels) and twice it, Pillow decodes with a two-line DecompressionBombWarning on
+    stderr per file; catneuron counts those images (`is_large`) and says so in its own words instead. The filter is
+    the process's: it covers the threads that decode while it is on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 def is_large(image: Image.Image) -> bool:
@@ -118,7 +124,7 @@ def read_images(paths: Iterable[Path], size: int, channels: int, workers: int = 
         except ValueError as e:
             return str(e)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with quiet_large_images(), ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(one, paths))
     good = [(p, a) for p, a in zip(paths, decoded, strict=True) if isinstance(a, tuple)]
     skipped = [(p, a) for p, a in zip(paths, decoded, strict=True) if isinstance(a, str)]

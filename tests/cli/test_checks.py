@@ -238,7 +238,8 @@ def test_a_nan_checkpoint_is_not_resumed(monkeypatch, capsys, world, tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "--data", "embedded", "--steps", str(10**23)], f"--steps {10**23}: at most 1,000,000,000 steps"),
+    (["train", "--data", "embedded", "--steps", str(10**23), "--minutes", "0.05"],
+     f"--steps {10**23}: at most 1,000,000,000 steps"),
     (["train", "--data", "embedded", "--watch-minutes", "nan", "--watch", "a", "--watch-negatives", "b"],
      "--watch-minutes nan: must be a positive number"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--null-seeds", "1000"],

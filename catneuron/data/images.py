@@ -72,9 +72,15 @@ def quiet_large_images() -> Iterator[None]:
         yield
 
 
-def is_large(image: Image.Image) -> bool:
+def is_large(width: int, height: int) -> bool:
     """Over Pillow's limit of pixels, but not twice over (those are refused): slow and memory-hungry."""
-    return Image.MAX_IMAGE_PIXELS is not None and image.width * image.height > Image.MAX_IMAGE_PIXELS
+    return Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS
+
+
+def large_note(count: int) -> str:
+    """The line that replaces Pillow's warnings about `count` images."""
+    return (f"{count} image(s) over {Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpixels decoded (slow and memory-hungry; "
+            "downscale them)")
 
 
 def read_image(path: str | Path, size: int, channels: int) -> np.ndarray:
@@ -87,7 +93,7 @@ def _decode(path: str | Path, size: int, channels: int) -> tuple[np.ndarray, boo
     try:
         with Image.open(path) as image:
             image.load()
-            return to_square(image, size, channels), is_large(image)
+            return to_square(image, size, channels), is_large(*image.size)
     except UNREADABLE as e:
         raise ValueError(f"{path}: {e}") from None
 
@@ -109,8 +115,7 @@ class ImageSet:
         """What a reader of the folder should hear: unreadable files skipped, very large images decoded."""
         out = [f"skipped {len(self.skipped)} unreadable image(s)"] if self.skipped else []
         if self.large:
-            out.append(f"{self.large} image(s) over {Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpixels decoded (slow and "
-                       "memory-hungry; downscale them)")
+            out.append(large_note(self.large))
         return out
 
 

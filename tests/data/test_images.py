@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from catneuron.data.images import read_folder, read_image
+from catneuron.data.ingest import Settings, ingest
 
 
 def test_a_decompression_bomb_is_skipped_and_counted(tmp_path, image_folder, bomb_png):
@@ -45,3 +46,8 @@ def test_images_over_pillows_limit_are_counted_in_one_line_not_warned(tmp_path, 
     assert len(found) == 4 and not found.skipped and found.large == 3
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
     assert found.notes() == ["3 image(s) over 0 Mpixels decoded (slow and memory-hungry; downscale them)"]
+    with warnings.catch_warnings(record=True) as caught:
+        stats = ingest([str(folder)], tmp_path / "shards", Settings(size=16, census=0, detect_faces=False),
+                       progress=False).stats
+    assert stats["large_images"] == 3 and stats["samples"] == 4
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]

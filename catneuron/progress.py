@@ -25,7 +25,7 @@ def format_seconds(seconds: float) -> str:
 class Progress:
     """One status line, rewritten in place on a terminal and printed at most every `every` seconds elsewhere."""
 
-    def __init__(self, total: int, label: str, enabled: bool = True, every: float = 5.0) -> None:
+    def __init__(self, total: int | None, label: str, enabled: bool = True, every: float = 5.0) -> None:
         self.total, self.label, self.enabled, self.every = total, label, enabled, every
         self.tty = sys.stderr.isatty()
         self.last = 0.0
@@ -39,8 +39,9 @@ class Progress:
             return
         self.last = now
         if eta is None:
-            eta = (self.total - done) / rate if rate > 0 else float("nan")
-        parts = [f"{self.label} {done}/{self.total}", f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2g} {unit}/s"]
+            eta = (self.total - done) / rate if rate > 0 and self.total is not None else float("nan")
+        count = f"{done}/{self.total}" if self.total is not None else f"{done}"
+        parts = [f"{self.label} {count}", f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2g} {unit}/s"]
         parts += [f"{k} {v:.4g}" for k, v in (fields or {}).items()]
         parts.append(f"left {format_seconds(eta)}")
         line = " | ".join(parts)

@@ -1,16 +1,19 @@
 """Fixtures shared across the suite."""
 
+import os
 import shutil
 import struct
 import subprocess
+import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from raykit import wait_gone
 
 
 def write_images(folder: Path, count: int, seed: int, corrupt: int = 0, size: tuple[int, int] = (20, 24)) -> Path:
@@ -54,13 +57,50 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def missing_tool(reason: str) -> None:
+    """A test whose system tool is missing: skipped with `reason` on a workstation, failed under CI (which sets
+    CI=true and installs the tool, .ci/run), so that a green CI always holds the proofs that need it."""
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{reason}, under CI", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, for the report's browser test."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        missing_tool("chromium is not installed (.ci/run installs it)")
+    return found
+
+
 @pytest.fixture
 def isolate() -> list[str]:
     """For the loopback proofs under strace: the command prefix that runs a program in a network namespace of
-    its own with only `lo` up (empty where one cannot be made); the test is skipped where strace is unusable."""
+    its own with only `lo` up (empty where one cannot be made); without a usable strace the test is skipped,
+    or fails under CI."""
     if shutil.which("strace") is None or subprocess.run(["strace", "-f", "-o", "/dev/null", "true"]).returncode:
-        pytest.skip("strace is not usable here")
+        missing_tool("strace is not usable here")
     if shutil.which("unshare") and shutil.which("ip") and subprocess.run(
             ["unshare", "-n", "ip", "link", "set", "lo", "up"], capture_output=True).returncode == 0:
         return ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$@"', "sh"]
     return []
+
+
+@pytest.fixture(scope="session")
+def private_ray() -> Iterator[None]:
+    """One private local Ray for every Ray test of the session (starting one costs seconds and ~400 MiB);
+    afterwards, none of its processes may be left."""
+    pytest.importorskip("ray")
+    from catneuron.downpour.ray_env import local_ray
+
+    # A short temp dir of our own: Ray's socket paths must stay under 108 bytes, and it marks our processes.
+    temp = tempfile.mkdtemp(prefix="cnray-", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = temp
+    try:
+        with local_ray(num_cpus=2):
+            yield
+        assert not wait_gone(temp.encode()), "Ray processes outlived the tests"
+    finally:
+        os.environ.pop("RAY_TMPDIR", None)
+        shutil.rmtree(temp, ignore_errors=True)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ import numpy as np
 from catneuron.data.images import ImageSet, read_folder
 from catneuron.data.labelled import LabelledImages
 from catneuron.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def concept_slug(concept: str) -> str:
@@ -71,7 +75,8 @@ def ratio_subsample(n_positive: int, n_negative: int, ratio: float, seed: int = 
 
 
 def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int,
-                 positive_fraction: float | None = None, say=print) -> list[tuple[str, LabelledImages]]:
+                 positive_fraction: float | None = None, say: Callable[[str], None] = log.info
+                 ) -> list[tuple[str, LabelledImages]]:
     """One labelled set per concept against the shared distractors, at the model's size and channels.
 
     With `positive_fraction`, every concept is subsampled (as few images dropped as possible) to that share
@@ -100,7 +105,7 @@ def concept_sets(concepts: list[tuple[str, str]], negatives: str, size: int, cha
 
 
 def _meaningful(name: str, positives: tuple[int, int], negatives: tuple[int, int], fraction: float | None,
-                say) -> None:
+                say: Callable[[str], None]) -> None:
     """Refuse a class of fewer than 2 images (kept, read); say so when subsampling drops most of a class."""
     why = (f"subsampled to --positive-fraction {fraction:.3g}" if fraction is not None
            else "subsampled to the first concept's ratio")
@@ -131,7 +136,7 @@ def _hashes(found: ImageSet) -> dict[str, Path]:
     return out
 
 
-def _read(folder: str, flag: str, size: int, channels: int, say) -> ImageSet:
+def _read(folder: str, flag: str, size: int, channels: int, say: Callable[[str], None]) -> ImageSet:
     """Grey and colour both accepted: converted to the model's channels and resized to its input."""
     found = read_folder(folder, size, channels, flag=flag)
     for note in found.notes():

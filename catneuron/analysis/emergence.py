@@ -10,7 +10,9 @@ heldout_accuracy, auc}, ...], "upper_heldout": ...}}}` at the start, every inter
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from catneuron.errors import UserError
 from catneuron.model.network import Network
 
 WATCH, BASELINES = "watch", "watch_baselines"
+log = logging.getLogger(__name__)
 MAX_IMAGES = 1000
 
 
@@ -36,7 +39,7 @@ def upper_heldout(stages: list[dict]) -> float:
     return max(upper)
 
 
-def watch_records(rows: list[dict], say=None) -> list[dict]:
+def watch_records(rows: list[dict], say: Callable[[str], None] | None = None) -> list[dict]:
     """The well-formed watch records in image order, the last written kept where a crash and a resume repeat a
     count. A malformed one (a hand edit, another version) is skipped, and counted to `say` when given."""
     watch = [r for r in rows if r.get("record") == WATCH]
@@ -130,7 +133,7 @@ def subsample(test: LabelledImages, limit: int, seed: int = 0) -> LabelledImages
 
 
 def watch_sets(concepts: list[tuple[str, str]], negatives: str, size: int, channels: int, limit: int = MAX_IMAGES,
-               say=print) -> list[tuple[str, LabelledImages]]:
+               say: Callable[[str], None] = log.info) -> list[tuple[str, LabelledImages]]:
     """The labelled watch sets (evaluate's: the first concept sets the ratio), each cut to `limit` images."""
     try:
         sets = concept_sets(concepts, negatives, size, channels, say=say)

@@ -11,7 +11,8 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from functools import partial
+from io import BufferedRandom
 
 import numpy as np
 import torch
@@ -38,7 +39,7 @@ def watched(batches: Batches, n_images: int, label: str, enabled: bool) -> Batch
     """`batches` with a progress line per pass (images done, rate, time left)."""
     passes = iter(["pass 1/2 (activations, ranges)", "pass 2/2 (counts)"])
 
-    def run() -> Iterator[tuple[torch.Tensor, int]]:
+    def run() -> Iterator[tuple[torch.Tensor | np.ndarray, int]]:
         progress = Progress(n_images, f"{label}, {next(passes, 'pass')}: images", enabled)
         start, done = time.monotonic(), 0
         for acts, group in batches():
@@ -64,7 +65,7 @@ class Spill:
     second reads them back. The network runs once per scan, memory stays one batch, the file holds
     images x units x 4 bytes."""
 
-    def __init__(self, batches: Batches, file: BinaryIO) -> None:
+    def __init__(self, batches: Batches, file: BufferedRandom) -> None:
         self.batches, self.file = batches, file
         self.written: list[tuple[tuple[int, ...], int]] | None = None
 
@@ -72,10 +73,10 @@ class Spill:
         return self._write() if self.written is None else self._read()
 
     def _write(self) -> Iterator[tuple[np.ndarray, int]]:
-        written = []
-        for acts, group in self.batches():
-            acts = np.ascontiguousarray(acts, dtype=np.float32)
-            self.file.write(memoryview(acts).cast("B"))
+        written: list[tuple[tuple[int, ...], int]] = []
+        for batch, group in self.batches():
+            acts = np.ascontiguousarray(batch, dtype=np.float32)
+            self.file.write(memoryview(acts).cast("B"))  # type: ignore[arg-type]  # numpy's stubs: a buffer from 3.12
             written.append((acts.shape, group))
             yield acts, group
         self.written = written
@@ -84,7 +85,7 @@ class Spill:
         self.file.seek(0)
         for shape, group in self.written or []:
             acts = np.empty(shape, dtype=np.float32)
-            self.file.readinto(memoryview(acts).cast("B"))
+            self.file.readinto(memoryview(acts).cast("B"))  # type: ignore[arg-type]
             yield acts, group
 
 
@@ -111,7 +112,7 @@ class Leader:
         for h, half in enumerate(scored.halves):
             u = half.best()
             if (half.accuracy[u], half.auc[u]) > self.halves[h][:2]:
-                self.halves[h] = (float(half.accuracy[u]), float(half.auc[u]), offset + u, float(half.transfer[u]))
+                self.halves[h] = (float(half.accuracy[u]), float(half.auc[u]), offset + u, half.transferred(u))
 
     def record(self, name: str, **extra) -> dict:
         accuracy, auc, unit, threshold = self.full
@@ -126,7 +127,7 @@ def scan_linear(blocks: Iterable[torch.Tensor], rows: torch.Tensor, layout: Layo
     meter = Progress(total, f"{label}: filters", progress)
     for block in blocks:
         responses = [(rows[index] @ block.T, group) for group, index in layout.spans(CHUNK)]
-        leader.update(scan(lambda r=responses: iter(r), layout.counts()), done)
+        leader.update(scan(partial(iter, responses), layout.counts()), done)
         done += len(block)
         meter.update(done, done / max(time.monotonic() - start, 1e-9), "filters", final=done >= total)
     return leader, done

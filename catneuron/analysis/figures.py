@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import matplotlib
 
@@ -12,6 +13,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from catneuron.model.network import Network  # noqa: E402
+from catneuron.model.stage import Stage  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -26,8 +28,8 @@ def histogram(values: np.ndarray, labels: np.ndarray, threshold: float, title: s
     """The paper's Figure 2: a neuron's activations on the concept vs. distractors, threshold marked."""
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bins = np.linspace(values.min(), values.max(), 40)
-    ax.hist(values[labels == 0], bins=bins, alpha=0.6, density=True, label="distractors")
-    ax.hist(values[labels == 1], bins=bins, alpha=0.6, density=True, label=concept)
+    ax.hist(values[labels == 0], bins=bins.tolist(), alpha=0.6, density=True, label="distractors")
+    ax.hist(values[labels == 1], bins=bins.tolist(), alpha=0.6, density=True, label=concept)
     ax.axvline(threshold, color="k", linestyle="--", linewidth=1, label="best threshold")
     ax.set_xlabel("activation")
     ax.set_ylabel("frequency (normalized)")
@@ -97,7 +99,7 @@ def _filter_tiles(weight: np.ndarray, out_shape: tuple[int, int], k: int, channe
 def filters(network: Network, path: Path) -> Path:
     """Every stage's encoder W1 beside its decoder W2 (the decoder shows the structure a unit paints back into
     its input), one row per map; zero is mid-grey."""
-    stages = list(network.stages)
+    stages = [cast(Stage, stage) for stage in network.stages]
     fig, axes = plt.subplots(len(stages), 2, figsize=(9, 4.2 * len(stages)), squeeze=False)
     for s, stage in enumerate(stages, start=1):
         for ax, layer, name in ((axes[s - 1, 0], stage.encoder, "W1 (encoder)"),

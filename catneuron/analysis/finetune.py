@@ -63,6 +63,9 @@ class Classifier(nn.Module):
         self.register_buffer("std", std.clone())
         self.linear = nn.Linear(mean.numel(), classes)
 
+    mean: Tensor
+    std: Tensor
+
     @classmethod
     def fitted_to(cls, features: Tensor, classes: int) -> Classifier:
         return cls(features.mean(0), features.std(0).clamp_min(1e-6), classes)

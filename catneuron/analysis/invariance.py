@@ -13,6 +13,7 @@ import csv
 import io
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def transform(images: Tensor, kind: str, amount: float) -> Tensor:
         theta = [[c, -s, 0.0], [s, c, 0.0]]
     else:
         raise ValueError(f"unknown transform {kind!r} (known: {', '.join(TRANSFORMS)})")
-    theta = torch.tensor(theta, dtype=images.dtype, device=images.device).expand(len(images), 2, 3)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    matrices = torch.tensor(theta, dtype=images.dtype, device=images.device).expand(len(images), 2, 3)
+    grid = F.affine_grid(matrices, list(images.shape), align_corners=False)
     sampled = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     inside = F.grid_sample(torch.ones_like(images[:, :1]), grid, mode="bilinear", padding_mode="zeros",
                            align_corners=False)
@@ -101,7 +102,7 @@ def invariance_curves(network: Network, images: Tensor | np.ndarray, neuron: Neu
     return curves
 
 
-def out_of_plane_curve(network: Network, sequences: list[Tensor | np.ndarray], angles: np.ndarray, unit: str,
+def out_of_plane_curve(network: Network, sequences: Sequence[Tensor | np.ndarray], angles: np.ndarray, unit: str,
                        neuron: NeuronId) -> Curve:
     """Mean response at each view over several sequences of the same length (one object each, by angle)."""
     table = torch.stack([responses(network, seq, neuron) for seq in sequences], dim=1)
@@ -126,7 +127,7 @@ def read_views(folder: str | Path, size: int, channels: int,
     for path in paths:
         groups.setdefault(path.parent, []).append(path)
     numbered = all(_TRAILING_NUMBER.search(p.stem) for p in paths)
-    key = (lambda p: float(_TRAILING_NUMBER.search(p.stem).group(1))) if numbered else (lambda p: p.name)
+    key = (lambda p: float(_TRAILING_NUMBER.search(p.stem).group(1))) if numbered else (lambda p: p.name)  # type: ignore[union-attr]
     sequences = [sorted(group, key=key) for group in groups.values()]
     lengths = {len(s) for s in sequences}
     if len(lengths) > 1:

@@ -61,7 +61,8 @@ def optimal_figure(run: Path, network: Network, neuron: NeuronId, stimuli: Stimu
         top_images = as_float(stimuli.images[index]).numpy()
         top_records = [{"path": stimuli.names[i], "value": float(v)} for i, v in zip(index, top_values, strict=True)]
     figure = runs.figures_dir(run) / f"optimal_{neuron}.png"
-    title = f"{neuron}: optimal stimulus" + (f" and top {len(top_records)} of {stimuli.source}" if top_records else "")
+    title = f"{neuron}: optimal stimulus" + (f" and top {len(top_records)} of {stimuli.source}"
+                                             if stimuli is not None and top_records else "")
     plot_optimal(result.x[result.best], best.value, top_images, top_values, figure, title)
     record = {
         "neuron": str(neuron), "stage": neuron.stage, "sublayer": neuron.sublayer, "value": best.value,

@@ -135,19 +135,8 @@ def ascend(objective: Objective, x0: Tensor, steps: int = 200, step_size: float 
         if not active.any():
             break
         done = iteration
-        accepted = torch.zeros(batch, dtype=torch.bool, device=x.device)
-        trial_x, trial_f = x.clone(), f.clone()
-        for _ in range(max_backtracks + 1):
-            pending = active & ~accepted
-            if not pending.any():
-                break
-            candidate = project(x + _rows(alpha, x) * g)
-            with torch.no_grad():
-                value = objective(candidate)
-            ok = pending & (value >= f + armijo * _dot(g, candidate - x)) & torch.isfinite(value)
-            trial_x[ok], trial_f[ok] = candidate[ok], value[ok]
-            accepted |= ok
-            alpha = torch.where(pending & ~ok, alpha * shrink, alpha)
+        trial_x, trial_f, accepted, alpha = _line_search(objective, x, f, g, alpha, active, armijo, shrink,
+                                                         max_backtracks)
         for i in torch.nonzero(active & ~accepted).flatten().tolist():
             active[i], reasons[i] = False, "line search"
         x_old, g_old = x, g
@@ -185,6 +174,26 @@ def ascend(objective: Objective, x0: Tensor, steps: int = 200, step_size: float 
     return Ascent(x.detach(), f, starts, torch.stack(history))
 
 
+def _line_search(objective: Objective, x: Tensor, f: Tensor, g: Tensor, alpha: Tensor, active: Tensor, armijo: float,
+                 shrink: float, max_backtracks: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Backtracking along the sphere for every active start at once: (new x, new f, which starts accepted a
+    step, the step sizes after the halvings). A start that accepts none keeps its x and f."""
+    accepted = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    trial_x, trial_f = x.clone(), f.clone()
+    for _ in range(max_backtracks + 1):
+        pending = active & ~accepted
+        if not pending.any():
+            break
+        candidate = project(x + _rows(alpha, x) * g)
+        with torch.no_grad():
+            value = objective(candidate)
+        ok = pending & (value >= f + armijo * _dot(g, candidate - x)) & torch.isfinite(value)
+        trial_x[ok], trial_f[ok] = candidate[ok], value[ok]
+        accepted |= ok
+        alpha = torch.where(pending & ~ok, alpha * shrink, alpha)
+    return trial_x, trial_f, accepted, alpha
+
+
 def random_starts(n: int, shape: tuple[int, ...], seed: int = 0, dtype: torch.dtype = torch.float32) -> Tensor:
     """`n` zero-mean Gaussian images on the unit sphere: the network ignores an image's mean anyway."""
     generator = torch.Generator().manual_seed(seed)
@@ -207,7 +216,7 @@ def optimal_stimulus(network: Network, neuron: NeuronId, starts: int = 8, steps:
     x0 = random_starts(starts, shape, seed, params[0].dtype).to(params[0].device)
     try:
         network.requires_grad_(False)
-        return ascend(neuron_objective(network, neuron), x0, steps, **options)
+        return ascend(neuron_objective(network, neuron), x0, steps, **options)  # type: ignore[arg-type]
     finally:
         for p, flag in zip(params, flags, strict=True):
             p.requires_grad_(flag)
@@ -243,6 +252,7 @@ def plot_optimal(stimulus: Tensor, value: float, top_images: np.ndarray | None, 
     _show(ax, to_display(stimulus.detach().cpu()).numpy())
     ax.set_title(f"optimal stimulus, f = {value:.3g}", fontsize=9)
     for i in range(n):
+        assert top_images is not None and top_values is not None  # n > 0
         ax = fig.add_subplot(grid[i // cols, rows + i % cols])
         _show(ax, top_images[i])
         ax.set_title(f"{top_values[i]:.3g}", fontsize=8)

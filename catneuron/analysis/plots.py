@@ -16,8 +16,8 @@ from catneuron.store.runs import number
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
-    points = [(number(r.get("step")), number(r.get(key))) for r in rows]
-    points = [(s, v) for s, v in points if s is not None and v is not None]
+    found = [(number(r.get("step")), number(r.get(key))) for r in rows]
+    points = [(s, v) for s, v in found if s is not None and v is not None]
     return [s for s, _ in points], [v for _, v in points]
 
 
@@ -59,7 +59,7 @@ BASELINE_LINES = (("random_guess", "random guess", ":"), ("random_weights", "ran
                   ("linear_filter", "best linear filter", "-."), ("bar", "bar (better baseline + 3 points)", "-"))
 
 
-def emergence_curves(rows: list[dict], path: Path) -> dict[str, dict[str, list[tuple[list[float], list[float]]]]]:
+def emergence_curves(rows: list[dict], path: Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
     """Held-out accuracy of each stage's best unit against images seen (log axis), one panel per watched concept,
     with the baselines and the bar as horizontal lines. Returns what each panel drew, read back from its lines
     ({concept: {label: [(x, y)]}}); empty, and nothing written, for a run without watch records."""
@@ -70,7 +70,7 @@ def emergence_curves(rows: list[dict], path: Path) -> dict[str, dict[str, list[t
     base = (latest_baselines(rows) or {}).get("concepts", {})
     fig = Figure(figsize=(7.5, 3.6 * len(concepts)), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    drawn = {}
+    drawn: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for ax, concept in zip(fig.subplots(len(concepts), 1, squeeze=False)[:, 0], concepts, strict=True):
         for stage, (xs, ys) in sorted(curve(records, concept).items()):
             ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, label=f"stage {stage}")

@@ -29,7 +29,7 @@ PER_STEP = 27  # fine bins between two thresholds
 GRID = (N_THRESHOLDS - 1) * PER_STEP  # bin 0 holds values at the min; bins 1..GRID the rest
 THREADS = torch.get_num_threads()  # counting threads, each on its own units
 # (activations (B, U) of images all in one group, group number = 2 * half + label); called once per pass.
-Batches = Callable[[], Iterable[tuple[torch.Tensor, int]]]
+Batches = Callable[[], Iterable[tuple[torch.Tensor | np.ndarray, int]]]
 
 
 @dataclass
@@ -51,6 +51,11 @@ class Scan:
         order = np.lexsort((-self.auc[units], -self.accuracy[units]))
         return int(units[order[0]])
 
+    def transferred(self, unit: int) -> float:
+        """A half's scan: `unit`'s accuracy on the other half at this half's threshold."""
+        assert self.transfer is not None, "only a half's scan has a transfer"
+        return float(self.transfer[unit])
+
 
 @dataclass
 class Scored:
@@ -63,7 +68,7 @@ class Scored:
         """Unit and threshold chosen on one half (among `units`), scored on the other; the mean of both
         directions, so the number does not hang on one split. Returns it with the two chosen units."""
         picks = [half.best(units) for half in self.halves]
-        accuracy = np.mean([half.transfer[unit] for half, unit in zip(self.halves, picks, strict=True)])
+        accuracy = np.mean([half.transferred(unit) for half, unit in zip(self.halves, picks, strict=True)])
         return float(accuracy), (picks[0], picks[1])
 
 
@@ -168,13 +173,13 @@ def scan(batches: Batches, counts: np.ndarray) -> Scored:
     low = high = None
     for acts, group in batches():  # pass 1: each unit's range on each half
         acts = np.asarray(acts)
-        if low is None:
+        if low is None or high is None:
             low = np.full((2, acts.shape[1]), np.inf, dtype=np.float32)
             high = np.full((2, acts.shape[1]), -np.inf, dtype=np.float32)
         half = group // 2
         np.minimum(low[half], acts.min(0), out=low[half])
         np.maximum(high[half], acts.max(0), out=high[half])
-    if low is None:
+    if low is None or high is None:
         raise ValueError("empty test set")
     filled = counts.sum(1) > 0  # a half without images keeps low = inf, high = -inf
     if not (np.isfinite(low[filled]).all() and np.isfinite(high[filled]).all()):

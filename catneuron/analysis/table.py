@@ -52,13 +52,13 @@ def _cell(value: float | None, bars: list[float | None], ours: bool) -> str:
     if value is None:
         return ""
     text = f"{100 * value:.1f}"
-    beats = ours and bars and None not in bars and all(value > bar for bar in bars)
+    beats = ours and bars and None not in bars and all(bar is not None and value > bar for bar in bars)
     return f"[green]{text}[/green]" if beats else text
 
 
-def print_table(results: list[dict], console: Console | None = None) -> None:
-    """Per concept: the measured verdict first, then Table 1 with this run's and the paper's numbers."""
-    console = console or Console()
+def print_table(results: list[dict], console: Console) -> None:
+    """Per concept: the measured verdict first, then Table 1 with this run's and the paper's numbers, on the
+    caller's console (the command's terminal, or a recording one)."""
     for result in results:
         if "verdict" in result:
             v = result["verdict"]
@@ -101,8 +101,8 @@ def full_row_values(row: dict) -> dict[str, float]:
     return values
 
 
-def print_full_table(summary: dict, console: Console | None = None) -> None:
-    console = console or Console()
+def print_full_table(summary: dict, console: Console) -> None:
+    """Every row of Table 1 for every concept, beside the paper's numbers, on the caller's console."""
     concepts = summary["concepts"]
     table = Table(title=f"Table 1 ({summary['steps']} training steps per model)")
     table.add_column("")

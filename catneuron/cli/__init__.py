@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from catneuron.cli.app import app
+from catneuron.cli.logs import show_library_lines
 from catneuron.errors import UserError
 
 # Importing a command module registers its sub-command on `app`; one module per line.
@@ -23,6 +24,7 @@ from catneuron.cli import visualize  # noqa: E402,F401  isort: skip
 def main() -> None:
     """Entry point: bad input becomes one line on stderr and exit status 2, an OS failure one line and
     exit status 1; never a traceback."""
+    show_library_lines()
     try:
         code = app(standalone_mode=False)
     except UserError as e:

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from catneuron.errors import UserError
+from catneuron.model.config import Config, to_dict
 
 
 def writable_folder(path: str | Path, flag: str) -> Path:
@@ -82,6 +83,27 @@ def resume_keeps(given: dict[str, object]) -> None:
     if changed:
         raise UserError(f"{changed[0]} with --resume: a resumed run keeps the config of its checkpoint "
                         "(start a new run to change it)")
+
+
+def same_config(wanted: Config, found: Config, run: Path) -> None:
+    """--auto-resume goes on with a run only if the flags it was given make that run's config: a requeued job
+    reruns its own command, and another command on the same folder is a mistake, not a continuation."""
+    a, b = _flat(to_dict(wanted)), _flat(to_dict(found))
+    differ = sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
+    if differ:
+        key = differ[0]
+        raise UserError(f"--auto-resume: {run} holds a run whose config differs from these flags ({key}: "
+                        f"{b.get(key)!r} there, {a.get(key)!r} here); give its flags, or another --out")
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def same_data(data: str, trained_on: str | None) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 import typer
+from rich.console import Console
 
 from catneuron.analysis.neuron_figures import Stimuli, invariance_figure, optimal_figure
 from catneuron.analysis.null import check_null_seeds
@@ -21,7 +22,7 @@ from catneuron.errors import UserError
 from catneuron.model import config as configs
 from catneuron.model.network import NeuronId
 from catneuron.report.site import write_report
-from catneuron.store import runs
+from catneuron.store import lock, runs
 from catneuron.train.trainer import Trainer
 
 OPTIMAL_SECONDS = 20.0
@@ -81,16 +82,17 @@ def demo(
     if runs.checkpoint_path(out).exists():
         raise UserError(f"--out {out}: already holds a run; choose another folder")
     checks.writable_folder(out, "--out")
-    cfg = configs.replace(configs.preset(preset), train=overrides)
-    corpus = train_on_corpus(cfg, out, steps, minutes, runs.device(device))
-    test = corpus.test_set()
-    print(f"2/4 scanning every neuron on {len(test.labels)} held-out test images "
-          f"({test.positive_fraction:.1%} faces; the paper's test set has 35.2%)")
-    result = evaluate_run(out, test, "faces", n_filters=linear_filters, null_seeds=null_seeds, probe=True,
-                          inputs={"test_set": f"embedded corpus test set ({corpus.description})"})
-    print("3/4 results")
-    print_table([result])
-    print("4/4 the best neuron of each stage: optimal stimulus and invariance curves (the paper's Figures 3, 4)")
-    stage_figures(out, test, result, min(OPTIMAL_SECONDS, OPTIMAL_SHARE * minutes * 60))
-    print(f"report: {write_report(out)}")
-    print(f"run folder: {out}")
+    with lock.writing(out):
+        cfg = configs.replace(configs.preset(preset), train=overrides)
+        corpus = train_on_corpus(cfg, out, steps, minutes, runs.device(device))
+        test = corpus.test_set()
+        print(f"2/4 scanning every neuron on {len(test.labels)} held-out test images "
+              f"({test.positive_fraction:.1%} faces; the paper's test set has 35.2%)")
+        result = evaluate_run(out, test, "faces", n_filters=linear_filters, null_seeds=null_seeds, probe=True,
+                              inputs={"test_set": f"embedded corpus test set ({corpus.description})"})
+        print("3/4 results")
+        print_table([result], Console())
+        print("4/4 the best neuron of each stage: optimal stimulus and invariance curves (the paper's Figures 3, 4)")
+        stage_figures(out, test, result, min(OPTIMAL_SECONDS, OPTIMAL_SHARE * minutes * 60))
+        print(f"report: {write_report(out)}")
+        print(f"run folder: {out}")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from catneuron.analysis.concepts import concept_sets, concept_slug, parse_concepts
 from catneuron.analysis.null import check_null_seeds
@@ -69,7 +70,7 @@ def evaluate(
                   "positive_fraction_requested": fraction}
         results.append(evaluate_run(run, test, name, linear_filters, training_data, json_file, inputs,
                                     null_seeds=null_seeds, probe=probe))
-    print_table(results)
+    print_table(results, Console())
     for result in results:
         print(f"results: {runs.results_dir(run) / (concept_slug(result['concept']) + '.json')}")
 

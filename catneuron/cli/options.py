@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import typer
 
 from catneuron.analysis.stimuli import check_neuron
@@ -30,7 +32,7 @@ def train_overrides(**flags: object) -> dict[str, object]:
     """The `train:` fields that flags given on the command line override (None: not given), --seed and
     --precision checked before any work starts."""
     if flags.get("seed") is not None:
-        checks.at_least("--seed", flags["seed"], 0)  # numpy's generators refuse negative seeds
+        checks.at_least("--seed", cast(int, flags["seed"]), 0)  # numpy's generators refuse negative seeds
     precision = flags.get("precision")
     if precision is not None and precision not in configs.PRECISIONS:
         raise UserError(f"--precision {precision}: choose {' or '.join(configs.PRECISIONS)}")

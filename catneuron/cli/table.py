@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from catneuron.analysis.ablations import build_table
 from catneuron.analysis.concepts import concept_sets, parse_concepts
@@ -44,5 +45,5 @@ def table(
     sets = concept_sets(parse_concepts(positives, "faces"), negatives, cfg.model.input_size, cfg.model.channels)
     summary = build_table(out, cfg, data, control_data, sets, steps, train_run, linear_filters, centroids,
                           null_seeds=null_seeds)
-    print_full_table(summary)
+    print_full_table(summary, Console())
     print(f"table: {out / 'table.json'}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import typer
@@ -16,9 +18,26 @@ from catneuron.data.sources import open_source
 from catneuron.errors import UserError
 from catneuron.model import config as configs
 from catneuron.parallel.grid import parse_grid
+from catneuron.parallel.launch import leads
 from catneuron.store import checkpoint, runs
+from catneuron.store import lock as runs_lock
+from catneuron.train.loop import TrainResult
+from catneuron.train.signals import Interrupted
 from catneuron.train.trainer import Trainer
 from catneuron.train.watch import Watch, WatchOptions
+
+if TYPE_CHECKING:
+    from catneuron.downpour.driver import DownpourOptions
+
+DEFAULT_STEPS = 1000
+
+
+class Runner(Protocol):
+    """A Trainer, a ModelParallel or a Downpour: `leader` reports; `fit` gives its result there (None elsewhere)."""
+
+    leader: bool
+
+    def fit(self, steps: int | None, max_seconds: float | None = None) -> TrainResult | None: ...
 
 
 def make_watch(concepts: list[str] | None, negatives: str | None, config: configs.Config, options: WatchOptions,
@@ -40,9 +59,12 @@ def train(
                              "--resume, the run's own (config.json) when not given."),
     preset: str = typer.Option(None, help="Preset: tiny, small or paper (default small)."),
     config: str = typer.Option(None, help="A YAML config file."),
-    steps: int = typer.Option(1000, help="Train until this many steps in total."),
+    steps: int = typer.Option(None, help=f"Train until this many steps in total (default {DEFAULT_STEPS}; with "
+                              "--minutes alone, until the time is up)."),
     out: Path = typer.Option(Path("runs/train"), help="Run folder."),
     resume: bool = typer.Option(False, help="Continue the run in --out from its checkpoint."),
+    auto_resume: bool = typer.Option(False, help="Continue the run in --out if it holds a checkpoint (the same "
+                                     "flags must give its config), else start it: a requeued job reruns its command."),
     minutes: float = typer.Option(None, help="Stop after this many minutes (checkpoint kept)."),
     lr: float = typer.Option(None, help="Learning rate (overrides the config)."),
     optimizer: str = typer.Option(None, help="adagrad or sgd (overrides the config)."),
@@ -74,78 +96,96 @@ def train(
     """Train the network on unlabeled images."""
     dev = runs.device(device)
     grid = parse_grid(partitions)
-    checks.step_count("--steps", steps)
+    if steps is not None:
+        checks.step_count("--steps", steps)
+    elif minutes is None:
+        steps = DEFAULT_STEPS  # with --minutes alone, the time decides
     checks.positive("--minutes", minutes)
     checks.at_least("--replicas", replicas, 1)
     if threads is not None:
         checks.at_least("--threads", threads, 1)
-    if resume:
-        if not runs.checkpoint_path(out).is_file():
-            raise UserError(f"--resume: {out} has no checkpoint to resume from")
+    if resume and auto_resume:
+        raise UserError("--resume and --auto-resume: give one")
+    if resume and not runs.checkpoint_path(out).is_file():
+        raise UserError(f"--resume: {out} has no checkpoint to resume from")
+    checks.writable_folder(out, "--out")
+    with runs_lock.writing(out) if leads() else nullcontext():
+        resume = resume or (auto_resume and runs.checkpoint_path(out).is_file())
         given = {"--preset": preset, "--config": config, "--lr": lr, "--optimizer": optimizer, "--seed": seed,
                  "--precision": precision, "--no-lcn": no_lcn or None}
-        checks.resume_keeps(given)
-        checks.writable_folder(out, "--out")
-        cfg = checkpoint.read_config(runs.checkpoint_path(out))
-        if data is None:
-            data = runs.training_data(out)
+        if resume:
+            if auto_resume:
+                checks.same_config(new_config(given), checkpoint.read_config(runs.checkpoint_path(out)), out)
+            else:
+                checks.resume_keeps(given)
+            cfg = checkpoint.read_config(runs.checkpoint_path(out))
+            if data is None:
+                data = runs.training_data(out)
+            else:
+                checks.same_data(data, checkpoint.read_extra(runs.checkpoint_path(out)).get("data"))
         else:
-            checks.same_data(data, checkpoint.read_extra(runs.checkpoint_path(out)).get("data"))
-    else:
-        if data is None:
-            raise UserError("--data: needed to start a run (with --resume, the run's own is used)")
-        cfg = resolve_config(preset, config)
-        overrides = train_overrides(lr=lr, optimizer=optimizer, seed=seed, precision=precision)
-        cfg = configs.replace(cfg, train=overrides, model={"lcn": False} if no_lcn else {})
-        if runs.checkpoint_path(out).is_file():
-            raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
-        checks.writable_folder(out, "--out")
-    source = open_source(data, cfg.model.input_size, cfg.model.channels)
-    watcher = None
-    if watch or watch_negatives:
-        watcher = make_watch(watch, watch_negatives, cfg, WatchOptions(
-            watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
-    downpour = replicas > 1 or address is not None
-    if grid != (1, 1) and not downpour:
-        run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, watcher)
-        return
-    if threads is not None:
-        torch.set_num_threads(threads)
-    here = torch.device("cpu") if downpour else dev  # Downpour's driver only maps rows: the replicas compute
-    trainer = Trainer.resume(out, source, here) if resume else Trainer(cfg, source, out, here, data_spec=data)
-    runner, how = trainer, ""
-    if downpour:
-        from catneuron.downpour.driver import Downpour, DownpourOptions
+            if data is None:
+                raise UserError("--data: needed to start a run (with --resume, the run's own is used)")
+            cfg = new_config(given)
+            if runs.checkpoint_path(out).is_file():
+                raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
+        watcher = None
+        if watch or watch_negatives:
+            watcher = make_watch(watch, watch_negatives, cfg, WatchOptions(
+                watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
+        downpour = None
+        if replicas > 1 or address is not None:
+            from catneuron.downpour.driver import DownpourOptions
 
-        runner = Downpour(trainer, DownpourOptions(replicas, ps_shards, fetch_every, push_every, address,
-                                                   on_replica_failure, ps_snapshot_minutes * 60, partitions=grid,
-                                                   device=dev))
-        how = f" with Downpour SGD ({replicas} replicas, {ps_shards} parameter shards)"
-        if grid != (1, 1):
-            how = (f" with Downpour SGD ({replicas} replicas of {grid[0]}x{grid[1]} blocks, {ps_shards} parameter "
-                   f"shard(s) per block)")
-    elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
-        raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
-    trainer.watch = watcher
-    print(f"training {trainer.config.preset} on {source.description} into {out}{how}")
-    result = runner.fit(steps, max_seconds=minutes * 60 if minutes else None)
-    print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")
-
-
-def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[int, int], threads: int,
-                       resume: bool, steps: int, minutes: float | None, dev: torch.device,
-                       watch: Watch | None = None) -> None:
-    """`--partitions RxC` other than 1x1 without Downpour: one replica, R*C ranks on this machine (on CUDA, one GPU
-    each), or the rank torchrun started this process as (docs/distributed.md)."""
-    from catneuron.parallel.grid import plan
-    from catneuron.parallel.trainer import ModelParallel
-
-    plan(cfg.model, grid)
-    runner = ModelParallel(cfg, data, out, grid, threads, resume, watch, dev)
-    if runner.leader:
-        each = "a GPU and " if dev.type == "cuda" else ""
-        print(f"training {cfg.preset} on {data} into {out} as {grid[0]}x{grid[1]} blocks "
-              f"({grid[0] * grid[1]} processes, {each}{threads} thread(s) each)")
-    result = runner.fit(steps, minutes * 60 if minutes else None)
+            downpour = DownpourOptions(replicas, ps_shards, fetch_every, push_every, address, on_replica_failure,
+                                       ps_snapshot_minutes * 60, partitions=grid, device=dev)
+        elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
+            raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
+        runner, what = make_runner(cfg, data, out, resume, grid, threads, dev, watcher, downpour)
+        if runner.leader:
+            print(f"training {cfg.preset} on {what}")
+        try:
+            result = runner.fit(steps, max_seconds=minutes * 60 if minutes else None)
+        except Interrupted as e:  # saved, and said how to continue: the status a shell gives a signal's death
+            raise typer.Exit(128 + e.signum) from None
     if result is not None:
         print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")
+
+
+def new_config(given: dict[str, object]) -> configs.Config:
+    """The config of a new run from the flags `train` was given (None: not given)."""
+    cfg = resolve_config(given["--preset"], given["--config"])
+    overrides = train_overrides(lr=given["--lr"], optimizer=given["--optimizer"], seed=given["--seed"],
+                                precision=given["--precision"])
+    return configs.replace(cfg, train=overrides, model={"lcn": False} if given["--no-lcn"] else {})
+
+
+def make_runner(cfg: configs.Config, data: str, out: Path, resume: bool, grid: tuple[int, int], threads: int | None,
+                dev: torch.device, watch: Watch | None, downpour: DownpourOptions | None) -> tuple[Runner, str]:
+    """What `train` runs, built one way for the three ways of training, and what it trains on and into: one
+    process (a Trainer), one replica as R*C ranks on this machine or the rank torchrun started this process as
+    (ModelParallel; docs/distributed.md), or Downpour SGD on Ray over Trainer's model, data and run folder."""
+    if downpour is None and grid != (1, 1):
+        from catneuron.parallel.grid import plan
+        from catneuron.parallel.trainer import ModelParallel
+
+        plan(cfg.model, grid)
+        threads = threads or 1
+        each = "a GPU and " if dev.type == "cuda" else ""
+        blocks = f"{grid[0]}x{grid[1]} blocks ({grid[0] * grid[1]} processes, {each}{threads} thread(s) each)"
+        return ModelParallel(cfg, data, out, grid, threads, resume, watch, dev), f"{data} into {out} as {blocks}"
+    if threads is not None:
+        torch.set_num_threads(threads)
+    source = open_source(data, cfg.model.input_size, cfg.model.channels)
+    here = torch.device("cpu") if downpour else dev  # Downpour's driver only maps rows: the replicas compute
+    trainer = Trainer.resume(out, source, here) if resume else Trainer(cfg, source, out, here, data_spec=data)
+    trainer.watch = watch
+    if downpour is None:
+        return trainer, f"{source.description} into {out}"
+    from catneuron.downpour.driver import Downpour
+
+    how = f"{downpour.replicas} replicas, {downpour.ps_shards} parameter shards"
+    if grid != (1, 1):
+        how = (f"{downpour.replicas} replicas of {grid[0]}x{grid[1]} blocks, {downpour.ps_shards} parameter "
+               f"shard(s) per block")
+    return Downpour(trainer, downpour), f"{source.description} into {out} with Downpour SGD ({how})"

@@ -26,11 +26,11 @@ def haar_faces(grey: np.ndarray) -> list[Box]:
         import cv2
 
         cv2.setNumThreads(1)  # parallelism comes from ingest's worker processes
-        _cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
+        _cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)  # type: ignore[attr-defined]
         if _cascade.empty():
             raise RuntimeError(f"OpenCV could not load {CASCADE}: install opencv-python-headless==4.14.0.94")
     found = _cascade.detectMultiScale(np.ascontiguousarray(grey), scaleFactor=1.1, minNeighbors=3)
-    return [tuple(int(v) for v in box) for box in found]
+    return [(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
 
 
 def grey(rgb: np.ndarray) -> np.ndarray:

@@ -70,7 +70,8 @@ def resize(image: Planes, size: int, box: tuple[int, int, int, int] | None = Non
 
     `reducing_gap` first averages large downscales by an integer factor: three times faster on the
     demo's crops, and still antialiased."""
-    return np.stack([np.asarray(p.resize((size, size), Image.BILINEAR, box=box, reducing_gap=2.0)) for p in image])
+    bilinear = Image.Resampling.BILINEAR
+    return np.stack([np.asarray(p.resize((size, size), bilinear, box=box, reducing_gap=2.0)) for p in image])
 
 
 def random_crop(image: Planes, size: int, rng: np.random.Generator, min_scale: float,

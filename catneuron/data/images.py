@@ -53,7 +53,7 @@ def to_square(image: Image.Image, size: int, channels: int) -> np.ndarray:
     w, h = image.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
-    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.BILINEAR)
+    image = image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 

@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -264,7 +264,7 @@ Task = tuple[int, Path, tuple[int, ...]]  # input index, path, census patches pe
 
 
 def _shard_results(shards: Iterable[list[Task]], settings: Settings, workers: int,
-                   detector: Detector) -> Iterator[Iterator[FileResult]]:
+                   detector: Detector) -> Generator[Iterator[FileResult], None, None]:
     """Each shard's results in input order, decoded in `workers` processes (inline for one); two shards
     ahead are queued so workers never wait at a shard boundary, and no more, so memory stays bounded."""
     work = partial(_run_task, settings=settings, detector=detector)

@@ -72,13 +72,13 @@ def read_labelled(root: str | Path, size: int, channels: int, flag: str = "--tra
         labels += [classes.index(name)] * len(files)
     decoded = read_images(paths, size, channels)
     kept = set(decoded.paths)
-    labels = np.array([label for path, label in zip(paths, labels, strict=True) if path in kept], dtype=np.int64)
-    counts = np.bincount(labels, minlength=len(classes))
+    kept_labels = np.array([label for path, label in zip(paths, labels, strict=True) if path in kept], dtype=np.int64)
+    counts = np.bincount(kept_labels, minlength=len(classes))
     for name in found:
         if counts[classes.index(name)] < min_per_class:
             raise UserError(f"{flag} {root}: class {name!r} has {counts[classes.index(name)]} readable image(s), "
                             f"needs at least {min_per_class}")
-    return LabelledSet(decoded.images, labels, classes, decoded.skipped)
+    return LabelledSet(decoded.images, kept_labels, classes, decoded.skipped)
 
 
 def split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import sys
+import logging
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +25,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from catneuron.data.images import IMAGE_EXTENSIONS, UNREADABLE, to_square
 from catneuron.errors import UserError
 from catneuron.store.files import write_atomic
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 
@@ -61,12 +63,12 @@ def shard_images(path: Path) -> Iterator[tuple[str, bytes]]:
         with tarfile.open(path, mode="r|") as tar:
             for member in tar:
                 if member.isfile() and Path(member.name).suffix.lower() in IMAGE_EXTENSIONS:
-                    data = tar.extractfile(member).read()
+                    data = tar.extractfile(member).read()  # type: ignore[union-attr]  # a file member has one
                     if len(data) < member.size:
                         raise EOFError(f"{member.name} cut short")
                     yield member.name, data
     except (tarfile.TarError, OSError, EOFError) as e:
-        print(f"catneuron: shard {path}: {e}; skipping the rest of it", file=sys.stderr)
+        log.warning(f"catneuron: shard {path}: {e}; skipping the rest of it")
 
 
 def decode(data: bytes, size: int, channels: int) -> np.ndarray:
@@ -151,7 +153,8 @@ class _Stream(IterableDataset):
         cache: list[np.ndarray] | None = [] if self.cache_bytes > 0 else None
         cached = False
         for epoch in itertools.count():
-            images = (cache[i] for i in rng.permutation(len(cache))) if cached else self._read(epoch, worker, workers)
+            images = (iter(cache[i] for i in rng.permutation(len(cache))) if cached and cache is not None
+                      else self._read(epoch, worker, workers))
             seen = 0
             for image in images:
                 seen += 1

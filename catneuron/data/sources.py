@@ -6,6 +6,7 @@ A source yields float batches in [0, 1], (B, channels, size, size). Batches are 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Protocol
@@ -16,6 +17,8 @@ import torch
 from catneuron.data.images import ImageSet, read_folder
 from catneuron.data.seeding import step_rng
 from catneuron.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class BatchSource(Protocol):
@@ -77,5 +80,5 @@ def open_source(spec: str, size: int, channels: int) -> BatchSource:
         return ShardSource.open(spec, size, channels)
     source, found = folder_source(spec, size, channels)
     for note in found.notes():
-        print(f"catneuron: {spec}: {note}")
+        log.info(f"catneuron: {spec}: {note}")
     return source

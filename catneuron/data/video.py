@@ -31,14 +31,16 @@ def _duration(container: av.container.InputContainer, stream: av.video.stream.Vi
         return container.duration / av.time_base
     last = max((p.pts for p in container.demux(stream) if p.pts is not None), default=None)
     container.seek(0)
-    return float(last * stream.time_base) if last is not None else 0.0
+    return float(last * stream.time_base) if last is not None and stream.time_base else 0.0
 
 
 def _frame_at(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
               target: float) -> Frame | None:
     """The first frame at or after `target` seconds (the last one if the video ends before)."""
-    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-    container.seek(int((start + target) / stream.time_base), stream=stream, backward=True, any_frame=False)
+    base = stream.time_base
+    assert base is not None  # random_frames refuses a stream without one
+    start = float(stream.start_time * base) if stream.start_time is not None else 0.0
+    container.seek(int((start + target) / base), stream=stream, backward=True, any_frame=False)
     found = None
     for frame in container.decode(stream):
         found = frame
@@ -56,6 +58,8 @@ def random_frames(path: str | Path, count: int, rng: np.random.Generator) -> lis
             if not container.streams.video:
                 raise ValueError(f"{path}: no video stream")
             stream = container.streams.video[0]
+            if stream.time_base is None:
+                raise ValueError(f"{path}: the video stream has no time base")
             duration = _duration(container, stream)
             frames = []
             for target in sorted(rng.random(count) * duration):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,15 +51,15 @@ class BlockShards:
                             for (name, shape), (_, r, c) in zip(shapes, where, strict=True)]
             self.pieces += layout(block_shapes, per_block)
 
-    def _blocks(self, tensors: list[torch.Tensor], k: int) -> tuple[int, list[torch.Tensor]]:
+    def _blocks(self, tensors: Sequence[torch.Tensor], k: int) -> tuple[int, list[torch.Tensor]]:
         s = k // self.per_block
         return s, [block_of(t.detach(), *w) for t, w in zip(tensors, self.where[s], strict=True)]
 
-    def gather(self, tensors: list[torch.Tensor], k: int) -> np.ndarray:
+    def gather(self, tensors: Sequence[torch.Tensor], k: int) -> np.ndarray:
         """Shard k's rows of the whole network's tensors, as its flat array."""
         return gather(self._blocks(tensors, k)[1], self.pieces[k])
 
-    def scatter(self, flat: np.ndarray, k: int, tensors: list[torch.Tensor]) -> None:
+    def scatter(self, flat: np.ndarray, k: int, tensors: Sequence[torch.Tensor]) -> None:
         """Write shard k's flat array into its rows of the whole network's tensors."""
         s, blocks = self._blocks(tensors, k)
         scatter(flat, self.pieces[k], blocks)
@@ -124,7 +125,8 @@ def start_ranks(name: str, config: Config, source, index: int, replicas: int, st
                                    [shards[k] for k in ids], [shard_map.pieces[k] for k in ids], fetch_every,
                                    push_every, threads, device))
     folder = tempfile.mkdtemp(prefix="catneuron-ranks-") if local else None
-    rendezvous = {"file": str(Path(folder) / "store")} if local else actors[0].open_rendezvous.remote()
-    for actor in actors:
-        actor.join.remote(rendezvous)
+    rendezvous = ({"file": str(Path(folder) / "store")} if folder is not None
+                  else actors[0].open_rendezvous.remote())  # type: ignore[attr-defined]  # Ray's stubs lack .remote
+    for rank in actors:
+        rank.join.remote(rendezvous)  # type: ignore[attr-defined]
     return ReplicaRanks(actors, group, folder)

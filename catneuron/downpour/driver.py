@@ -17,15 +17,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import signal
 import sys
-import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,12 +35,11 @@ from catneuron.downpour.ray_env import ray_session
 from catneuron.downpour.replica import Replica
 from catneuron.downpour.shards import ParameterShard, RowShards, snapshot_name
 from catneuron.errors import UserError
-from catneuron.model.config import to_dict
 from catneuron.model.network import Network
 from catneuron.parallel.device import CPU, gpus_per_rank
-from catneuron.progress import Progress
-from catneuron.store import checkpoint, files, runs
-from catneuron.train.trainer import Diverged, Trainer, TrainResult, check_finite, interrupted, stopped
+from catneuron.store import runs
+from catneuron.train.loop import Session, TrainResult
+from catneuron.train.trainer import Trainer, check_finite
 
 PS_DIR = "ps"
 FAILURE_POLICIES = ("replace", "drop", "stop")
@@ -131,6 +126,8 @@ def _saved_positions(trainer: Trainer, replicas: int) -> list[int] | None:
 class Downpour:
     """Runs a Trainer's model, data and run folder with Downpour SGD; `fit` and the checkpoint are the Trainer's."""
 
+    leader = True  # the driver reports and writes the run folder
+
     def __init__(self, trainer: Trainer, options: DownpourOptions) -> None:
         self.options = options.validate()
         if options.device.index is not None:
@@ -138,6 +135,8 @@ class Downpour:
                             f"give --device cuda")
         check_feeds(trainer.source, options.replicas)
         self.trainer = trainer
+        trainer.resume_flags = f" --replicas {options.replicas}" + (
+            f" --partitions {options.partitions[0]}x{options.partitions[1]}" if options.ranks > 1 else "")
         self.session = uuid.uuid4().hex[:8]
         if options.partitions == (1, 1):
             self.shard_map: RowShards | BlockShards = RowShards(trainer.network, options.ps_shards)
@@ -152,7 +151,11 @@ class Downpour:
         self.shards: list = []
         self.replicas: dict[int, ReplicaRanks] = {}
         self.shard_states: list[dict] = []
-        self.interrupted = False
+        self.pending: dict = {}  # the ref of each process's chunk -> its replica
+        self.chunks: dict[int, tuple[list, int]] = {}  # replica -> the refs of its chunk (one per process), its steps
+        self.granted = 0  # steps handed out and not yet done
+        self.rates: dict[int, float] = {}  # replica -> its steps per second in its last chunk
+        self.moved = {"fetched": 0, "pushed": 0}  # bytes between replicas and shards
         self.scanner: ThreadPoolExecutor | None = None  # the watch's thread, for the length of a fit
         self.scanning: tuple[Future, Network] | None = None  # the watch's scan in flight, and its network
 
@@ -160,71 +163,53 @@ class Downpour:
         """Actors are named, so `ray list actors` (or a test) can find them: catneuron-<session>-<kind>-<i>-<n>."""
         return f"catneuron-{self.session}-{kind}-{index}-{incarnation}"
 
-    def fit(self, steps: int, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
-        """Train until `steps` steps in all (one step: one replica's minibatch), as Trainer.fit does.
+    def fit(self, steps: int | None, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
+        """Train until `steps` steps in all (one step: one replica's minibatch; None: until `max_seconds`), as
+        Trainer.fit does: the same bookkeeping (catneuron.train.loop), the checkpoint assembled from the shards.
 
-        Ctrl-C stops the loop, writes a checkpoint from the shards, then raises KeyboardInterrupt.
-        """
+        A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the loop; the checkpoint is written from the shards, then
+        Interrupted is raised. It is taken after Ray starts, in place of Ray's own handler (a native dump)."""
         t = self.trainer
-        if steps < t.step:
-            raise UserError(f"--steps {steps}: the run is already at step {t.step}")
-        t.run.mkdir(parents=True, exist_ok=True)
-        files.write_json(t.run / runs.CONFIG, {"config": to_dict(t.config), "data": t.data_spec})
-        runs.truncate_metrics(t.run, t.step)
-        ps_dir = t.run / PS_DIR
+        with ray_session(self.options.address):
+            try:
+                with Session(t, steps, max_seconds, progress, save=self.save) as session:
+                    self._start()
+                    self._loop(session)
+                    if t.watch and session.signum is None:
+                        self._watch(session.images, final=True)
+            finally:
+                self._stop()
+        if self.failure is not None:
+            raise UserError(f"{self.failure}; stopped at step {t.step}: checkpoint {runs.checkpoint_path(t.run)}")
+        return session.result()
+
+    def _start(self) -> None:
+        """The shards (each holding its rows before the first fetch), the replicas, the watch's thread."""
+        import ray
+
+        ps_dir = self.trainer.run / PS_DIR
         ps_dir.mkdir(exist_ok=True)
         for old in ps_dir.glob("shard-*.safetensors"):
             old.unlink()  # the checkpoint is where a new session starts from
-        with ray_session(self.options.address):
-            import ray
+        self.cpus, self.threads = self._replica_resources()
+        shards, loaded = zip(*(self._start_shard(k) for k in range(len(self.shard_map.pieces))), strict=True)
+        self.shards = list(shards)
+        ray.get(list(loaded))  # every shard holds its rows before the first fetch
+        self.source = ray.put(self.trainer.source)
+        self.replicas = {i: self._start_replica(i) for i in range(self.options.replicas)}
+        self.scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catneuron-watch")
 
-            self.cpus, self.threads = self._replica_resources()
-            shards, loaded = zip(*(self._start_shard(k) for k in range(len(self.shard_map.pieces))), strict=True)
-            self.shards = list(shards)
-            ray.get(list(loaded))  # every shard holds its rows before the first fetch
-            self.source = ray.put(t.source)
-            self.replicas = {i: self._start_replica(i) for i in range(self.options.replicas)}
-            self.scanner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catneuron-watch")
-            try:
-                with self._ctrl_c():
-                    result = self._loop(steps, max_seconds, progress)
-                self.save()
-            except Diverged as e:
-                with suppress(Diverged):  # weights gone bad: the checkpoint on disk is the last finite one
-                    self.save()
-                raise stopped(e, t.run, t.saved_step) from None
-            finally:
-                self.scanner.shutdown(wait=True, cancel_futures=True)  # no watch thread outlives the run
-                self.scanning = None
-                for replica in self.replicas.values():
-                    replica.kill()  # a Ray instance that outlives the run gets its CPUs back
-                for shard in self.shards:
-                    ray.kill(shard)
-        if self.failure is not None:
-            raise UserError(f"{self.failure}; stopped at step {t.step}: checkpoint {runs.checkpoint_path(t.run)}")
-        if self.interrupted:
-            raise interrupted(t.run, t.step, t.data_spec)
-        return result
+    def _stop(self) -> None:
+        """No watch thread outlives the run; a Ray instance that outlives it gets its CPUs back."""
+        import ray
 
-    @contextmanager
-    def _ctrl_c(self) -> Iterator[None]:
-        """The first Ctrl-C only asks the loop to stop (a KeyboardInterrupt raised inside a Ray call could
-        leave the driver unable to read the shards); a second one interrupts at once."""
-        self.interrupted = False
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def stop(signum: int, frame: object) -> None:
-            if self.interrupted:
-                raise KeyboardInterrupt
-            self.interrupted = True
-
-        previous = signal.signal(signal.SIGINT, stop)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        if self.scanner is not None:
+            self.scanner.shutdown(wait=True, cancel_futures=True)
+        self.scanning = None
+        for replica in self.replicas.values():
+            replica.kill()
+        for shard in self.shards:
+            ray.kill(shard)
 
     def _start_shard(self, k: int) -> tuple:
         import ray
@@ -304,104 +289,103 @@ class Downpour:
         else:
             self.failure = f"every replica died (the last: replica {i}, {reason})"
 
-    def _restart_due(self, grant) -> None:
+    def _restart_due(self, session: Session) -> None:
         """Start the replacements whose backoff is over, and give them work."""
         for i in [i for i, when in self.restarts.items() if when <= time.monotonic()]:
             del self.restarts[i]
             self.incarnations[i] += 1
             self.replicas[i] = self._start_replica(i)
-            grant(i)
+            self._grant(i, session)
 
-    def _loop(self, steps: int, max_seconds: float | None, progress: bool) -> TrainResult:
+    # -- the driver: wait for a chunk, record it, give that replica the next --------------------------------------
+
+    def _loop(self, session: Session) -> None:
+        """Ray's asynchronous parameter-server driver: wait for any replica's chunk, pop it, resubmit."""
+        for i in self.replicas:
+            self._grant(i, session)
+        while self._working(session):
+            self._restart_due(session)
+            done = self._next_chunk()
+            if done is not None:
+                self._record(session, *done)
+                self._grant(done[0], session)
+
+    def _working(self, session: Session) -> bool:
+        """Chunks out or replacements to come, no stop signal, no failure that stops the run."""
+        t = self.trainer
+        return ((bool(self.pending) or (bool(self.restarts) and t.step < session.steps))
+                and not session.signalled() and self.failure is None)
+
+    def _grant(self, i: int, session: Session) -> None:
+        """Give replica i its next chunk: its share of the steps left, unless none are left or time is up."""
+        free = session.steps - self.trainer.step - self.granted
+        if free <= 0 or session.time_up():
+            return
+        n = -(-free // len(self.replicas))
+        refs = self.replicas[i].work(n, self.options.chunk_seconds)
+        self.pending.update(dict.fromkeys(refs, i))
+        self.chunks[i] = (refs, n)
+        self.granted += n
+
+    def _next_chunk(self) -> tuple[int, dict] | None:
+        """The next replica to finish its chunk, and its report; None while none has (or one died)."""
         import ray
         from ray.exceptions import RayActorError, RayTaskError
 
-        t, cfg = self.trainer, self.trainer.config.train
-        bar = Progress(steps, "step", enabled=progress)
-        start, start_step = time.monotonic(), t.step
-        pending: dict = {}  # the ref of each process's chunk -> its replica
-        chunks: dict[int, tuple[list, int]] = {}  # replica -> the refs of its chunk (one per process), its steps
-        granted, rates, moved, last = 0, {}, {"fetched": 0, "pushed": 0}, {}
+        if not self.pending:
+            time.sleep(0.1)
+            return None
+        ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=0.5)
+        if not ready:
+            return None
+        i = self.pending.pop(ready[0])
+        refs, n = self.chunks[i]
+        try:
+            ray.get(ready[0])
+        except (RayActorError, RayTaskError) as e:  # a dead actor, or an exception in its work
+            self._lost(i, e)
+            return None
+        if any(ref in self.pending for ref in refs):
+            return None  # the replica's other ranks are still at it
+        del self.chunks[i]
+        self.granted -= n
+        return i, merge_reports(ray.get(refs))
 
-        def grant(i: int) -> None:
-            nonlocal granted
-            free = steps - t.step - granted
-            if free <= 0 or (max_seconds is not None and time.monotonic() - start >= max_seconds):
-                return
-            n = -(-free // len(self.replicas))
-            refs = self.replicas[i].work(n, self.options.chunk_seconds)
-            pending.update(dict.fromkeys(refs, i))
-            chunks[i] = (refs, n)
-            granted += n
+    def _lost(self, i: int, error: Exception) -> None:
+        """A rank of replica i died or failed: its replica's chunk is lost, the replica handled by the policy."""
+        refs, n = self.chunks.pop(i)
+        for ref in refs:  # a dead rank takes its replica down: its ranks' chunks are lost
+            self.pending.pop(ref, None)
+        self.granted -= n
+        self.rates.pop(i, None)
+        cause = _death_among(refs, error)  # before the kill: its peers' chunks fail too
+        self.replicas[i].kill()
+        self._replica_died(i, cause)
 
-        with open(t.run / runs.METRICS, "a") as metrics:
-            if t.watch:
-                t.watch.start(t.run, t.config, t.data_spec, t.source, metrics, t.network, t.step * cfg.batch_size,
-                              max_seconds)
-            for i in self.replicas:
-                grant(i)
-            while (pending or (self.restarts and t.step < steps)) and not self.interrupted and self.failure is None:
-                self._restart_due(grant)
-                if not pending:
-                    time.sleep(0.1)
-                    continue
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
-                if not ready:
-                    continue
-                i = pending.pop(ready[0])
-                refs, n = chunks[i]
-                try:
-                    ray.get(ready[0])
-                except (RayActorError, RayTaskError) as e:  # a dead actor, or an exception in its work
-                    for ref in refs:  # a dead rank takes its replica down: its ranks' chunks are lost
-                        pending.pop(ref, None)
-                    del chunks[i]
-                    granted -= n
-                    rates.pop(i, None)
-                    cause = _death_among(refs, e)  # before the kill: its peers' chunks fail too
-                    self.replicas[i].kill()
-                    self._replica_died(i, cause)
-                    continue
-                if any(ref in pending for ref in refs):
-                    continue  # the replica's other ranks are still at it
-                del chunks[i]
-                granted -= n
-                report = merge_reports(ray.get(refs))
-                self.positions[i] += len(report["terms"])
-                rates[i] = len(report["terms"]) / max(report["seconds"], 1e-9)
-                moved["fetched"] += report["fetched_bytes"]
-                moved["pushed"] += report["pushed_bytes"]
-                stale = report["staleness"]
-                elapsed = time.monotonic() - start
-                images = (t.step + len(report["terms"]) - start_step) * cfg.batch_size
-                stats = {"images_per_s": images / max(elapsed, 1e-9), "elapsed_s": elapsed,
-                         "replicas": len(self.replicas),
-                         "replica_steps_per_s": {str(k): rates[k] for k in sorted(rates)},
-                         "staleness_mean": float(np.mean(stale)) if stale else 0.0,
-                         "staleness_max": int(max(stale, default=0)),
-                         "fetched_bytes": moved["fetched"], "pushed_bytes": moved["pushed"],
-                         "bytes_per_image": (moved["fetched"] + moved["pushed"]) / max(images, 1)}
-                for terms in report["terms"]:
-                    check_finite(terms, t.step + 1)
-                    t.step += 1
-                    last = {"step": t.step, **stats, **terms}
-                    if t.step % cfg.log_every == 0 or t.step == steps:
-                        metrics.write(json.dumps(last) + "\n")
-                    if t.step % cfg.checkpoint_every == 0:
-                        self.save()
-                metrics.flush()
-                if t.watch:
-                    self._watch(t.step * cfg.batch_size)
-                eta = (steps - t.step) * cfg.batch_size / max(stats["images_per_s"], 1e-9)
-                if max_seconds is not None:
-                    eta = min(eta, max_seconds - elapsed)
-                self._show(bar, last, eta, t.watch.fields() if t.watch else {})
-                grant(i)
-            if t.watch and not self.interrupted:
-                self._watch(t.step * cfg.batch_size, final=True)
-        if last:
-            bar.update(t.step, last["images_per_s"], "img", {"loss": last["loss"]}, eta=0, final=True)
-        return TrainResult(t.step, t.step < steps, last)
+    def _record(self, session: Session, i: int, report: dict) -> None:
+        """Replica i's chunk, step by step through the session's bookkeeping, with Downpour's own measures."""
+        t = self.trainer
+        done = len(report["terms"])
+        self.positions[i] += done
+        self.rates[i] = done / max(report["seconds"], 1e-9)
+        self.moved["fetched"] += report["fetched_bytes"]
+        self.moved["pushed"] += report["pushed_bytes"]
+        stale = report["staleness"]
+        stats = session.rates(t.step + done)
+        images = (t.step + done - session.start_step) * t.config.train.batch_size
+        stats |= {"replicas": len(self.replicas),
+                  "replica_steps_per_s": {str(k): self.rates[k] for k in sorted(self.rates)},
+                  "staleness_mean": float(np.mean(stale)) if stale else 0.0,
+                  "staleness_max": int(max(stale, default=0)),
+                  "fetched_bytes": self.moved["fetched"], "pushed_bytes": self.moved["pushed"],
+                  "bytes_per_image": (self.moved["fetched"] + self.moved["pushed"]) / max(images, 1)}
+        for terms in report["terms"]:
+            check_finite(terms, t.step + 1)
+            t.step += 1
+            session.stepped(terms, stats)
+        if t.watch:
+            self._watch(session.images)
+        session.show(self._shown(session.last))
 
     def _watch(self, images: int, final: bool = False) -> None:
         """Scan a snapshot of the shards' parameters in a thread of the driver while the replicas go on; log the
@@ -428,16 +412,13 @@ class Downpour:
         return network.eval()
 
     @staticmethod
-    def _show(bar: Progress, last: dict, eta: float, watch: dict[str, float]) -> None:
-        """Loss, staleness, traffic per image and each replica's step rate (the slowest and fastest beyond 4), and
-        the watch's best stage-2/3 held-out accuracy against its bar."""
+    def _shown(last: dict) -> dict[str, float]:
+        """Loss, staleness, traffic per image and each replica's step rate (the slowest and fastest beyond 4)."""
         rates = last["replica_steps_per_s"]
         shown = {"loss": last["loss"], "stale": last["staleness_mean"], "KB/img": last["bytes_per_image"] / 1024}
         if len(rates) <= 4:
-            shown |= {f"r{k} st/s": v for k, v in rates.items()}
-        else:
-            shown |= {"min st/s": min(rates.values()), "max st/s": max(rates.values())}
-        bar.update(last["step"], last["images_per_s"], "img", shown | watch, eta=eta)
+            return shown | {f"r{k} st/s": v for k, v in rates.items()}
+        return shown | {"min st/s": min(rates.values()), "max st/s": max(rates.values())}
 
     def save(self) -> None:
         """Assemble the shards' rows into the Trainer's network and optimizer, and write its checkpoint."""
@@ -459,13 +440,9 @@ class Downpour:
                     t.optimizer.state[p][key] = count.clone()
         self.shard_states = [{"version": s["version"], "restored_from": s["restored_from"]} for s in states]
         o = self.options
-        extra = {"data": t.data_spec, "replica_steps": self.positions,
+        extra = {"replica_steps": self.positions,
                  "downpour": {"replicas": o.replicas, "ps_shards": o.ps_shards, "fetch_every": o.fetch_every,
                               "push_every": o.push_every}}
         if o.ranks > 1:
             extra["partitions"] = f"{o.partitions[0]}x{o.partitions[1]}"
-        bad = checkpoint.non_finite(t.network.state_dict())
-        if bad is not None:
-            raise Diverged(f"step {t.step}: the weights are not finite ({bad})")
-        checkpoint.save(runs.checkpoint_path(t.run), t.config, t.step, t.network, t.optimizer, extra=extra)
-        t.saved_step = t.step
+        t.save(extra)  # the trainer's guarded save: never weights that are not finite

@@ -23,6 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -73,20 +75,55 @@ def _keep_loopback() -> None:
 def _reload_auth() -> None:
     """Make this process's Ray read RAY_AUTH_MODE and the token again: its config was read when ray was
     first imported, perhaps before the environment said token mode (as Ray's own `_enable_token_auth` does)."""
-    from ray._raylet import AuthenticationTokenLoader, Config
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]  # not in its stubs
 
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
 
 
+# Waits for its parent (the driver) to end: EOF on stdin without the word that a clean shutdown writes. Then it
+# kills every process that carries the instance's marker in its environment (the raylet's workers and agents).
+_REAPER = """
+import os, signal, sys
+for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+    signal.signal(s, signal.SIG_IGN)
+if not sys.stdin.buffer.read():
+    marker = ("CATNEURON_RAY=" + sys.argv[1]).encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\\0"):
+                    os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+@contextmanager
+def _reaped() -> Iterator[dict[str, str]]:
+    """Ray's processes die with the driver, however it ends: Ray makes its head processes die with it (a
+    parent-death signal), but the raylet's workers and agents linger for a minute or two after a kill -9. A
+    small process of our own outlives the driver and kills what carries the marker this gives (in the
+    environment that Ray's processes inherit); a clean exit tells it there is nothing to do."""
+    marker = secrets.token_hex(8)
+    reaper = subprocess.Popen([sys.executable, "-c", _REAPER, marker], stdin=subprocess.PIPE,
+                              start_new_session=True) if sys.platform.startswith("linux") else None
+    try:
+        yield {"CATNEURON_RAY": marker}
+    finally:
+        if reaper is not None:
+            reaper.communicate(b"done")
+
+
 @contextmanager
 def local_ray(num_cpus: int | None = None) -> Iterator[None]:
     """A private Ray instance on loopback for the duration of the block: no dashboard, no usage stats, a
-    token only this process knows, no traffic off this machine; shut down (all its processes) on exit."""
+    token only this process knows, no traffic off this machine; shut down (all its processes) on exit, and
+    killed if the driver is (`_reaped`)."""
     import ray
 
     try:
-        with _environment(LOCAL_ENV | {"RAY_AUTH_TOKEN": _TOKEN}):
+        with _reaped() as marker, _environment(LOCAL_ENV | marker | {"RAY_AUTH_TOKEN": _TOKEN}):
             _keep_loopback()
             _reload_auth()
             ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, _node_ip_address=LOOPBACK,

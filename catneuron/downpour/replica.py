@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -18,7 +19,7 @@ import torch.distributed as dist
 from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.downpour.shards import Piece, gather, scatter
 from catneuron.model.config import Config
-from catneuron.model.network import Network
+from catneuron.model.network import Network, StageNetwork
 from catneuron.model.stage import StageOutput
 from catneuron.parallel.device import CPU, init_group, rank_device
 from catneuron.parallel.halo import rank0_decides
@@ -60,7 +61,7 @@ class Replica:
         self._setup(network, stream.batches(config.train.batch_size, seed, start_step), shards, pieces, fetch_every,
                     push_every)
 
-    def _setup(self, network: torch.nn.Module, batches, shards: list, pieces: list[list[Piece]], fetch_every: int,
+    def _setup(self, network: StageNetwork, batches, shards: list, pieces: list[list[Piece]], fetch_every: int,
                push_every: int) -> None:
         self.network, self.params, self.batches = network, list(network.parameters()), batches
         self.shards, self.pieces = shards, pieces
@@ -114,7 +115,7 @@ class Replica:
         return sum(flat.nbytes for _, flat in replies)
 
     def _push(self, pending: list) -> int:
-        grads = [p.grad for p in self.params]
+        grads = [cast(torch.Tensor, p.grad) for p in self.params]  # every parameter has one after a backward
         size = 0
         for k, shard in enumerate(self.shards):
             flat = gather(grads, self.pieces[k])
@@ -140,7 +141,7 @@ class BlockRank(Replica):
         m = config.model
         network = BlockNetwork(m, grid, rank).to(self.device)
         network.set_precision(config.train.precision)
-        stream, seed = (replica_stream(source, config.train.seed, index, replicas) if rank == 0
+        stream, seed = (replica_stream(cast(BatchSource, source), config.train.seed, index, replicas) if rank == 0
                         else (None, config.train.seed))
         batches = SharedBatches(stream, (m.channels, m.input_size, m.input_size)).batches(
             config.train.batch_size, seed, start_step)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,13 +67,13 @@ def shard_size(pieces: list[Piece]) -> int:
     return sum(p.numel for p in pieces)
 
 
-def gather(tensors: list[torch.Tensor], pieces: list[Piece]) -> np.ndarray:
+def gather(tensors: Sequence[torch.Tensor], pieces: list[Piece]) -> np.ndarray:
     """One shard's rows of full-size tensors (weights, gradients, optimizer sums; on any device), as its flat
     array: shards hold their rows in CPU memory."""
     return np.concatenate([tensors[p.param].detach()[p.start:p.stop].reshape(-1).cpu().numpy() for p in pieces])
 
 
-def scatter(flat: np.ndarray, pieces: list[Piece], tensors: list[torch.Tensor]) -> None:
+def scatter(flat: np.ndarray, pieces: list[Piece], tensors: Sequence[torch.Tensor]) -> None:
     """Write one shard's flat array into its rows of full-size tensors (in place, on whatever device they are)."""
     with warnings.catch_warnings():  # a fetched array is read-only (Ray's object store): it is only read here
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
@@ -88,11 +89,11 @@ class RowShards:
     def __init__(self, network: nn.Module, shards: int) -> None:
         self.pieces = layout(named_shapes(network), shards)
 
-    def gather(self, tensors: list[torch.Tensor], k: int) -> np.ndarray:
+    def gather(self, tensors: Sequence[torch.Tensor], k: int) -> np.ndarray:
         """Shard k's rows of the whole network's tensors (weights, gradients, optimizer sums), as its flat array."""
         return gather(tensors, self.pieces[k])
 
-    def scatter(self, flat: np.ndarray, k: int, tensors: list[torch.Tensor]) -> None:
+    def scatter(self, flat: np.ndarray, k: int, tensors: Sequence[torch.Tensor]) -> None:
         """Write shard k's flat array into its rows of the whole network's tensors."""
         scatter(flat, self.pieces[k], tensors)
 
@@ -157,7 +158,7 @@ class ParameterShard:
         self.param.grad = None
         if self.config.model.weight_norm != "none":
             for stage in self.stages:
-                Stage.normalize_weights(stage, self.config.model.weight_norm)
+                Stage.normalize_weights(stage, self.config.model.weight_norm)  # type: ignore[arg-type]  # its views
         staleness = max(0, self.version - fetched_version)
         self.version += 1
         if time.monotonic() - self.last_snapshot >= self.snapshot_seconds:

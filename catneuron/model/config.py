@@ -144,6 +144,13 @@ def stage_shapes(model: ModelConfig) -> list[StageShape]:
 
 def validate(config: Config, source: str = "config") -> Config:
     """Raise UserError naming the offending field if the config cannot make a network."""
+    _check_numbers(config, source)
+    _check_choices(config, source)
+    _check_stages(config.model, source)
+    return config
+
+
+def _check_numbers(config: Config, source: str) -> None:
     m, t = config.model, config.train
     if m.channels not in (1, 3):
         raise UserError(f"{source}: model.channels must be 1 (grey) or 3 (colour), got {m.channels}")
@@ -159,17 +166,21 @@ def validate(config: Config, source: str = "config") -> Config:
                         "(the paper's is 200)")
     if not (m.sparsity >= 0 and math.isfinite(m.sparsity)):
         raise UserError(f"{source}: model.sparsity must be >= 0, got {m.sparsity}")
-    if t.optimizer not in OPTIMIZERS:
-        raise UserError(f"{source}: train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {t.optimizer!r}")
     if t.seed < 0:
         raise UserError(f"{source}: train.seed must be >= 0, got {t.seed}")
-    if t.precision not in PRECISIONS:
-        raise UserError(f"{source}: train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
-    if m.weight_norm not in WEIGHT_NORMS:
-        raise UserError(f"{source}: model.weight_norm must be one of {', '.join(WEIGHT_NORMS)}, "
-                        f"got {m.weight_norm!r}")
-    if m.encoder not in ENCODERS:
-        raise UserError(f"{source}: model.encoder must be one of {', '.join(ENCODERS)}, got {m.encoder!r}")
+
+
+def _check_choices(config: Config, source: str) -> None:
+    m, t = config.model, config.train
+    choices = {"train.optimizer": (t.optimizer, OPTIMIZERS), "train.precision": (t.precision, PRECISIONS),
+               "model.weight_norm": (m.weight_norm, WEIGHT_NORMS), "model.encoder": (m.encoder, ENCODERS)}
+    for name, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise UserError(f"{source}: {name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _check_stages(m: ModelConfig, source: str) -> None:
+    """Each stage's sizes positive, and its windows fitting the maps the stage below gives it."""
     size = m.input_size
     for i, s in enumerate(m.stages, start=1):
         for name in ("maps", "kernel", "stride", "pool", "pool_stride", "lcn_size"):
@@ -183,7 +194,6 @@ def validate(config: Config, source: str = "config") -> Config:
         if s.pool > filt:
             raise UserError(f"{source}: stage {i} pool {s.pool} exceeds its filter output size {filt}")
         size = output_size(filt, s.pool, s.pool_stride)
-    return config
 
 
 def _build(cls: type, data: Any, where: str) -> Any:

@@ -48,7 +48,7 @@ class GradientMemory:
             kept = self._storage
             if (kept is not None and kept.device == device and kept.nbytes() == math.prod(shape) * dtype.itemsize
                     and hasattr(torch._C, "_storage_Use_Count") and torch._C._storage_Use_Count(kept._cdata) == 1):
-                return torch.empty(0, dtype=dtype, device=device).set_(kept, 0, shape)
+                return torch.empty(0, dtype=dtype, device=device).set_(kept, 0, shape)  # type: ignore[call-overload]
             tensor = torch.empty(shape, dtype=dtype, device=device)
             self._storage = tensor.untyped_storage()
             return tensor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +49,31 @@ class NeuronId:
             raise ValueError(f"not a neuron id: {text!r} (expected like s3.pool.m2.y4.x5)") from None
 
 
-class Network(nn.Module):
+class StageNetwork(nn.Module):
+    """What the single-process network and a model-parallel rank's share of it (catneuron.parallel) have in
+    common: they read only `config` and `stages`."""
+
+    config: ModelConfig
+    stages: nn.ModuleList
+
+    def set_precision(self, precision: str) -> None:
+        """The locally connected products' operands: "float32", or "bf16" (bfloat16, accumulated in float32).
+        Weights, optimizer state, pooling, LCN and the objective stay float32 either way."""
+        operands = {"float32": None, "bf16": torch.bfloat16}[precision]
+        for module in self.modules():
+            if isinstance(module, (LocallyConnected2d, LocalDecoder)):
+                module.operand_dtype = operands
+
+    def loss(self, outputs: list[StageOutput]) -> Tensor:
+        return torch.stack([o.loss for o in outputs]).sum()
+
+    def normalize_weights(self) -> None:
+        if self.config.weight_norm != "none":
+            for stage in self.stages:
+                cast(Stage, stage).normalize_weights(self.config.weight_norm)
+
+
+class Network(StageNetwork):
     """Three (or more) stages. Input: images in [0, 1], (B, channels, size, size); standardized inside.
 
     With `detach_stages` (the default), stage k+1 sees stage k's output as a constant, so each
@@ -76,22 +101,6 @@ class Network(nn.Module):
             outputs.append(out)
             x = out.norm.detach() if detach else out.norm
         return outputs
-
-    def set_precision(self, precision: str) -> None:
-        """The locally connected products' operands: "float32", or "bf16" (bfloat16, accumulated in float32).
-        Weights, optimizer state, pooling, LCN and the objective stay float32 either way."""
-        operands = {"float32": None, "bf16": torch.bfloat16}[precision]
-        for module in self.modules():
-            if isinstance(module, (LocallyConnected2d, LocalDecoder)):
-                module.operand_dtype = operands
-
-    def loss(self, outputs: list[StageOutput]) -> Tensor:
-        return torch.stack([o.loss for o in outputs]).sum()
-
-    def normalize_weights(self) -> None:
-        if self.config.weight_norm != "none":
-            for stage in self.stages:
-                stage.normalize_weights(self.config.weight_norm)
 
     def sublayer_shapes(self) -> dict[tuple[int, str], tuple[int, int]]:
         """(stage, sublayer) -> (maps, side) for every sublayer, in network order."""

@@ -107,5 +107,5 @@ class Stage(nn.Module):
     def normalize_weights(self, which: str) -> None:
         """Project to unit norm the encoder's filters ("encoder") or also the decoder's patches ("both")."""
         for layer in (self.encoder, self.decoder) if which == "both" else (self.encoder,):
-            w = layer.weight
+            w: Tensor = layer.weight
             w /= w.norm(dim=2, keepdim=True).clamp_min(1e-12)

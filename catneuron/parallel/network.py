@@ -15,7 +15,8 @@ import math
 from torch import Tensor, nn
 
 from catneuron.model.config import ModelConfig, stage_shapes
-from catneuron.model.network import Network, standardize
+from catneuron.model.lcn import LocalContrastNorm
+from catneuron.model.network import StageNetwork, standardize
 from catneuron.model.stage import Stage, StageOutput
 from catneuron.parallel.grid import StagePlan, plan
 from catneuron.parallel.halo import Exchange, halo, halo_sum, sum_all
@@ -37,11 +38,12 @@ class BlockNeighbours:
     def pool_region(self, h: Tensor) -> Tensor:
         return halo(h, self.pooling)
 
-    def normalize(self, norm: nn.Module, pooled: Tensor) -> Tensor:
+    def normalize(self, norm: LocalContrastNorm | nn.Identity, pooled: Tensor) -> Tensor:
         """LCN of the block: v from the region around it, sigma from v's region, the floor from every block."""
         ex = self.norming
         if ex is None:  # the no-LCN ablation
             return norm(pooled)
+        assert isinstance(norm, LocalContrastNorm)
         block = (..., *ex.own.within(ex.region))
         region = halo(pooled, ex)
         coverage = norm.coverage(region)
@@ -54,7 +56,7 @@ class BlockNeighbours:
         return halo_sum(painted, self.filtering)
 
 
-class BlockNetwork(nn.Module):
+class BlockNetwork(StageNetwork):
     """Rank `rank`'s part of `Network(config)` on an R x C grid of blocks; state_dict keys as Network's."""
 
     def __init__(self, config: ModelConfig, grid: tuple[int, int], rank: int) -> None:
@@ -66,11 +68,6 @@ class BlockNetwork(nn.Module):
                   config.encoder)
             for sh, cfg, p in zip(stage_shapes(config), config.stages, self.plans, strict=True))
         self.neighbours = [BlockNeighbours(p, rank) for p in self.plans]
-
-    # The single-process network's, which read only `config` and `stages`.
-    loss = Network.loss
-    normalize_weights = Network.normalize_weights
-    set_precision = Network.set_precision
 
     def forward(self, images: Tensor, objective: bool = True) -> list[StageOutput]:
         """Every rank gets the whole batch of images; outputs are the rank's blocks."""

@@ -13,6 +13,7 @@ import functools
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -20,6 +21,7 @@ from torch import Tensor
 
 from catneuron.errors import UserError
 from catneuron.model.config import Config
+from catneuron.model.local import LocalDecoder, LocallyConnected2d
 from catneuron.parallel.device import for_group, group_device
 from catneuron.parallel.network import BlockNetwork, block_of, place_block
 from catneuron.store import checkpoint, streamed
@@ -75,10 +77,25 @@ def initial_blocks(net: BlockNetwork, seed: int) -> None:
     torch.manual_seed(seed)
     with torch.no_grad():
         for name, p in net.named_parameters():
-            layer = net.get_submodule(name.rsplit(".", 1)[0])
             runs = position_runs(*net.param_block(name, net.rank))
+            layer = cast(LocallyConnected2d | LocalDecoder, net.get_submodule(name.rsplit(".", 1)[0]))
             p.copy_(normal_rows(_whole_shape(net, name, p), runs, layer.init_std(), p.dtype))
     net.normalize_weights()
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], path: Path,
+                    meta: dict) -> dict | None:
+    """The optimizer's state from the rows read (`optim.*`) and the file's metadata, loaded into `optimizer`;
+    None where the file holds no optimizer state."""
+    if "optimizer" not in meta:
+        return None
+    try:
+        state = checkpoint.optimizer_state({k: v for k, v in tensors.items() if k.startswith("optim.")},
+                                           checkpoint.read_json(path, meta, "optimizer"))
+        optimizer.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, AttributeError) as e:
+        raise UserError(f"{path}: damaged checkpoint (optimizer state: {e})") from None
+    return state
 
 
 def read_blocks(net: BlockNetwork, optimizer: torch.optim.Optimizer, path: str | Path,
@@ -121,14 +138,7 @@ def read_blocks(net: BlockNetwork, optimizer: torch.optim.Optimizer, path: str |
         for name, p in params.items():
             if tensors[f"model.{name}"] is not into[f"model.{name}"]:  # on a GPU, or of another type
                 p.copy_(tensors[f"model.{name}"])
-    state = None
-    if "optimizer" in meta:
-        try:
-            state = checkpoint.optimizer_state({k: v for k, v in tensors.items() if k.startswith("optim.")},
-                                               checkpoint.read_json(path, meta, "optimizer"))
-            optimizer.load_state_dict(state)
-        except (KeyError, ValueError, TypeError, AttributeError) as e:
-            raise UserError(f"{path}: damaged checkpoint (optimizer state: {e})") from None
+    state = _load_optimizer(optimizer, tensors, path, meta)
     return checkpoint.Checkpoint(config=checkpoint.read_config(path), step=int(meta["step"]),
                                  model={name: p.detach() for name, p in params.items()}, optimizer=state,
                                  rng=tensors.get("rng.torch"), extra=checkpoint.read_json(path, meta, "extra", "{}"))
@@ -248,10 +258,11 @@ def _gather(local: Tensor, net: BlockNetwork, name: str, tag: int) -> Tensor | N
 def gather_model(net: BlockNetwork) -> dict[str, Tensor] | None:
     """Network.state_dict() of the whole model on rank 0, in CPU memory (None on the others)."""
     state = {name: _gather(p, net, name, GATHER_TAG + i) for i, (name, p) in enumerate(net.named_parameters())}
-    return state if net.rank == 0 else None
+    return cast(dict[str, Tensor], state) if net.rank == 0 else None  # rank 0's gathers are all tensors
 
 
 def gather_gradients(net: BlockNetwork) -> dict[str, Tensor] | None:
     """The whole model's parameter gradients on rank 0, in CPU memory (None on the others)."""
-    grads = {name: _gather(p.grad, net, name, GATHER_TAG + i) for i, (name, p) in enumerate(net.named_parameters())}
-    return grads if net.rank == 0 else None
+    grads = {name: _gather(cast(Tensor, p.grad), net, name, GATHER_TAG + i)
+             for i, (name, p) in enumerate(net.named_parameters())}
+    return cast(dict[str, Tensor], grads) if net.rank == 0 else None  # rank 0's gathers are all tensors

@@ -21,13 +21,13 @@ from catneuron.data.sources import BatchSource, open_source
 from catneuron.model.config import Config
 from catneuron.model.stage import StageOutput
 from catneuron.parallel.device import CPU, check_gpus, for_group, group_device
-from catneuron.parallel.halo import rank0_decides
-from catneuron.parallel.launch import RankFailed, ranks_here, run_ranks, run_this_rank, torchrun_rank
+from catneuron.parallel.launch import RankFailed, leads, ranks_here, run_ranks, run_this_rank, torchrun_rank
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.state import initial_blocks, read_blocks, save_blocks
 from catneuron.parallel.watch import BlockWatch
 from catneuron.store import checkpoint, runs
-from catneuron.train.trainer import Diverged, Trainer, TrainResult, loss_terms, make_optimizer
+from catneuron.train.loop import TrainResult
+from catneuron.train.trainer import Trainer, loss_terms
 from catneuron.train.watch import Watch
 
 
@@ -59,19 +59,17 @@ class BlockTrainer(Trainer):
     """`Trainer` for one rank of a model-parallel replica: its network is a `BlockNetwork`. `watch`: the run's
     `--watch` (rank 0's is used; catneuron.parallel.watch)."""
 
+    network: BlockNetwork  # type: ignore[assignment]  # the rank's share of Trainer's network
+    watch: BlockWatch | None  # type: ignore[assignment]
+
     def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], rank: int,
                  resume: bool = False, watch: Watch | None = None) -> None:
-        # Not Trainer.__init__: that builds the whole network. The rank computes where its group talks.
-        self.config, self.run, self.device, self.data_spec = config, Path(run), group_device(), data
-        self.leader = rank == 0
+        self.grid, self.rank, self.leader = grid, rank, rank == 0
+        self.resume_flags = f" --partitions {grid[0]}x{grid[1]}"
         m = config.model
-        self.source = SharedBatches(open_source(data, m.input_size, m.channels) if self.leader else None,
-                                    (m.channels, m.input_size, m.input_size))
-        self.network = BlockNetwork(m, grid, rank).to(self.device)
-        self.network.set_precision(config.train.precision)
-        self.optimizer = make_optimizer(config, self.network.parameters())
-        self.step = 0
-        self.saved_step: int | None = None
+        source = SharedBatches(open_source(data, m.input_size, m.channels) if self.leader else None,
+                               (m.channels, m.input_size, m.input_size))
+        super().__init__(config, source, run, group_device(), data)
         self.watch = BlockWatch(watch if self.leader else None, self.network) if watch is not None else None
         if resume:  # rank 0 checks the whole file's checksum; each rank reads its rows
             ckpt = read_blocks(self.network, self.optimizer, runs.checkpoint_path(run), verify=self.leader)
@@ -82,29 +80,37 @@ class BlockTrainer(Trainer):
         else:
             initial_blocks(self.network, config.train.seed)  # the single-process trainer's, restricted to the blocks
 
+    def build_network(self) -> BlockNetwork:
+        """This rank's blocks of every stage, computing where its group talks (not the whole network)."""
+        return BlockNetwork(self.config.model, self.grid, self.rank).to(self.device)
+
     def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
         return summed_terms(outputs)
 
-    def should_stop(self, elapsed: float, max_seconds: float | None) -> bool:
-        if max_seconds is None:
-            return False
-        return rank0_decides(super().should_stop(elapsed, max_seconds))
+    def decide_stop(self, time_up: bool, signum: int | None) -> tuple[bool, int | None]:
+        """Every rank stops at the same step: when rank 0's clock says `--minutes` is up, or any rank got a stop
+        signal (a scheduler signals them all; a launcher passes its own on)."""
+        votes = torch.tensor([float(time_up and self.leader), float(signum or 0)], device=group_device())
+        dist.all_reduce(votes, op=dist.ReduceOp.MAX)
+        agreed = int(votes[1].item()) or None
+        return bool(votes[0].item()) or agreed is not None, agreed
 
-    def save(self) -> None:
-        """Trainer.save on every rank: refused on every rank if any block's weights are not finite."""
+    def non_finite(self) -> str | None:
+        """Refused on every rank if any block's weights are not finite."""
         bad = checkpoint.non_finite({name: p.detach() for name, p in self.network.named_parameters()})
-        flags = torch.zeros(self.network.grid[0] * self.network.grid[1], device=group_device())
-        flags[self.network.rank] = float(bad is not None)
+        flags = torch.zeros(self.grid[0] * self.grid[1], device=group_device())
+        flags[self.rank] = float(bad is not None)
         dist.all_reduce(flags)
-        if flags.any():
-            ranks = ", ".join(str(r) for r in flags.nonzero().flatten().tolist())
-            raise Diverged(f"step {self.step}: the weights are not finite (the blocks of rank(s) {ranks})")
+        if not flags.any():
+            return None
+        return "the blocks of rank(s) " + ", ".join(str(r) for r in flags.nonzero().flatten().tolist())
+
+    def write_checkpoint(self, extra: dict) -> None:
+        """Every rank sends its rows; rank 0 writes them (catneuron.parallel.state)."""
         if self.leader:
             self.run.mkdir(parents=True, exist_ok=True)
-        grid = self.network.grid
         save_blocks(self.network, self.optimizer, runs.checkpoint_path(self.run), self.config, self.step,
-                    extra={"data": self.data_spec, "partitions": f"{grid[0]}x{grid[1]}"})
-        self.saved_step = self.step
+                    extra=extra | {"partitions": f"{self.grid[0]}x{self.grid[1]}"})
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ class ModelParallel:
     @property
     def leader(self) -> bool:
         """Whether this process reports: the launcher, or rank 0 when torchrun started every rank."""
-        return (torchrun_rank() or (0, 1))[0] == 0
+        return leads()
 
     def fit(self, steps: int, max_seconds: float | None = None) -> TrainResult | None:
         """Train; the result on the leader, None on torchrun's other ranks."""

@@ -10,7 +10,6 @@ next step, where the batch rank 0 sends after the scan holds them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
 
 import torch
 
@@ -20,11 +19,13 @@ from catneuron.parallel.device import group_device
 from catneuron.parallel.halo import rank0_decides
 from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.state import gather_model
+from catneuron.train.metrics import MetricsLog
 from catneuron.train.watch import Watch
 
 
 class BlockWatch:
-    """The `Watch` of a model-parallel replica, on every rank (`watch`: rank 0's, None on the others)."""
+    """The `Watch` of a model-parallel replica, on every rank (`watch`: rank 0's, None on the others); a
+    `catneuron.train.loop.Watcher`, as `Watch` is."""
 
     def __init__(self, watch: Watch | None, network: BlockNetwork) -> None:
         self.watch, self.network = watch, network
@@ -39,11 +40,12 @@ class BlockWatch:
         whole.load_state_dict(state)
         return whole.to(group_device())
 
-    def start(self, run: Path, config: Config, data_spec: str, source, metrics: IO[str] | None,
+    def start(self, run: Path, config: Config, data_spec: str, source, metrics: MetricsLog | None,
               network: BlockNetwork, images: int, max_seconds: float | None = None) -> None:
         """Watch.start on rank 0 with the whole network and rank 0's own source (`source` shares its batches)."""
         whole = self._whole()
         if self.watch is not None:
+            assert whole is not None and metrics is not None  # rank 0 gathers the network and writes the metrics
             self.watch.start(run, config, data_spec, source.source, metrics, whole, images, max_seconds)
 
     def due(self, images: int) -> bool:
@@ -52,6 +54,7 @@ class BlockWatch:
     def observe(self, network: BlockNetwork, images: int, step: int) -> None:
         whole = self._whole()
         if self.watch is not None:
+            assert whole is not None  # rank 0's
             self.watch.observe(whole, images, step)
 
     def ensure(self, network: BlockNetwork, images: int, step: int) -> None:

@@ -141,7 +141,8 @@ def _concept_order(concept: Concept) -> tuple[int, str]:
 
 def _records(concept: Concept) -> list[tuple[dict, int | None, str | None]]:
     """(record, rank, role) for every neuron a concept's evaluation lists, best first."""
-    data, out = concept.data, []
+    data = concept.data
+    out: list[tuple[dict, int | None, str | None]] = []
     if isinstance(data.get("best_neuron"), dict):
         out.append((data["best_neuron"], None, "best neuron"))
     top = data.get("top_neurons")
@@ -223,7 +224,9 @@ def collect(run: str | Path) -> RunView:
     if (run / runs.CONFIG).is_file():
         config = _read_json(run / runs.CONFIG, problems)
     figures, results = runs.figures_dir(run), runs.results_dir(run)
-    concepts, neurons, optimal = [], {}, {}
+    concepts: list[Concept] = []
+    neurons: dict[str, Neuron] = {}
+    optimal: dict[str, dict] = {}
     for path in sorted(results.glob("*.json")):
         data = _read_json(path, problems)
         if data is None:

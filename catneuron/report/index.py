@@ -66,21 +66,21 @@ def beats_baselines(data: dict, key: str) -> bool:
         bars = [_get(data, lambda d, k=k: d["baselines_detail"][k]["heldout_accuracy"]) for k in BASELINES]
     else:
         return False
-    values = [number(v) for v in [ours, *bars]]
-    return None not in values and all(values[0] > bar for bar in values[1:])
+    value, *limits = [number(v) for v in [ours, *bars]]
+    return value is not None and all(bar is not None and value > bar for bar in limits)
 
 
 def _verdict_line(concept: Concept, neurons: dict[str, Neuron]) -> list[object]:
     """The measured verdict: the best stage-2/3 neuron (held-out) against the better baseline."""
-    d, v = concept.data, concept.data.get("verdict")
-    upper = v.get("upper_neuron") if isinstance(v, dict) else None
-    margin = number(v.get("margin")) if isinstance(v, dict) else None
+    d, found = concept.data, concept.data.get("verdict")
+    v: dict = found if isinstance(found, dict) else {}
+    upper, margin = v.get("upper_neuron"), number(v.get("margin"))
     if not isinstance(upper, str) or margin is None:
         return [el("b", "no verdict recorded", class_="worse"), " in ", code(f"results/{concept.file}"),
                 " (re-run ", code("catneuron evaluate"), ")"]
     emerged = v.get("emerged") is True
     held = {k: number(_get(d, lambda x, k=k: x["baselines_detail"][k]["heldout_accuracy"])) for k in BASELINES}
-    better = max((k for k in held if held[k] is not None), key=lambda k: held[k], default=None)
+    better = max((k for k in held if held[k] is not None), key=lambda k: held[k] or 0.0, default=None)
     stage = stage_of(d, upper)
     return [el("b", "a high-level neuron beats both baselines" if emerged else
                "no high-level neuron beats the baselines by 3 points", class_="better" if emerged else "worse"),

@@ -50,7 +50,7 @@ def figure(picture: Picture, assets: Assets, root: str, small: bool = False) -> 
     return el("figure", el("a", img, href=href), el("figcaption", f"{picture.title} — {picture.source.name}"))
 
 
-def num_cell(value: object, text: str) -> Html:
+def num_cell(value: object, text: object) -> Html:
     v = number(value)
     return el("td", text, class_="num", data_sort="" if v is None else repr(v))
 

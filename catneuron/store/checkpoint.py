@@ -42,7 +42,7 @@ def checksum(tensors: dict[str, torch.Tensor]) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         crc = zlib.crc32(describe(name, t.dtype, tuple(t.shape)), crc)
-        crc = zlib.crc32(t.reshape(-1).view(torch.uint8).numpy(), crc)
+        crc = zlib.crc32(t.reshape(-1).view(torch.uint8).numpy(), crc)  # type: ignore[arg-type]  # a buffer
     return f"crc32:{crc:08x}"
 
 

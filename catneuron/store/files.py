@@ -21,13 +21,40 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
+def temporary_path(path: Path) -> Path:
+    """Where `atomic` writes `path` before the rename: a hidden name that carries the writer's process id."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporary files (`temporary_path`) in `folder` whose writer is gone (killed mid-write, say:
+    a `paper` checkpoint's is 7.5 GB); those of a live process stay. Returns what was removed."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 @contextmanager
 def atomic(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` to write to; on success it is synced, given file_mode() and renamed
     over `path`; on any failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(path)
     try:
         yield tmp
         with open(tmp, "rb") as f:

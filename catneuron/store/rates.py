@@ -67,7 +67,7 @@ def last(preset: str, path: Path | None = None) -> Rate | None:
     """The preset's last measured rate, or None where there is none (or the entry is unreadable)."""
     entry = _read(path or rates_path()).get(preset)
     try:
-        rate = Rate(**entry)
+        rate = Rate(**entry)  # type: ignore[arg-type]  # not a mapping: the TypeError below
     except TypeError:
         return None
     return rate if isinstance(rate.images_per_s, (int, float)) and rate.images_per_s > 0 else None

@@ -43,7 +43,7 @@ def figures_dir(run: str | Path) -> Path:
     return path
 
 
-def load_network(run: str | Path, device: str = "cpu") -> tuple[Network, checkpoint.Checkpoint]:
+def load_network(run: str | Path, device: str | torch.device = "cpu") -> tuple[Network, checkpoint.Checkpoint]:
     """The trained network of a run (eval mode), and its checkpoint record."""
     run = Path(run)
     if not run.is_dir():

@@ -68,8 +68,8 @@ def write(path: str | Path, metadata: dict[str, str], entries: list[Entry]) -> N
             written = 0
             for piece in e.pieces():
                 data = piece.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-                crc = zlib.crc32(data, crc)
-                f.write(data)
+                crc = zlib.crc32(data, crc)  # type: ignore[arg-type]  # numpy's stubs: a buffer from Python 3.12
+                f.write(data)  # type: ignore[arg-type]
                 written += data.nbytes
             if written != e.nbytes:
                 raise ValueError(f"{e.name}: {written} bytes written, {e.nbytes} expected")
@@ -124,7 +124,7 @@ def read(path: str | Path, cut: Callable[[str, tuple[int, ...]], list[Span] | No
             if target is None or (target.device.type, tuple(target.shape), target.dtype) != ("cpu", wanted, dtype) \
                     or not target.is_contiguous():
                 target = torch.empty(wanted, dtype=dtype)
-            buffer = memoryview(target.reshape(-1).view(torch.uint8).numpy())
+            buffer = memoryview(target.reshape(-1).view(torch.uint8).numpy())  # type: ignore[arg-type]
             at = 0
             for lo, hi in spans:
                 f.seek(start + first + lo)

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-import sys
-import time
 from collections.abc import Iterator
-from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -20,14 +13,11 @@ from catneuron.data.prefetch import Prefetch
 from catneuron.data.sources import BatchSource, absolute_spec, open_source
 from catneuron.errors import UserError
 from catneuron.model import budget
-from catneuron.model.config import Config, to_dict
+from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
-from catneuron.progress import Progress
-from catneuron.store import checkpoint, files, runs
-
-if TYPE_CHECKING:
-    from catneuron.train.watch import Watch
+from catneuron.store import checkpoint, runs
+from catneuron.train.loop import Diverged, Session, TrainResult, Watcher
 
 
 def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
@@ -40,17 +30,13 @@ def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
 
 
 def loss_terms(outputs: list[StageOutput]) -> dict[str, float]:
-    """The objective's terms by stage, as plain floats for logs: recon_1, sparsity_1, ..."""
-    terms = {}
-    for i, out in enumerate(outputs, start=1):
-        terms[f"recon_{i}"] = float(out.reconstruction.detach())
-        terms[f"sparsity_{i}"] = float(out.sparsity.detach())
+    """The objective's terms by stage, as plain floats for logs: recon_1, sparsity_1, ... (one copy to the host
+    for all of them: each `float()` of a device tensor would wait for the device on its own)."""
+    names = [f"{kind}_{i}" for i in range(1, len(outputs) + 1) for kind in ("recon", "sparsity")]
+    values = torch.stack([t.detach().float() for out in outputs for t in (out.reconstruction, out.sparsity)])
+    terms = dict(zip(names, values.tolist(), strict=True))
     terms["loss"] = sum(terms.values())
     return terms
-
-
-class Diverged(UserError):
-    """The objective became NaN or infinite: training stops rather than go on and save weights that mean nothing."""
 
 
 def check_finite(terms: dict[str, float], step: int) -> None:
@@ -60,36 +46,15 @@ def check_finite(terms: dict[str, float], step: int) -> None:
         raise Diverged(f"step {step}: the objective is not finite ({bad})")
 
 
-def stopped(error: Diverged, run: Path, saved_step: int | None) -> Diverged:
-    """The one line a diverged run ends with: where the last finite checkpoint is, and what to try."""
-    kept = (f"{runs.checkpoint_path(run)} holds step {saved_step}, the last finite one" if saved_step is not None
-            else "no checkpoint was written")
-    return Diverged(f"{error}; training stopped: {kept} (a lower --lr may help)")
-
-
-def interrupted(run: Path, step: int, data_spec: str) -> KeyboardInterrupt:
-    """Tell the user, on stderr, where Ctrl-C left the checkpoint and the command that continues the run (the
-    CLI cannot: typer turns KeyboardInterrupt into exit status 130 without a word); the exception to raise."""
-    message = (f"interrupted at step {step}: checkpoint {runs.checkpoint_path(run)}; continue with "
-               f"`catneuron train --resume --out '{run}' --data '{data_spec}'`")
-    print(f"catneuron: {message}", file=sys.stderr)
-    return KeyboardInterrupt(message)
-
-
-@dataclass
-class TrainResult:
-    step: int
-    stopped_early: bool
-    last: dict
-
-
 class Trainer:
     """Trains a Network from a BatchSource into a run folder, resumable from its checkpoint.
 
-    `data_spec` is the `--data` the source was opened from; the run records it absolute.
+    `data_spec` is the `--data` the source was opened from; the run records it absolute. The network comes
+    from `build_network` (a model-parallel rank builds its blocks: catneuron.parallel.trainer).
     """
 
     leader = True  # writes the run folder (of a model-parallel replica, only rank 0 does: catneuron.parallel)
+    resume_flags = ""  # what `train --resume` needs besides --out and --data to go on as this run did
 
     def __init__(self, config: Config, source: BatchSource, run: str | Path, device: str | torch.device = "cpu",
                  data_spec: str = "") -> None:
@@ -97,14 +62,19 @@ class Trainer:
         self.device = torch.device(device)
         self.data_spec = absolute_spec(data_spec) if data_spec else source.description
         torch.manual_seed(config.train.seed)
-        budget.check_fits(budget.training_bytes(config.model), f"training the {config.preset} model")
-        self.network = Network(config.model).to(self.device)
+        self.network = self.build_network()
         self.network.set_precision(config.train.precision)
-        self.network.normalize_weights()
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk
-        self.watch: Watch | None = None  # `--watch`: scans the network as it trains (catneuron.train.watch)
+        self.watch: Watcher | None = None  # `--watch`: scans the network as it trains (catneuron.train.watch)
+
+    def build_network(self) -> torch.nn.Module:
+        """The network this process trains: the whole one, its weights drawn and normalized."""
+        budget.check_fits(budget.training_bytes(self.config.model), f"training the {self.config.preset} model")
+        network = Network(self.config.model).to(self.device)
+        network.normalize_weights()
+        return network
 
     @classmethod
     def resume(cls, run: str | Path, source: BatchSource, device: str | torch.device = "cpu") -> Trainer:
@@ -146,79 +116,51 @@ class Trainer:
         batches = self.source.batches(t.batch_size, t.seed, start_step=self.step)
         return batches if dist.is_available() and dist.is_initialized() else Prefetch(batches)
 
-    def should_stop(self, elapsed: float, max_seconds: float | None) -> bool:
-        """Whether `--minutes` is up (ranks of a model-parallel replica stop at the step rank 0 says)."""
-        return max_seconds is not None and elapsed >= max_seconds
+    def decide_stop(self, time_up: bool, signum: int | None) -> tuple[bool, int | None]:
+        """Whether to stop after this step, and the stop signal if one came (the ranks of a model-parallel
+        replica stop at the same step: catneuron.parallel)."""
+        return time_up or signum is not None, signum
 
-    def save(self) -> None:
-        """Write the checkpoint; weights that are no longer finite are never written over a good one."""
-        bad = checkpoint.non_finite(self.network.state_dict())
+    def save(self, extra: dict | None = None) -> None:
+        """Write the checkpoint (`extra`: more metadata); weights that are no longer finite are never written
+        over a good one."""
+        bad = self.non_finite()
         if bad is not None:
             raise Diverged(f"step {self.step}: the weights are not finite ({bad})")
-        self.run.mkdir(parents=True, exist_ok=True)
-        checkpoint.save(runs.checkpoint_path(self.run), self.config, self.step, self.network, self.optimizer,
-                        extra={"data": self.data_spec})
+        self.write_checkpoint({"data": self.data_spec} | (extra or {}))
         self.saved_step = self.step
 
-    def fit(self, steps: int, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
-        """Train until `steps` total steps (or `max_seconds`), logging and checkpointing as configured.
+    def non_finite(self) -> str | None:
+        """What holds NaN or infinity among the weights, or None."""
+        return checkpoint.non_finite(self.network.state_dict())
 
-        Ctrl-C saves a checkpoint before it propagates, so `--resume` loses nothing. A non-finite objective
-        stops the run (Diverged), the checkpoint holding the last finite step.
-        """
-        if steps < self.step:
-            raise UserError(f"--steps {steps}: the run is already at step {self.step}")
+    def write_checkpoint(self, extra: dict) -> None:
         self.run.mkdir(parents=True, exist_ok=True)
-        if self.leader:
-            files.write_json(self.run / runs.CONFIG, {"config": to_dict(self.config), "data": self.data_spec})
-            runs.truncate_metrics(self.run, self.step)
-        t = self.config.train
-        bar = Progress(steps, "step", enabled=progress and self.leader)
-        batches = self.batches()
-        start, start_step, last = time.monotonic(), self.step, {}
-        stopped_early = False
-        try:
-            with open(self.run / runs.METRICS, "a") if self.leader else contextlib.nullcontext() as metrics:
-                if self.watch:
-                    self.watch.start(self.run, self.config, self.data_spec, self.source, metrics, self.network,
-                                     self.step * t.batch_size, max_seconds)
-                while self.step < steps:
+        checkpoint.save(runs.checkpoint_path(self.run), self.config, self.step, self.network, self.optimizer,
+                        extra=extra)
+
+    def fit(self, steps: int | None, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
+        """Train until `steps` total steps (None: until `max_seconds`), logging and checkpointing as configured.
+
+        Ctrl-C, SIGTERM or SIGHUP stop the run after the step in progress, with a checkpoint, so `--resume`
+        loses nothing (catneuron.train.signals). A non-finite objective stops the run (Diverged), the checkpoint
+        holding the last finite step.
+        """
+        with Session(self, steps, max_seconds, progress) as session:
+            batches = self.batches()
+            try:
+                while self.step < session.steps:
                     terms = self.train_step(next(batches))
-                    if self.watch and self.watch.due(self.step * t.batch_size):
-                        self.watch.observe(self.network, self.step * t.batch_size, self.step)
-                    elapsed = time.monotonic() - start
-                    rate = (self.step - start_step) * t.batch_size / max(elapsed, 1e-9)
-                    last = {"step": self.step, "images_per_s": rate, "elapsed_s": elapsed} | terms
-                    if metrics and (self.step % t.log_every == 0 or self.step == steps):
-                        metrics.write(json.dumps(last) + "\n")
-                        metrics.flush()
-                    remaining = (steps - self.step) * t.batch_size / max(rate, 1e-9)
-                    if max_seconds is not None:
-                        remaining = min(remaining, max_seconds - elapsed)
-                    shown = {k: v for k, v in terms.items() if k.startswith(("recon", "sparsity"))}
-                    shown |= self.watch.fields() if self.watch else {}
-                    bar.update(self.step, rate, "img", shown, eta=remaining)
-                    if self.step % t.checkpoint_every == 0:
-                        self.save()
-                    if self.should_stop(elapsed, max_seconds):
-                        stopped_early = self.step < steps
+                    session.watch_point(self.network)
+                    session.stepped(terms, session.rates())
+                    session.show({k: v for k, v in terms.items() if k.startswith(("recon", "sparsity"))})
+                    if session.should_stop():
                         break
-                if self.watch:
-                    self.watch.ensure(self.network, self.step * t.batch_size, self.step)
-        except KeyboardInterrupt:
-            self.save()
-            raise interrupted(self.run, self.step, self.data_spec) from None
-        except Diverged as e:
-            with suppress(Diverged):  # weights gone bad in the update: the checkpoint on disk is the last finite
-                self.save()
-            raise stopped(e, self.run, self.saved_step) from None
-        finally:
-            if isinstance(batches, Prefetch):
-                batches.close()
-        self.save()
-        if last:
-            bar.update(self.step, last["images_per_s"], "img", {"loss": last["loss"]}, eta=0, final=True)
-        return TrainResult(self.step, stopped_early, last)
+                session.watch_end(self.network)
+            finally:
+                if isinstance(batches, Prefetch):
+                    batches.close()
+        return session.result()
 
 
 def train_run(config: Config, data: str, out: Path, steps: int) -> Path:

@@ -10,12 +10,12 @@ scan costs more, and a scan waits while the watch's time so far is over its shar
 
 from __future__ import annotations
 
-import json
+import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
@@ -35,7 +35,9 @@ from catneuron.errors import UserError
 from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.store import checkpoint, runs
+from catneuron.train.metrics import MetricsLog
 
+log = logging.getLogger(__name__)
 BEST_CHECKPOINT = "checkpoint-best.safetensors"
 MIN_IMAGES = 100  # a smaller watch set gives held-out accuracies too coarse to follow
 
@@ -73,7 +75,7 @@ class Watch:
     """The watch of one run: when to scan, the records, the best checkpoint, and the progress line's fields."""
 
     def __init__(self, sets: list[tuple[str, LabelledImages]], options: WatchOptions | None = None,
-                 say=print) -> None:
+                 say: Callable[[str], None] = log.info) -> None:
         if not sets:
             raise UserError("--watch: no concept to watch")
         self.sets, self.options, self.say = sets, (options or WatchOptions()).validate(), say
@@ -89,7 +91,7 @@ class Watch:
 
     # -- the session: history, baselines, the clock --------------------------------------------------------------
 
-    def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: IO[str],
+    def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: MetricsLog,
               network: Network, images: int, max_seconds: float | None = None) -> None:
         """Pick up the curve where metrics.jsonl left it (resume), log the baselines if this watch set has none,
         and scan unless the curve already has this point. With a time limit the watch set is cut to fit it."""
@@ -131,7 +133,7 @@ class Watch:
         if self.every_images is not None:
             interval = images // self.every_images > self.last_images // self.every_images
         else:
-            interval = time.monotonic() - self.scanned_at >= self.every_seconds
+            interval = time.monotonic() - self.scanned_at >= (self.every_seconds or 0.0)  # set by start()
         return interval and self._within_budget()
 
     def _fit_sets(self, network: Network, known: dict | None, max_seconds: float | None) -> None:
@@ -207,7 +209,7 @@ class Watch:
         cost = float(np.mean(self.scan_seconds))
         spare = cost * (1 - budget) / budget  # seconds of training per scan that keep the share at `budget`
         if self.every_images is None:
-            if self.every_seconds < spare:
+            if (self.every_seconds or 0.0) < spare:
                 first = self.every_seconds == 0
                 self.every_seconds = spare
                 self._tell(f"a scan takes {cost:.1f} s: scanning every {spare:.0f} s of training", quiet=first)
@@ -243,5 +245,4 @@ class Watch:
                      "(--watch-budget)")
 
     def _write(self, row: dict) -> None:
-        self.metrics.write(json.dumps(row, allow_nan=False) + "\n")
-        self.metrics.flush()
+        self.metrics.write(row)

@@ -1,8 +1,8 @@
 """Downpour SGD on a local Ray: equal to the single-process trainer at N=K=P=G=1, learning with N=2 and K=2,
 surviving a killed replica and a killed parameter shard, and a local run that touches nothing off loopback.
 
-One Ray instance serves the module (it costs seconds and ~400 MiB to start); runs are a few dozen steps
-of the `tiny` preset.
+One private Ray serves every Ray test of the suite (`private_ray`, tests/conftest.py: it costs seconds and
+~400 MiB to start); runs are a few dozen steps of the `tiny` preset.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from raykit import wait_gone
 
 ray = pytest.importorskip("ray")
 
@@ -29,7 +30,6 @@ from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
 from catneuron.data.shards import ShardSource  # noqa: E402
 from catneuron.data.sources import ArraySource, open_source  # noqa: E402
 from catneuron.downpour.driver import Downpour, DownpourOptions  # noqa: E402
-from catneuron.downpour.ray_env import local_ray  # noqa: E402
 from catneuron.errors import UserError  # noqa: E402
 from catneuron.model.config import PRESETS, replace  # noqa: E402
 from catneuron.parallel.trainer import ModelParallel  # noqa: E402
@@ -37,47 +37,6 @@ from catneuron.store import checkpoint, runs  # noqa: E402
 from catneuron.train.trainer import Trainer  # noqa: E402
 
 pytestmark = pytest.mark.slow
-RAY_PROCESS = re.compile(rb"ray::|/ray/core/src/ray/|ray/dashboard/|ray/_private/(log_monitor|workers)|monitor\.py")
-
-
-def ray_processes(marker: bytes) -> list[int]:
-    """Live Ray processes whose command line or environment holds `marker` (workers rename themselves
-    `ray::...` but inherit the environment of the Ray that started them), from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-                environ = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            if RAY_PROCESS.search(cmdline) and (marker in cmdline or marker in environ):
-                found.append(int(entry.name))
-    return found
-
-
-def wait_gone(marker: bytes, seconds: float = 30) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while (left := ray_processes(marker)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return left
-
-
-@pytest.fixture(scope="module")
-def local(tmp_path_factory):
-    """A private Ray for this module's tests; afterwards, none of its processes may be left."""
-    # A short temp dir of our own: Ray's socket paths must stay under 108 bytes, and it marks our processes.
-    temp = tempfile.mkdtemp(prefix="cnray-", dir="/tmp")
-    os.environ["RAY_TMPDIR"] = temp
-    try:
-        with local_ray(num_cpus=2):
-            yield
-        assert not wait_gone(temp.encode()), "Ray processes outlived the tests"
-    finally:
-        os.environ.pop("RAY_TMPDIR", None)
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def corpus() -> EmbeddedCorpus:
     return EmbeddedCorpus(size=16)
@@ -110,7 +69,7 @@ def kill_when(trainer: Downpour, name: str, at_step: int, restart: bool = False)
     return thread
 
 
-def test_one_replica_one_shard_is_the_single_process_trainer(local, corpus, tmp_path):
+def test_one_replica_one_shard_is_the_single_process_trainer(private_ray, corpus, tmp_path):
     # Weight normalization on: the shard's projection of its rows must be the network's own.
     config = replace(tiny(log_every=1), model={"weight_norm": "both"})
     single = Trainer(config, corpus, tmp_path / "single")
@@ -134,7 +93,7 @@ def test_one_replica_one_shard_is_the_single_process_trainer(local, corpus, tmp_
     assert Trainer.resume(tmp_path / "downpour", corpus).step == 6
 
 
-def test_two_replicas_two_shards_lower_the_objective(local, corpus, tmp_path):
+def test_two_replicas_two_shards_lower_the_objective(private_ray, corpus, tmp_path):
     fixed = next(corpus.batches(200, seed=99))
     run = tmp_path / "run"
     downpour = Downpour(Trainer(tiny(), corpus, run),
@@ -150,7 +109,7 @@ def test_two_replicas_two_shards_lower_the_objective(local, corpus, tmp_path):
 
 
 @pytest.mark.parametrize("on_failure", ["replace", "drop"])
-def test_a_killed_replica_does_not_stop_the_run(local, corpus, tmp_path, on_failure):
+def test_a_killed_replica_does_not_stop_the_run(private_ray, corpus, tmp_path, on_failure):
     fixed = next(corpus.batches(200, seed=99))
     run = tmp_path / "run"
     downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(replicas=2, on_failure=on_failure))
@@ -164,7 +123,7 @@ def test_a_killed_replica_does_not_stop_the_run(local, corpus, tmp_path, on_fail
     assert objective(run, fixed) < 0.8 * before
 
 
-def test_a_killed_shard_restarts_from_its_snapshot(local, corpus, tmp_path):
+def test_a_killed_shard_restarts_from_its_snapshot(private_ray, corpus, tmp_path):
     fixed = next(corpus.batches(200, seed=99))
     run = tmp_path / "run"
     downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(replicas=1, ps_shards=2, snapshot_seconds=0.05))
@@ -182,7 +141,7 @@ def _losses(run: Path) -> list[float]:
     return [row["loss"] for row in runs.read_metrics(run)]
 
 
-def test_one_replica_of_1x2_blocks_is_the_model_parallel_trainer(local, tmp_path):
+def test_one_replica_of_1x2_blocks_is_the_model_parallel_trainer(private_ray, tmp_path):
     """N = K = P = G = 1 with 1x2 blocks: the non-Downpour 1x2 run bit for bit (the same block network, the same
     Adagrad element by element), and the single-process trainer within float32 rounding (the blocks sum the
     objective in another order)."""
@@ -207,7 +166,7 @@ def test_one_replica_of_1x2_blocks_is_the_model_parallel_trainer(local, tmp_path
     assert Trainer.resume(run, source).step == 6
 
 
-def test_two_replicas_of_1x2_blocks_lower_the_objective_meeting_as_on_a_cluster(local, corpus, tmp_path):
+def test_two_replicas_of_1x2_blocks_lower_the_objective_meeting_as_on_a_cluster(private_ray, corpus, tmp_path):
     """With `--address` (here the Ray this module started) each replica's ranks meet at the TCP store their rank 0
     opens, as on a cluster, rather than through a local file; the driver's watch scans the blocks' shards."""
     from catneuron.analysis.emergence import subsample, watch_records
@@ -233,7 +192,7 @@ def test_two_replicas_of_1x2_blocks_lower_the_objective_meeting_as_on_a_cluster(
     assert images[0] == 0 and images[-1] == 40 * 20 and len(images) >= 2
 
 
-def test_a_killed_rank_takes_down_its_replica_which_is_rebuilt_from_the_shards(local, corpus, tmp_path):
+def test_a_killed_rank_takes_down_its_replica_which_is_rebuilt_from_the_shards(private_ray, corpus, tmp_path):
     """One replica of 1x2 blocks: the run can only finish if the replica rebuilt after its rank 1 was killed
     trains (its ranks meeting afresh); its rank 0 went down with rank 1, the shards stayed up."""
     fixed = next(corpus.batches(200, seed=99))
@@ -341,7 +300,38 @@ def test_a_local_run_touches_only_loopback_and_stops_cleanly_on_ctrl_c(tmp_path,
     assert not left, f"Ray processes left behind: {left}"
 
 
-def test_a_replica_that_always_dies_stops_the_run_with_its_error(local, tmp_path, capsys):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL])
+def test_the_driver_stops_on_sigterm_as_on_ctrl_c_and_ray_dies_with_it(tmp_path, stop):
+    """SIGTERM (a scheduler's preemption) to a Downpour driver: a checkpoint, the resume command, exit 143, and
+    none of Ray's native dump (`*** SIGTERM received`); kill -9: the private Ray dies with the driver."""
+    run, temp = tmp_path / "run", tempfile.mkdtemp(prefix="cnray-", dir="/tmp")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {
+        "RAY_TMPDIR": temp, "PYTHONPATH": str(Path(__file__).parents[2])}
+    command = [sys.executable, "-c", "from catneuron.cli import main; main()", "train", "--data", "embedded",
+               "--preset", "tiny", "--steps", "100000", "--replicas", "2", "--out", str(run)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while not runs.read_metrics(run) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert runs.read_metrics(run), "no training step logged"
+        proc.send_signal(stop)
+        output = proc.communicate(timeout=120)[0].decode()
+        left = wait_gone(temp.encode(), 15)
+    finally:
+        proc.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+    assert not left, f"Ray processes outlived the driver by 15 s: {left}"
+    if stop == signal.SIGKILL:
+        return
+    assert proc.returncode == 143 and "SIGTERM received" not in output, output[-2000:]
+    said = re.search(r"interrupted by SIGTERM at step (\d+): checkpoint \S+; continue with `catneuron train --resume "
+                     r"--out '.*run' --data 'embedded' --replicas 2`", output)
+    assert said, output[-2000:]
+    assert checkpoint.load(runs.checkpoint_path(run)).step == int(said.group(1)) > 0
+
+
+def test_a_replica_that_always_dies_stops_the_run_with_its_error(private_ray, tmp_path, capsys):
     (tmp_path / "broken.tar").write_bytes(b"not a tar file" * 100)
     source = ShardSource([tmp_path / "broken.tar"], 16, 1, workers=0)
     downpour = Downpour(Trainer(tiny(), source, tmp_path / "run"), DownpourOptions(replicas=1))
@@ -352,7 +342,7 @@ def test_a_replica_that_always_dies_stops_the_run_with_its_error(local, tmp_path
     assert runs.checkpoint_path(tmp_path / "run").is_file()
 
 
-def test_more_replicas_than_the_data_or_the_cluster_can_hold_are_refused(local, corpus, tmp_path):
+def test_more_replicas_than_the_data_or_the_cluster_can_hold_are_refused(private_ray, corpus, tmp_path):
     two = ArraySource(np.zeros((2, 1, 16, 16), np.uint8), "folder two (2 images)")
     with pytest.raises(UserError, match=r"--replicas 3: folder two \(2 images\) has 2 image\(s\).*at most 2"):
         Downpour(Trainer(tiny(), two, tmp_path / "a"), DownpourOptions(replicas=3))
@@ -362,7 +352,7 @@ def test_more_replicas_than_the_data_or_the_cluster_can_hold_are_refused(local, 
         DownpourOptions(on_failure="retry").validate()
 
 
-def test_gpu_ranks_are_refused_where_the_cluster_has_fewer_gpus(local, corpus, tmp_path):
+def test_gpu_ranks_are_refused_where_the_cluster_has_fewer_gpus(private_ray, corpus, tmp_path):
     """On CUDA every rank asks Ray for a GPU of its own: this Ray has none, and a GPU named for all is refused."""
     cuda = torch.device("cuda")
     with pytest.raises(UserError, match=r"^--device cuda: --replicas 2 of --partitions 1x2 need 4 GPUs \(one per "
@@ -373,7 +363,7 @@ def test_gpu_ranks_are_refused_where_the_cluster_has_fewer_gpus(local, corpus, t
         Downpour(Trainer(tiny(), corpus, tmp_path / "b"), DownpourOptions(device=torch.device("cuda", 1)))
 
 
-def test_the_first_death_stops_the_run_under_stop(local, corpus, tmp_path):
+def test_the_first_death_stops_the_run_under_stop(private_ray, corpus, tmp_path):
     downpour = Downpour(Trainer(tiny(), corpus, tmp_path / "run"), DownpourOptions(replicas=2, on_failure="stop"))
     killer = kill_when(downpour, downpour.actor_name("replica", 1), at_step=10)
     with pytest.raises(UserError, match=r"replica 1 died \(.*\); stopped at step \d+: checkpoint"):
@@ -381,7 +371,7 @@ def test_the_first_death_stops_the_run_under_stop(local, corpus, tmp_path):
     killer.join(timeout=5)
 
 
-def test_the_watch_under_two_replicas_logs_its_curve(local, corpus, tmp_path):
+def test_the_watch_under_two_replicas_logs_its_curve(private_ray, corpus, tmp_path):
     from catneuron.analysis.emergence import subsample, watch_records
     from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path
 
@@ -400,7 +390,7 @@ def watch_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name.startswith("catneuron-watch")]
 
 
-def test_the_watch_thread_ends_when_a_scan_fails(local, corpus, tmp_path):
+def test_the_watch_thread_ends_when_a_scan_fails(private_ray, corpus, tmp_path):
     from catneuron.analysis.emergence import subsample
     from catneuron.train.watch import Watch, WatchOptions
 

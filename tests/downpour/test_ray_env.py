@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,28 +25,21 @@ def client(address: str, home: Path, **auth: str) -> subprocess.CompletedProcess
                           timeout=120)
 
 
-def test_a_client_without_the_token_is_refused(tmp_path):
-    temp = tempfile.mkdtemp(prefix="cnray-", dir="/tmp")
-    os.environ["RAY_TMPDIR"] = temp
-    try:
-        with ray_env.local_ray(num_cpus=1):
-            address = ray.get_runtime_context().gcs_address
-            assert address.startswith(ray_env.LOOPBACK)
-            refused = client(address, tmp_path, RAY_AUTH_MODE="disabled")
-            assert refused.returncode != 0 and "answer" not in refused.stdout
-            assert "Authentication token is missing or incorrect" in refused.stderr
-            wrong = client(address, tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)
-            assert wrong.returncode != 0 and "answer" not in wrong.stdout
-            assert "Authentication token is missing or incorrect" in wrong.stderr
-            admitted = client(address, tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray_env._TOKEN)
-            assert admitted.returncode == 0 and "answer 42" in admitted.stdout, admitted.stderr[-2000:]
-            # The token is in no command line (which any user can read) and in no file under HOME.
-            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-                try:
-                    assert ray_env._TOKEN.encode() not in cmdline.read_bytes()
-                except OSError:
-                    continue
-        assert not (tmp_path / ".ray").exists() and not (Path.home() / ".ray" / "auth_token").exists()
-    finally:
-        os.environ.pop("RAY_TMPDIR", None)
-        shutil.rmtree(temp, ignore_errors=True)
+def test_a_client_without_the_token_is_refused(private_ray, tmp_path):
+    address = ray.get_runtime_context().gcs_address
+    assert address.startswith(ray_env.LOOPBACK)
+    refused = client(address, tmp_path, RAY_AUTH_MODE="disabled")
+    assert refused.returncode != 0 and "answer" not in refused.stdout
+    assert "Authentication token is missing or incorrect" in refused.stderr
+    wrong = client(address, tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)
+    assert wrong.returncode != 0 and "answer" not in wrong.stdout
+    assert "Authentication token is missing or incorrect" in wrong.stderr
+    admitted = client(address, tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=ray_env._TOKEN)
+    assert admitted.returncode == 0 and "answer 42" in admitted.stdout, admitted.stderr[-2000:]
+    # The token is in no command line (which any user can read) and in no file under HOME.
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert ray_env._TOKEN.encode() not in cmdline.read_bytes()
+        except OSError:
+            continue
+    assert not (tmp_path / ".ray").exists() and not (Path.home() / ".ray" / "auth_token").exists()

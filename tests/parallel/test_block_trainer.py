@@ -184,3 +184,38 @@ def test_more_ranks_than_gpus_is_refused_before_any_rank_starts(tmp_path, monkey
     assert err.strip().splitlines() == ["catneuron: error: --partitions 1x2 --device cuda: 2 ranks on this machine "
                                         "need 2 GPUs (one per rank: NCCL cannot share a GPU between ranks), 1 visible"]
     assert not list((tmp_path / "run").glob("*"))  # nothing written: no rank started
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
+def test_the_ranks_stop_with_their_launcher(tmp_path, stop):
+    """A stop signal to the launcher of `train --partitions 1x2` (Ctrl-C, a scheduler's SIGTERM) saves the step
+    every rank stopped at and says how to continue, as the single-process trainer does; a launcher killed outright
+    takes its ranks with it within seconds (none goes on training into the run folder)."""
+    run = tmp_path / "run"
+    command = [sys.executable, "-c", "from catneuron.cli import main; main()", "train", "--data", "embedded",
+               "--preset", "tiny", "--partitions", "1x2", "--steps", "100000", "--out", str(run)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {
+        "PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        deadline = time.monotonic() + 120
+        while not runs.read_metrics(run) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        ranks = _ranks_of(process.pid)
+        assert len(ranks) == 2, ranks
+        process.send_signal(stop)
+        _, stderr = process.communicate(timeout=60)
+        ended = time.monotonic()
+        while any(Path(f"/proc/{rank}").exists() for rank in ranks) and time.monotonic() < ended + 10:
+            time.sleep(0.1)
+        outlived = time.monotonic() - ended
+    finally:
+        process.kill()
+    assert outlived < 5, f"ranks outlived their launcher by {outlived:.1f} s"
+    if stop == signal.SIGKILL:
+        return
+    text = stderr.decode()
+    assert process.returncode == 128 + stop, text[-2000:]
+    said = re.search(r"interrupted( by SIGTERM)? at step (\d+): checkpoint \S+; continue with `catneuron train "
+                     r"--resume --out '.*run' --data 'embedded' --partitions 1x2`", text)
+    assert said and "Traceback" not in text, text[-2000:]
+    assert checkpoint.load(runs.checkpoint_path(run)).step == int(said.group(2)) > 0

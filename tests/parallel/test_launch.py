@@ -4,6 +4,9 @@ torch.cuda's count is set by monkeypatch, and joining the group is recorded inst
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -41,3 +44,17 @@ def test_one_gpu_per_node_is_enough_and_only_rank_0_reports(second_node, tmp_pat
     second node's process, though first on its node, is not the one that reports."""
     runner = ModelParallel(PRESETS["tiny"], "embedded", tmp_path / "run", (1, 2), 1, False, device=CUDA)
     assert not runner.leader
+
+
+def _disk_full(rank: int, world: int) -> None:
+    if rank == 0:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "run/checkpoint.safetensors")
+
+
+@pytest.mark.slow
+def test_a_ranks_os_error_is_the_launchers_as_in_one_process():
+    """Disk full while rank 0 writes the checkpoint: the launcher raises the OSError (exit 1, as a single process
+    does), not a rank failure (exit 2, which says bad input)."""
+    with pytest.raises(OSError) as raised:
+        launch.run_ranks(_disk_full, 2)
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == "run/checkpoint.safetensors"

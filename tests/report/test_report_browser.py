@@ -22,7 +22,7 @@ import reportkit as kit
 from catneuron.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+pytestmark = pytest.mark.usefixtures("chromium")  # skipped without it, failed under CI
 # Chromium's own update and clock checks, which its flags do not all silence; nothing else may leave.
 CHROMIUM_OWN = (".google.com", ".googleapis.com", ".gvt1.com", ".gstatic.com")
 # Lazy images load once scrolled near: make them eager, then every one must decode.

@@ -12,6 +12,7 @@ from catneuron.model.config import PRESETS
 from catneuron.model.network import Network
 from catneuron.store import checkpoint, runs
 from catneuron.train import watch as watch_module
+from catneuron.train.metrics import MetricsLog
 from catneuron.train.trainer import Trainer
 from catneuron.train.watch import Watch, WatchOptions, best_checkpoint_path
 
@@ -117,7 +118,7 @@ def test_the_budget_counts_the_baselines(corpus, sets, tmp_path, monkeypatch, ev
     said = []
     watch = Watch(sets, WatchOptions(every_images=every_images, n_filters=200), say=said.append)
     network = Network(PRESETS["tiny"].model).eval()
-    with open(tmp_path / runs.METRICS, "a") as metrics:
+    with MetricsLog(tmp_path) as metrics:
         watch.start(tmp_path, PRESETS["tiny"], "embedded", corpus, metrics, network, 0)
         for step in range(1, 400):
             clock.now += 1.0

@@ -79,8 +79,8 @@ def is_large(width: int, height: int) -> bool:
 
 def large_note(count: int) -> str:
     """The line that replaces Pillow's warnings about `count` images."""
-    return (f"{count} image(s) over {Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpixels decoded (slow and memory-hungry; "
-            "downscale them)")
+    return (f"{count} image(s) over {(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} Mpixels decoded (slow and "
+            "memory-hungry; downscale them)")
 
 
 def read_image(path: str | Path, size: int, channels: int) -> np.ndarray:

@@ -5,12 +5,21 @@ from __future__ import annotations
 import sys
 import time
 
+MAX_DAYS = 999  # past this an ETA says only that it is longer
+
 
 def format_seconds(seconds: float) -> str:
+    """mm:ss, h:mm:ss, or days and h:mm:ss; `?` for an ETA that is not a number."""
+    if seconds != seconds:
+        return "?"
+    if seconds >= MAX_DAYS * 86400:  # infinity included
+        return f"over {MAX_DAYS} days"
     seconds = max(0, int(seconds))
-    h, rest = divmod(seconds, 3600)
+    days, rest = divmod(seconds, 86400)
+    h, rest = divmod(rest, 3600)
     m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+    clock = f"{h}:{m:02d}:{s:02d}" if h or days else f"{m:02d}:{s:02d}"
+    return f"{days}d {clock}" if days else clock
 
 
 class Progress:
@@ -34,7 +43,7 @@ class Progress:
         count = f"{done}/{self.total}" if self.total is not None else f"{done}"
         parts = [f"{self.label} {count}", f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2g} {unit}/s"]
         parts += [f"{k} {v:.4g}" for k, v in (fields or {}).items()]
-        parts.append(f"left {format_seconds(eta)}" if eta == eta else "left ?")
+        parts.append(f"left {format_seconds(eta)}")
         line = " | ".join(parts)
         if self.tty:
             sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -38,15 +39,41 @@ def upper_heldout(stages: list[dict]) -> float:
     return max(upper)
 
 
-def watch_records(rows: list[dict]) -> list[dict]:
-    """The watch records in image order, the last written kept where a crash and a resume repeat a count."""
-    by_images = {r["images"]: r for r in rows if r.get("record") == WATCH and isinstance(r.get("images"), int)}
+def watch_records(rows: list[dict], say: Callable[[str], None] | None = None) -> list[dict]:
+    """The well-formed watch records in image order, the last written kept where a crash and a resume repeat a
+    count. A malformed one (a hand edit, another version) is skipped, and counted to `say` when given."""
+    watch = [r for r in rows if r.get("record") == WATCH]
+    by_images = {r["images"]: r for r in watch if well_formed(r)}
+    skipped = sum(not well_formed(r) for r in watch)
+    if skipped and say is not None:
+        say(f"catneuron: metrics.jsonl: skipped {skipped} malformed watch record(s)")
     return [by_images[i] for i in sorted(by_images)]
 
 
+def well_formed(record: dict) -> bool:
+    """Whether a watch record has every field the readers use, of the right type."""
+    concepts = record.get("concepts")
+    return (_integer(record.get("images")) and isinstance(concepts, dict) and bool(concepts)
+            and all(isinstance(c, dict) and _fraction(c.get("upper_heldout")) and isinstance(c.get("stages"), list)
+                    and all(isinstance(s, dict) and _integer(s.get("stage")) and _fraction(s.get("heldout_accuracy"))
+                            for s in c["stages"])
+                    for c in concepts.values()))
+
+
 def latest_baselines(rows: list[dict]) -> dict | None:
-    found = [r for r in rows if r.get("record") == BASELINES and isinstance(r.get("concepts"), dict)]
+    """The last well-formed baselines record (every concept's bar a number)."""
+    found = [r for r in rows if r.get("record") == BASELINES and isinstance(r.get("concepts"), dict)
+             and all(isinstance(c, dict) and _fraction(c.get("bar")) for c in r["concepts"].values())]
     return found[-1] if found else None
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fraction(value: object) -> bool:
+    """A finite number (an accuracy; the bar may pass 1 by the margin)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def curve(records: list[dict], concept: str) -> dict[int, tuple[list[int], list[float]]]:
@@ -99,7 +126,8 @@ def subsample(test: LabelledImages, limit: int, seed: int = 0) -> LabelledImages
     keep = []
     for cls in (0, 1):
         members = np.flatnonzero(test.labels == cls)
-        keep.append(rng.choice(members, max(1, round(len(members) * limit / len(test.labels))), replace=False))
+        share = max(2, round(len(members) * limit / len(test.labels)))  # 2: one per held-out half
+        keep.append(rng.choice(members, min(share, len(members)), replace=False))
     index = np.sort(np.concatenate(keep))
     return LabelledImages(test.images[index], test.labels[index])
 
@@ -108,7 +136,7 @@ def watch_sets(concepts: list[tuple[str, str]], negatives: str, size: int, chann
                say: Callable[[str], None] = log.info) -> list[tuple[str, LabelledImages]]:
     """The labelled watch sets (evaluate's: the first concept sets the ratio), each cut to `limit` images."""
     try:
-        sets = concept_sets(concepts, negatives, size, channels)
+        sets = concept_sets(concepts, negatives, size, channels, say=say)
     except UserError as e:
         raise UserError(f"--watch: {e}") from None
     cut = [(name, subsample(test, limit)) for name, test in sets]

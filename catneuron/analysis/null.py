@@ -8,6 +8,8 @@ beats the null's maximum.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -17,6 +19,7 @@ from catneuron.analysis.selectivity import Layout
 from catneuron.errors import UserError
 from catneuron.model.config import ModelConfig
 from catneuron.model.network import Network
+from catneuron.progress import Progress
 
 
 def random_network(config: ModelConfig, seed: int, device: torch.device | str = "cpu") -> Network:
@@ -46,21 +49,29 @@ def standing(trained: float, null: dict) -> dict:
     return {"trained": trained, "sd_above_mean": above, "beats_max": trained > null["max"]}
 
 
+MAX_SEEDS = 100  # each is a whole scan; 100 draws place a maximum to within a few percent of its spread
+
+
 def check_null_seeds(seeds: int) -> int:
-    """`--null-seeds`: 0 (no null) or at least 2 networks (a standard deviation needs two); checked before training."""
-    if seeds < 0 or seeds == 1:
-        raise UserError(f"--null-seeds {seeds}: 0 (none) or at least 2 random networks")
+    """`--null-seeds`: 0 (no null) or 2 (a standard deviation needs two) to MAX_SEEDS networks; checked before
+    training."""
+    if seeds < 0 or seeds == 1 or seeds > MAX_SEEDS:
+        raise UserError(f"--null-seeds {seeds}: 0 (none) or 2 to {MAX_SEEDS} random networks")
     return seeds
 
 
 def null_distribution(config: ModelConfig, images: np.ndarray, labels: np.ndarray, seeds: int,
-                      trained_by_stage: list[float], seed: int = 0, device: torch.device | str = "cpu") -> dict:
+                      trained_by_stage: list[float], seed: int = 0, device: torch.device | str = "cpu",
+                      progress: bool = True) -> dict:
     """Scan `seeds` random-weights networks (seeds seed+1 .. seed+S) and place the trained network's best unit
     of each stage (`trained_by_stage`: held-out accuracies) against the distribution of theirs."""
     if check_null_seeds(seeds) == 0:
         raise UserError("--null-seeds 0: no random networks to scan")
-    draws = [best_heldout_by_stage(random_network(config, seed + 1 + k, device), images, labels, seed)
-             for k in range(seeds)]
+    meter = Progress(seeds, "null: random networks", progress)
+    started, draws = time.monotonic(), []
+    for k in range(seeds):
+        draws.append(best_heldout_by_stage(random_network(config, seed + 1 + k, device), images, labels, seed))
+        meter.update(k + 1, (k + 1) / max(time.monotonic() - started, 1e-9), "networks", final=k + 1 == seeds)
     stages = []
     for stage, trained in enumerate(trained_by_stage, start=1):
         null = summary([draw[stage - 1] for draw in draws])

@@ -15,6 +15,7 @@ from sklearn.preprocessing import StandardScaler
 
 from catneuron.analysis.activations import UnitIndex, unit_activations
 from catneuron.analysis.selectivity import stratified_halves
+from catneuron.errors import UserError
 from catneuron.model.network import Network
 
 MAX_FEATURES = 10_000
@@ -28,6 +29,9 @@ def make_probe() -> Pipeline:
 def heldout_probe_accuracy(features: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
     """Fit on one stratified half, score on the other; the mean of both directions."""
     first, second = stratified_halves(labels, seed)
+    if any(len(np.unique(labels[half])) < 2 for half in (first, second)):
+        raise UserError(f"--probe: {int((labels == 1).sum())} positive(s) and {int((labels == 0).sum())} "
+                        "negative(s); a held-out probe needs at least 2 images of each class, one per half")
     scores = [make_probe().fit(features[fit], labels[fit]).score(features[test], labels[test])
               for fit, test in ((first, second), (second, first))]
     return float(np.mean(scores))

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from catneuron.errors import UserError
+
 N_THRESHOLDS = 20
 PER_STEP = 27  # fine bins between two thresholds
 GRID = (N_THRESHOLDS - 1) * PER_STEP  # bin 0 holds values at the min; bins 1..GRID the rest
@@ -179,6 +181,10 @@ def scan(batches: Batches, counts: np.ndarray) -> Scored:
         np.maximum(high[half], acts.max(0), out=high[half])
     if low is None or high is None:
         raise ValueError("empty test set")
+    filled = counts.sum(1) > 0  # a half without images keeps low = inf, high = -inf
+    if not (np.isfinite(low[filled]).all() and np.isfinite(high[filled]).all()):
+        raise UserError("the network's activations are not finite numbers (NaN or overflow: are its weights far "
+                        "too large?); nothing can be measured on it")
     low = np.concatenate([low.min(0, keepdims=True), low])
     high = np.concatenate([high.max(0, keepdims=True), high])
     empty = ~np.isfinite(low)  # a half without images

@@ -15,10 +15,16 @@ from catneuron.model.config import Config, to_dict
 
 
 def writable_folder(path: str | Path, flag: str) -> Path:
-    """`path` as a folder this process can create files in (made if missing), or a UserError naming `flag`.
+    """`path` as a folder this process can create files in (made if missing, its name valid UTF-8), or a UserError
+    naming `flag`.
     The probe file's name is new (O_EXCL): on a shared filesystem the processes of other nodes, whose ids may
     equal this one's, probe the same folder at the same time (`torchrun` ranks)."""
     path = Path(path)
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        # A byte that is not UTF-8 cannot go into config.json, the results or the resume command the run prints.
+        raise UserError(f"{flag} {str(path)!r}: the name is not valid UTF-8; choose another") from None
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".catneuron-probe-"):
@@ -46,6 +52,16 @@ def run_outputs(run: str | Path) -> None:
 def at_least(flag: str, value: int | float, least: int | float) -> None:
     if not value >= least:  # `not >=` also refuses NaN
         raise UserError(f"{flag} {value}: must be at least {least}")
+
+
+MAX_STEPS = 10**9  # a billion steps: at the paper's batch, 100 billion images, about 10,000 passes over its 10M
+
+
+def step_count(flag: str, value: int) -> None:
+    """A number of training steps from 1 to MAX_STEPS (a larger one is a typo, and no run gets there)."""
+    at_least(flag, value, 1)
+    if value > MAX_STEPS:
+        raise UserError(f"{flag} {value}: at most {MAX_STEPS:,} steps")
 
 
 def positive(flag: str, value: float | None) -> None:

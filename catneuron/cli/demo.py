@@ -74,7 +74,7 @@ def demo(
 ) -> None:
     """Train on unlabeled embedded images, find the face neuron, print Table 1 against the paper."""
     checks.positive("--minutes", minutes)
-    checks.at_least("--steps", steps, 1)
+    checks.step_count("--steps", steps)
     checks.at_least("--linear-filters", linear_filters, 1)
     check_null_seeds(null_seeds)
     overrides = train_overrides(seed=seed, precision=precision)

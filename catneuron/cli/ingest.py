@@ -9,6 +9,7 @@ import typer
 
 from catneuron.cli import checks
 from catneuron.cli.app import app
+from catneuron.data.images import large_note
 from catneuron.data.ingest import ERRORS, STATS, Settings
 from catneuron.data.ingest import ingest as run_ingest
 
@@ -36,6 +37,8 @@ def ingest(
     s = result.stats
     print(f"{s['samples']:,} samples from {s['images']:,} images and {s['videos']:,} videos in {s['shards']} shards "
           f"under {out}; {s['duplicates']:,} duplicates dropped; {s['errors']:,} files skipped (see {out / ERRORS})")
+    if s["large_images"]:
+        print(f"catneuron: {large_note(s['large_images'])}")
     c = s["census"]
     if c["patches"]:
         print(f"face census: {c['faces']:,} of {c['patches']:,} random 60x60 patches have a face "

@@ -33,7 +33,8 @@ def table(
                                            "(0: none)."),
 ) -> None:
     """Train the network, its no-LCN and sigmoid-autoencoder variants and the no-face control; scan them all."""
-    for flag, value in (("--steps", steps), ("--linear-filters", linear_filters), ("--centroids", centroids)):
+    checks.step_count("--steps", steps)
+    for flag, value in (("--linear-filters", linear_filters), ("--centroids", centroids)):
         checks.at_least(flag, value, 1)
     checks.data_exists(data, "--data")
     if control_data is not None:

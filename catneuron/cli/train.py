@@ -48,8 +48,8 @@ def make_watch(concepts: list[str] | None, negatives: str | None, config: config
     if limit < 2:
         raise UserError(f"--watch-images {limit}: must be at least 2")
     options.validate()
-    sets = watch_sets(parse_concepts(concepts, "faces"), negatives, config.model.input_size, config.model.channels,
-                      limit)
+    sets = watch_sets(parse_concepts(concepts, "faces", "--watch"), negatives, config.model.input_size,
+                      config.model.channels, limit)
     return Watch(sets, options)
 
 
@@ -97,7 +97,7 @@ def train(
     dev = runs.device(device)
     grid = parse_grid(partitions)
     if steps is not None:
-        checks.at_least("--steps", steps, 1)
+        checks.step_count("--steps", steps)
     elif minutes is None:
         steps = DEFAULT_STEPS  # with --minutes alone, the time decides
     checks.positive("--minutes", minutes)

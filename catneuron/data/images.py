@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,47 +60,81 @@ def to_square(image: Image.Image, size: int, channels: int) -> np.ndarray:
 
 UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError)
 """What decoding an untrusted file may raise: the file is skipped and counted, never the run stopped.
-DecompressionBombError: a header claiming more than Pillow's limit of pixels (a bomb of a few KB)."""
+DecompressionBombError: a header claiming more than twice Pillow's limit of pixels (a bomb of a few KB)."""
+
+@contextmanager
+def quiet_large_images() -> Iterator[None]:
+    """Between Pillow's limit (89 Mpixels) and twice it, Pillow decodes with a two-line DecompressionBombWarning on
+    stderr per file; catneuron counts those images (`is_large`) and says so in its own words instead. The filter is
+    the process's: it covers the threads that decode while it is on."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def is_large(width: int, height: int) -> bool:
+    """Over Pillow's limit of pixels, but not twice over (those are refused): slow and memory-hungry."""
+    return Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS
+
+
+def large_note(count: int) -> str:
+    """The line that replaces Pillow's warnings about `count` images."""
+    return (f"{count} image(s) over {(Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} Mpixels decoded (slow and "
+            "memory-hungry; downscale them)")
 
 
 def read_image(path: str | Path, size: int, channels: int) -> np.ndarray:
     """One image as uint8 (channels, size, size); raises ValueError if it cannot be decoded."""
+    return _decode(path, size, channels)[0]
+
+
+def _decode(path: str | Path, size: int, channels: int) -> tuple[np.ndarray, bool]:
+    """read_image, and whether the image was over Pillow's limit of pixels."""
     try:
         with Image.open(path) as image:
             image.load()
-            return to_square(image, size, channels)
+            return to_square(image, size, channels), is_large(*image.size)
     except UNREADABLE as e:
         raise ValueError(f"{path}: {e}") from None
 
 
 @dataclass
 class ImageSet:
-    """Decoded images in memory, uint8 (N, C, S, S), with the files they came from and those skipped."""
+    """Decoded images in memory, uint8 (N, C, S, S), with the files they came from, those skipped, and how many
+    were over Pillow's limit of pixels."""
 
     images: np.ndarray
     paths: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    large: int = 0
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def notes(self) -> list[str]:
+        """What a reader of the folder should hear: unreadable files skipped, very large images decoded."""
+        out = [f"skipped {len(self.skipped)} unreadable image(s)"] if self.skipped else []
+        if self.large:
+            out.append(large_note(self.large))
+        return out
 
 
 def read_images(paths: Iterable[Path], size: int, channels: int, workers: int = 4) -> ImageSet:
     """Decode many images in threads (PIL releases the GIL); corrupt files are skipped and listed."""
     paths = list(paths)
 
-    def one(path: Path) -> np.ndarray | str:
+    def one(path: Path) -> tuple[np.ndarray, bool] | str:
         try:
-            return read_image(path, size, channels)
+            return _decode(path, size, channels)
         except ValueError as e:
             return str(e)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with quiet_large_images(), ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(one, paths))
-    good = [(p, a) for p, a in zip(paths, decoded, strict=True) if isinstance(a, np.ndarray)]
+    good = [(p, a) for p, a in zip(paths, decoded, strict=True) if isinstance(a, tuple)]
     skipped = [(p, a) for p, a in zip(paths, decoded, strict=True) if isinstance(a, str)]
-    images = np.stack([a for _, a in good]) if good else np.zeros((0, channels, size, size), np.uint8)
-    return ImageSet(images, [p for p, _ in good], skipped)
+    images = np.stack([a for _, (a, _) in good]) if good else np.zeros((0, channels, size, size), np.uint8)
+    return ImageSet(images, [p for p, _ in good], skipped, sum(large for _, (_, large) in good))
 
 
 def read_folder(root: str | Path, size: int, channels: int, flag: str = "--data") -> ImageSet:

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from catneuron.data.census import Census, Detector, allocate_patches, grey, haar_faces, patch_census
-from catneuron.data.images import IMAGE_EXTENSIONS, to_square
+from catneuron.data.images import IMAGE_EXTENSIONS, is_large, quiet_large_images, to_square
 from catneuron.data.shards import MANIFEST, Sample, write_shard
 from catneuron.data.video import VIDEO_EXTENSIONS, random_frames
 from catneuron.errors import UserError, printable
@@ -132,7 +132,7 @@ def _pictures(path: Path, settings: Settings) -> tuple[str, list[tuple[float | N
         frames = random_frames(path, settings.frames_per_video, rng)
         return "video", [(f.time, f.image, f.image.size) for f in frames]
     if suffix in IMAGE_EXTENSIONS:
-        with Image.open(path) as image:
+        with quiet_large_images(), Image.open(path) as image:
             original = image.size
             image.draft("RGB", (settings.size, settings.size))  # big JPEGs: libjpeg decodes them scaled down
             image.load()
@@ -187,6 +187,7 @@ class ShardRecord:
     with_faces: int = 0
     patches: int = 0
     patch_faces: int = 0
+    large: int = 0  # images over Pillow's limit of pixels (decoded, and counted instead of Pillow's warning)
     errors: list[list[str]] = field(default_factory=list)
     hashes: list[str] = field(default_factory=list)
 
@@ -247,7 +248,7 @@ def _write_summary(out: Path, settings: Settings, paths: list[Path], records: di
     stats = {
         "complete": complete, "files": len(paths), "files_done": sum(r.stop - r.first for r in done),
         "images": total("images"), "videos": total("videos"), "samples": total("samples"),
-        "duplicates": total("duplicates"), "errors": sum(len(r.errors) for r in done),
+        "duplicates": total("duplicates"), "errors": sum(len(r.errors) for r in done), "large_images": total("large"),
         "faces_excluded": total("faces_excluded"), "samples_with_faces": total("with_faces"),
         "census": {"requested": settings.census, "patches": census.patches, "faces": census.faces,
                    "fraction": census.fraction if census.patches else None, "patch": 60},
@@ -317,6 +318,7 @@ def ingest(sources: Iterable[str], out: str | Path, settings: Settings = Setting
                 record.videos += 1
             else:
                 record.images += 1
+                record.large += any(is_large(*d.meta["original_size"]) for d in result.samples)
             for j, s in enumerate(result.samples):
                 if s.meta["sha"] in seen:
                     record.duplicates += 1

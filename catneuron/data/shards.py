@@ -188,7 +188,7 @@ class ShardSource:
 
     def __init__(self, shards: list[Path], size: int, channels: int, description: str = "", workers: int = 2,
                  buffer: int = 1000, replica: int = 0, num_replicas: int = 1, flip: bool = True,
-                 cache_mb: int = 1024) -> None:
+                 cache_mb: int = 1024, sizes: list[int] | None = None) -> None:
         if not shards:
             raise UserError(f"{description or '--data'}: no shards")
         if not 0 <= replica < num_replicas:
@@ -196,6 +196,7 @@ class ShardSource:
         self.shards, self.size, self.channels = list(shards), size, channels
         self.workers, self.buffer, self.replica, self.num_replicas = workers, buffer, replica, num_replicas
         self.flip, self.cache_mb = flip, cache_mb
+        self.sizes = sizes  # samples per shard, when the manifest says
         self.description = description or f"{len(self.shards)} shards"
 
     @classmethod
@@ -205,21 +206,33 @@ class ShardSource:
         if not shards:
             raise UserError(f"--data {spec}: no .tar shards found")
         manifest = read_manifest(shards[0].parent)
-        count = ""
+        count, known = "", None
         if manifest is not None:
             sizes = {s["name"]: s["samples"] for s in manifest.get("shards", [])}
             if all(p.name in sizes for p in shards):
                 shards = [p for p in shards if sizes[p.name] > 0]
-                total = sum(sizes[p.name] for p in shards)
-                if not total:
+                known = [sizes[p.name] for p in shards]
+                if not known:
                     raise UserError(f"--data {spec}: the shards hold no samples")
-                count = f", {total:,} samples"
-        return cls(shards, size, channels, f"shards {spec} ({len(shards)} shards{count})", **kwargs)
+                count = f", {sum(known):,} samples"
+        return cls(shards, size, channels, f"shards {spec} ({len(shards)} shards{count})", sizes=known, **kwargs)
+
+    def check_replicas(self, replicas: int) -> None:
+        """Refuse, before any replica starts, more replicas than the shards feed (when the manifest gives their
+        sizes): with fewer shards than readers, replica r reads the samples n = r (mod replicas) of every shard
+        (`assignment`), so it needs a shard of more than r samples."""
+        if self.sizes is None or len(self.shards) >= replicas * max(self.workers, 1):
+            return
+        fed = max(self.sizes)
+        if fed < replicas:
+            raise UserError(f"--replicas {replicas}: {self.description} feed(s) at most {fed} replica(s) (its "
+                            f"largest shard holds {fed} sample(s), and each replica needs its own); use at most "
+                            f"{fed} replicas, or ingest more images")
 
     def split(self, replica: int, num_replicas: int) -> ShardSource:
         """The same source restricted to one replica's share of the shards (Downpour's data parallelism)."""
         return ShardSource(self.shards, self.size, self.channels, f"{self.description}, replica {replica}",
-                           self.workers, self.buffer, replica, num_replicas, self.flip, self.cache_mb)
+                           self.workers, self.buffer, replica, num_replicas, self.flip, self.cache_mb, self.sizes)
 
     def batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
         stream = _Stream(self.shards, self.size, self.channels, seed, start_step, self.buffer, self.replica,

@@ -79,6 +79,6 @@ def open_source(spec: str, size: int, channels: int) -> BatchSource:
     if is_shard_spec(spec):
         return ShardSource.open(spec, size, channels)
     source, found = folder_source(spec, size, channels)
-    if found.skipped:
-        log.info(f"catneuron: skipped {len(found.skipped)} unreadable image(s) under {spec}")
+    for note in found.notes():
+        log.info(f"catneuron: {spec}: {note}")
     return source

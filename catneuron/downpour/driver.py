@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from safetensors.torch import safe_open
 
+from catneuron.data.shards import ShardSource
 from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.downpour.blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
 from catneuron.downpour.ray_env import ray_session
@@ -83,6 +84,8 @@ def check_feeds(source: BatchSource, replicas: int) -> None:
     if isinstance(source, ArraySource) and len(source.images) < replicas:
         raise UserError(f"--replicas {replicas}: {source.description} has {len(source.images)} image(s), and each "
                         f"replica needs its own; use at most {len(source.images)} replicas")
+    if isinstance(source, ShardSource):
+        source.check_replicas(replicas)
 
 
 def death_reason(error: Exception) -> str:

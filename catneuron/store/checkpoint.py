@@ -189,7 +189,8 @@ def load(path: str | Path) -> Checkpoint:
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Load a checkpoint's weights into the module its config builds, saying which tensor does not fit."""
+    """Load a checkpoint's weights into the module its config builds, saying which tensor does not fit: its
+    shape, its dtype, or a value that is not finite (checked on every load, for evaluation and resume alike)."""
     expected = module.state_dict()
     for name in sorted(set(expected) | set(weights)):
         if name not in weights:
@@ -199,7 +200,18 @@ def load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor], path
         if weights[name].shape != expected[name].shape:
             raise UserError(f"{path}: damaged checkpoint (tensor model.{name} has shape "
                             f"{tuple(weights[name].shape)}; its config needs {tuple(expected[name].shape)})")
+        if weights[name].dtype != expected[name].dtype:  # load_state_dict would cast it without a word
+            raise UserError(f"{path}: damaged checkpoint (tensor model.{name} is {_dtype(weights[name])}; the "
+                            f"network uses {_dtype(expected[name])})")
+    bad = non_finite(weights)
+    if bad is not None:
+        raise UserError(f"{path}: the network's weights are not finite (NaN or infinity in model.{bad}), as a "
+                        "diverged run leaves them; nothing can be measured or trained on them")
     module.load_state_dict(weights)
+
+
+def _dtype(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
 
 
 def non_finite(tensors: dict[str, torch.Tensor]) -> str | None:

@@ -51,10 +51,6 @@ def load_network(run: str | Path, device: str | torch.device = "cpu") -> tuple[N
     path = checkpoint_path(run)
     budget.check_fits(budget.weight_bytes(checkpoint.read_config(path).model), f"the network of {run}")
     ckpt = checkpoint.load(path)
-    bad = checkpoint.non_finite(ckpt.model)
-    if bad is not None:
-        raise UserError(f"{run}: the network's weights are not finite (NaN or infinity in {bad}); "
-                        "nothing can be measured on it")
     net = Network(ckpt.config.model)
     checkpoint.load_weights(net, ckpt.model, path)
     return net.to(device).eval(), ckpt

@@ -16,7 +16,7 @@ class MetricsLog:
         self.file = open(Path(run) / runs.METRICS, "a")  # noqa: SIM115  closed by close() or the with block
 
     def write(self, row: dict) -> None:
-        self.file.write(json.dumps(row) + "\n")
+        self.file.write(json.dumps(row, allow_nan=False) + "\n")  # NaN and Infinity are not JSON
         self.file.flush()
 
     def close(self) -> None:

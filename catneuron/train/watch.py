@@ -62,8 +62,8 @@ class WatchOptions:
             raise UserError("--watch-every and --watch-minutes: give one of them")
         if self.every_images is not None and self.every_images < 1:
             raise UserError(f"--watch-every {self.every_images}: must be at least 1 image")
-        if self.every_seconds is not None and self.every_seconds <= 0:
-            raise UserError(f"--watch-minutes {self.every_seconds / 60:g}: must be positive")
+        if self.every_seconds is not None and not (math.isfinite(self.every_seconds) and self.every_seconds > 0):
+            raise UserError(f"--watch-minutes {self.every_seconds / 60:g}: must be a positive number")
         if not 0 < self.budget <= 1:
             raise UserError(f"--watch-budget {self.budget:g}: a share of the run's time in (0, 1]")
         if self.budget == 1 and self.every_images is None and self.every_seconds is None:
@@ -98,15 +98,20 @@ class Watch:
         self.run, self.config, self.data_spec, self.metrics = Path(run), config, data_spec, metrics
         self.opened = time.monotonic()
         rows = runs.read_rows(run)
-        self._fit_sets(network, latest_baselines(rows), max_seconds)
-        history = [r for r in watch_records(rows) if r["images"] <= images]
+        known = latest_baselines(rows)
+        self._fit_sets(network, known, max_seconds)
+        stamp = fingerprint(self.sets)
+        if known is not None and known.get("fingerprint") not in (None, stamp):
+            raise UserError("--watch: this run was watched on another watch set (the images, names or "
+                            "--watch-images differ), and its best score and checkpoint-best compare within one "
+                            "set; resume with the same --watch, --watch-negatives and --watch-images, or start "
+                            "a new run")
+        history = [r for r in watch_records(rows, self.say) if r["images"] <= images]
         if history:
             self.last_images = history[-1]["images"]
             self.latest = history[-1]
             self.best = max((r["concepts"][self.concept]["upper_heldout"] for r in history
                              if self.concept in r["concepts"]), default=-math.inf)
-        stamp = fingerprint(self.sets)
-        known = latest_baselines(rows)
         if known is not None and known.get("fingerprint") == stamp:
             self.base = known["concepts"]
         else:

@@ -74,3 +74,15 @@ def test_standing_without_spread_and_the_seed_count_check():
     for bad in (1, -2):
         with pytest.raises(UserError, match="--null-seeds"):
             check_null_seeds(bad)
+
+
+def test_the_number_of_null_networks_is_bounded_and_their_scan_shows_progress(capsys):
+    """--null-seeds 1000 ran about a minute without a word and had no upper bound."""
+    with pytest.raises(UserError, match=r"--null-seeds 1000: 0 \(none\) or 2 to 100 random networks"):
+        check_null_seeds(1000)
+    assert check_null_seeds(100) == 100
+    corpus = EmbeddedCorpus(size=16)
+    test = corpus.test_set()
+    null_distribution(PRESETS["tiny"].model, test.images[:30], test.labels[:30], 2, [0.5, 0.5, 0.5])
+    err = capsys.readouterr().err
+    assert "null: random networks 2/2" in err

@@ -9,6 +9,7 @@ from sklearn.preprocessing import StandardScaler
 from catneuron.analysis.probe import heldout_probe_accuracy, probes, stage_features
 from catneuron.analysis.selectivity import stratified_halves
 from catneuron.data.embedded import EmbeddedCorpus
+from catneuron.errors import UserError
 from catneuron.model.config import PRESETS
 from catneuron.model.network import Network
 
@@ -52,3 +53,12 @@ def test_a_separable_feature_gives_a_perfect_probe():
     labels = np.array([0, 1] * 20)
     features = np.column_stack([labels + 0.01 * np.arange(40), np.zeros(40)])
     assert heldout_probe_accuracy(features, labels) == 1.0
+
+
+def test_a_class_too_small_for_two_halves_is_one_line():
+    """One positive: one half holds no positive, and scikit-learn's ValueError was a traceback."""
+    features = np.random.default_rng(0).normal(size=(9, 4))
+    labels = np.array([1] + [0] * 8)
+    with pytest.raises(UserError, match=r"--probe: 1 positive\(s\) and 8 negative\(s\); a held-out probe needs at "
+                                        "least 2 images of each class"):
+        heldout_probe_accuracy(features, labels)

@@ -175,3 +175,79 @@ def test_a_folder_check_leaves_alone_the_probe_of_another_process_with_its_id(tm
     other.write_bytes(b"another node's")
     assert checks.writable_folder(tmp_path, "--out") == tmp_path
     assert list(tmp_path.iterdir()) == [other] and other.read_bytes() == b"another node's"
+
+
+def test_names_and_outputs_that_are_not_utf8_are_refused_before_anything_is_written(monkeypatch, capsys, world,
+                                                                                    tmp_path):
+    """A byte that is not UTF-8 reaches Python as a surrogate: a concept or watch name with one was a matplotlib
+    TypeError, or a UnicodeEncodeError in the watch's fingerprint after config.json was written; an --out with
+    one was written by train and then refused by evaluate and --resume."""
+    w, bad = world, "fa\udcffces"
+    cases = [
+        (["evaluate", w / "run", "--positives", f"{bad}={w / 'pos'}", "--negatives", w / "neg"],
+         "--positives: the concept name 'fa\\udcffces' is not valid UTF-8"),
+        (["evaluate", w / "run", "--positives", w / "pos", "--concept", bad, "--negatives", w / "neg"],
+         "is not valid UTF-8"),
+        (["train", "--data", w / "data", "--preset", "tiny", "--steps", "1", "--out", tmp_path / "watched",
+          "--watch", f"{bad}={w / 'pos'}", "--watch-negatives", w / "neg"],
+         "--watch: the concept name 'fa\\udcffces' is not valid UTF-8"),
+        (["train", "--data", w / "data", "--preset", "tiny", "--steps", "1", "--out", tmp_path / f"run-{bad}"],
+         "the name is not valid UTF-8; choose another"),
+    ]
+    for args, message in cases:
+        code, _, err = run(monkeypatch, capsys, *args)
+        assert code == 2 and message in err and err.count("\n") == 1, (args, err)
+    assert [p.name for p in tmp_path.iterdir()] == ["watched"]  # --out is checked (made) first; then refused
+    assert list((tmp_path / "watched").iterdir()) == []  # before config.json and metrics.jsonl
+
+
+def test_weights_far_too_large_are_one_line(monkeypatch, capsys, world, tmp_path):
+    """Finite weights x1e30 with a valid checksum: the activations overflow, and the selectivity's bincount raised
+    a ValueError on the NaN bins."""
+    from catneuron.store import checkpoint
+
+    shutil.copytree(world / "run", tmp_path / "huge")
+    ckpt = checkpoint.load(runs.checkpoint_path(world / "run"))
+    net, _ = runs.load_network(world / "run")
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(1e30)
+    checkpoint.save(runs.checkpoint_path(tmp_path / "huge"), ckpt.config, ckpt.step, net, extra=ckpt.extra)
+    code, out, err = run(monkeypatch, capsys, "evaluate", tmp_path / "huge", "--positives", world / "pos",
+                         "--negatives", world / "neg", "--linear-filters", "5")
+    last = err.splitlines()[-1]  # after the scan's progress lines
+    assert code == 2 and last.startswith("catneuron: error: the network's activations are not finite numbers")
+    assert "Traceback" not in err and "Table" not in out
+
+
+def test_a_nan_checkpoint_is_not_resumed(monkeypatch, capsys, world, tmp_path):
+    """A NaN weight was trained a step on resume, and the run then misreported the last finite step."""
+    from catneuron.store import checkpoint
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(world / "run", run_dir)
+    ckpt = checkpoint.load(runs.checkpoint_path(run_dir))
+    net, _ = runs.load_network(run_dir)
+    with torch.no_grad():
+        next(net.parameters())[0] = float("nan")
+    checkpoint.save(runs.checkpoint_path(run_dir), ckpt.config, ckpt.step, net, extra=ckpt.extra)
+    before = (run_dir / runs.METRICS).read_text()
+    code, _, err = run(monkeypatch, capsys, "train", "--resume", "--out", run_dir, "--steps", "4")
+    assert code == 2 and "weights are not finite (NaN or infinity in model." in err and err.count("\n") == 1
+    assert (run_dir / runs.METRICS).read_text() == before and checkpoint.load(runs.checkpoint_path(run_dir)).step == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--data", "embedded", "--steps", str(10**23), "--minutes", "0.05"],
+     f"--steps {10**23}: at most 1,000,000,000 steps"),
+    (["train", "--data", "embedded", "--watch-minutes", "nan", "--watch", "a", "--watch-negatives", "b"],
+     "--watch-minutes nan: must be a positive number"),
+    (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--null-seeds", "1000"],
+     "--null-seeds 1000: 0 (none) or 2 to 100"),
+])
+def test_numbers_out_of_bounds(monkeypatch, capsys, tmp_path, args, message):
+    """--steps 1e23 trained with an ETA of `733700761520973778:29:20`; --watch-minutes nan wrote NaN into
+    metrics.jsonl; --null-seeds had no bound."""
+    code, _, err = run(monkeypatch, capsys, *args, *(["--out", tmp_path / "out"] if args[0] == "train" else []))
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out" / runs.CONFIG).exists()

@@ -164,3 +164,28 @@ def test_later_epochs_replay_the_same_samples_streamed_or_cached(tmp_path, cache
     epochs = [next(batches).mean(dim=(1, 2, 3)) for _ in range(3)]
     assert all(torch.equal(e.sort().values, epochs[0].sort().values) for e in epochs)
     assert not all(torch.equal(e, epochs[0]) for e in epochs[1:])  # reshuffled
+
+
+def test_a_corpus_that_cannot_feed_every_replica_is_refused_before_they_start(tmp_path):
+    """1 image among empty files: ingest leaves one sample in one shard, which one replica reads and a second
+    never would (it died 3 times under Downpour); the manifest's counts refuse it up front, a larger corpus not."""
+    from catneuron.data.ingest import Settings, ingest
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.new("RGB", (40, 40), (90, 120, 30)).save(inputs / "one.png")
+    for i in range(5):
+        (inputs / f"empty{i}.jpg").write_bytes(b"")
+    ingest([str(inputs)], tmp_path / "out", Settings(size=16, census=0, detect_faces=False, shard_files=2),
+           progress=False)
+    source = ShardSource.open(str(tmp_path / "out"), 8, 1)
+    assert source.sizes == [1]
+    source.check_replicas(1)
+    with pytest.raises(UserError, match=r"--replicas 2: shards .* feed\(s\) at most 1 replica\(s\)"):
+        source.check_replicas(2)
+    make_corpus(tmp_path / "more", 3, 2)
+    (tmp_path / "more" / MANIFEST).write_text(json.dumps({"shards": [{"name": f"shard-{i:06d}.tar", "samples": 2}
+                                                                     for i in range(3)]}))
+    ShardSource.open(str(tmp_path / "more"), 8, 1).check_replicas(2)  # every replica reads one of each pair
+    with pytest.raises(UserError, match="at most 2 replica"):
+        ShardSource.open(str(tmp_path / "more"), 8, 1).check_replicas(3)

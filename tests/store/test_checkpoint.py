@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 import struct
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from catneuron.data.sources import ArraySource
 from catneuron.errors import UserError
 from catneuron.model.config import PRESETS
 from catneuron.model.network import Network
@@ -102,3 +104,21 @@ def test_a_value_that_is_not_finite_is_found_in_any_piece_of_a_large_tensor(monk
         t = good.clone()
         t[index // 6, index % 6] = bad
         assert checkpoint.non_finite({"a": good, "b": t}) == "b"
+
+
+def test_a_tensor_of_another_dtype_or_not_finite_is_refused_on_load(saved):
+    """An int32 tensor with a valid checksum was cast silently, and a NaN weight was trained on when resumed: both
+    refused by load_weights, which evaluation and resume both call."""
+    net = Network(PRESETS["tiny"].model)
+    name = sorted(checkpoint.load(saved).model)[0]
+    weights = checkpoint.load(saved).model
+    as_int = dict(weights, **{name: weights[name].to(torch.int32)})
+    one_line_refusal(lambda: checkpoint.load_weights(net, as_int, saved),
+                     rf"damaged checkpoint \(tensor model.{name} is int32; the network uses float32\)")
+    with_nan = dict(weights, **{name: weights[name].clone().index_fill_(0, torch.tensor([0]), float("nan"))})
+    one_line_refusal(lambda: checkpoint.load_weights(net, with_nan, saved),
+                     rf"weights are not finite \(NaN or infinity in model.{name}\)")
+    tensors = load_file(str(saved)) | {f"model.{name}": as_int[name]}
+    rewrite(saved, {"checksum": checkpoint.checksum(tensors)}, tensors)  # a valid checksum
+    source = ArraySource(np.zeros((4, 1, 16, 16), np.uint8), "zeros")
+    one_line_refusal(lambda: Trainer.resume(saved.parent, source), f"model.{name} is int32")

@@ -138,6 +138,8 @@ def test_the_budget_counts_the_baselines(corpus, sets, tmp_path, monkeypatch, ev
     ({"every_images": 10, "every_seconds": 60}, "give one of them"),
     ({"every_images": 0}, "--watch-every 0"),
     ({"every_seconds": -60}, "--watch-minutes -1"),
+    ({"every_seconds": float("nan")}, "--watch-minutes nan: must be a positive number"),  # NaN went into metrics
+    ({"every_seconds": float("inf")}, "--watch-minutes inf: must be a positive number"),
     ({"budget": 0}, "--watch-budget 0"),
     ({"budget": 1}, "--watch-budget 1: give"),
 ])
@@ -165,3 +167,17 @@ def test_a_time_limit_cuts_the_watch_set_and_a_resume_keeps_it(corpus, tmp_path)
     resumed.fit(4, max_seconds=600, progress=False)
     assert len(resumed.watch.sets[0][1].labels) == 100
     assert sum(r.get("record") == "watch_baselines" for r in runs.read_rows(tmp_path)) == 1
+
+
+def test_resuming_with_another_watch_set_is_refused(corpus, sets, tmp_path):
+    """The best score and checkpoint-best compare records of one watch set: a resume on another set was accepted and
+    compared across the two; it is refused before a step, and the same set still resumes."""
+    watched(Trainer(PRESETS["tiny"], corpus, tmp_path), sets, every_images=40, budget=1.0).fit(2, progress=False)
+    before = (tmp_path / runs.METRICS).read_text()
+    other = [("faces", subsample(corpus.test_set(), 60))]
+    resumed = watched(Trainer.resume(tmp_path, corpus), other, every_images=40, budget=1.0)
+    with pytest.raises(UserError, match="--watch: this run was watched on another watch set"):
+        resumed.fit(4, progress=False)
+    assert (tmp_path / runs.METRICS).read_text() == before and resumed.step == 2
+    watched(Trainer.resume(tmp_path, corpus), sets, every_images=40, budget=1.0).fit(4, progress=False)
+    assert [r["images"] for r in watch_records(runs.read_rows(tmp_path))] == [0, 40, 80]

@@ -55,15 +55,20 @@ def _compiler() -> str:
     return os.environ.get("CXX", "g++")
 
 
+def library_path(source: bytes, compiler_version: str, cpu_flags: str) -> Path:
+    """Where the library built from `source` by this compiler for a processor with these flags is cached."""
+    key = hashlib.sha256(b"\0".join([source, compiler_version.encode(), " ".join(FLAGS).encode(),
+                                     cpu_flags.encode()])).hexdigest()[:16]
+    return cache_dir() / f"local_cpu-{key}.so"
+
+
 def _build() -> Path:
     """The library for this source, compiler and processor: from the cache, or compiled into it (atomically: a
     temporary file renamed, so two processes building at once both end with a whole library)."""
     source = resources.files("catneuron.model").joinpath(SOURCE).read_bytes()
     compiler = _compiler()
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
-    key = hashlib.sha256(b"\0".join([source, version.encode(), " ".join(FLAGS).encode(),
-                                     _cpu_flags().encode()])).hexdigest()[:16]
-    library = cache_dir() / f"local_cpu-{key}.so"
+    library = library_path(source, version, _cpu_flags())
     if library.exists():
         return library
     library.parent.mkdir(parents=True, exist_ok=True)

@@ -221,15 +221,20 @@ void spread_tile(const T* weight, const T* codes, T* out, const Geo& g, i64 Y, i
             const T* cr = codes + l * g.O * g.B + b0;
             const bool whole = off >= 0 && off + QB <= kC;
             for (i64 o = 0; o < g.O; ++o) {
-                T wv[QB];
-                if (whole) {
-                    unroll<QB>([&](auto i) { wv[i] = wr[o * P + off + i]; });
-                } else {
-                    unroll<QB>([&](auto i) { wv[i] = (off + i >= 0 && off + i < kC) ? wr[o * P + off + i] : T(0); });
-                }
                 V cv[NV];
                 unroll<NV>([&](auto j) { cv[j] = load<V>(cr + o * g.B + j * L); });
-                unroll<QB>([&](auto i) { unroll<NV>([&](auto j) { acc[i * NV + j] += cv[j] * wv[i]; }); });
+                // the weights of entries q0.. broadcast straight from memory (a broadcast from a register would take
+                // an FMA port): the window row itself, or where the block runs past it, a copy with zeros outside
+                auto add = [&](const T* wv) __attribute__((always_inline)) {
+                    unroll<QB>([&](auto i) { unroll<NV>([&](auto j) { acc[i * NV + j] += cv[j] * wv[i]; }); });
+                };
+                if (whole) {
+                    add(wr + o * P + off);
+                } else {
+                    T part[QB];
+                    unroll<QB>([&](auto i) { part[i] = (off + i >= 0 && off + i < kC) ? wr[o * P + off + i] : T(0); });
+                    add(part);
+                }
             }
         }
     }

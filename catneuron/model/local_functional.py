@@ -62,8 +62,9 @@ class GradientMemory:
 
 
 def _weight_grad(ops: ModuleType, image: Tensor, codes: Tensor, geo: Geometry, space: GradientMemory) -> Tensor:
-    """`ops.correlate`; on the CPU written into the layer's reused memory (CUDA's caching allocator reuses its own)."""
-    if codes.device.type != "cpu":
+    """`ops.correlate`; the CPU products write into the layer's reused memory (CUDA's caching allocator reuses its
+    own)."""
+    if ops is not local_reference and ops is not local_cpp:
         return ops.correlate(image, codes, geo)
     shape = (codes.shape[0], codes.shape[1], geo.kernel * geo.row_fan_in)
     return ops.correlate(image, codes, geo, space.empty(shape, accumulator(codes.dtype), codes.device))

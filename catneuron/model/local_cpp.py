@@ -3,10 +3,10 @@
 The source ships in the package and is built at first use with the system's C++ compiler (`$CXX`, else `g++`),
 `-O3 -march=native`, into a shared library loaded with ctypes (no Python or torch headers: seconds, not the
 minute a torch extension takes). The build is cached under `$CATNEURON_KERNEL_CACHE` (default
-`~/.cache/catneuron/kernels`), keyed on the source, the compiler and the processor's flags, since `-march=native`
-code runs only on processors with the same instructions. Where it cannot be built, `available()` is false, one
-warning says why, and the layer keeps `local_reference`'s sweeps. The results equal the sweeps' within float32
-rounding and have the same bits on any number of threads.
+`$XDG_CACHE_HOME/catneuron/kernels`, `~/.cache/...` without it), keyed on the source, the compiler and the
+processor's flags, since `-march=native` code runs only on processors with the same instructions. Where it
+cannot be built, `available()` is false, one warning says why, and the layer keeps `local_reference`'s sweeps.
+The results equal the sweeps' within float32 rounding and have the same bits on any number of threads.
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ FLAGS = ["-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-pthread"]
 
 
 def cache_dir() -> Path:
-    """Where built libraries are kept: `$CATNEURON_KERNEL_CACHE`, else ~/.cache/catneuron/kernels."""
+    """Where built libraries are kept: `$CATNEURON_KERNEL_CACHE`, else $XDG_CACHE_HOME/catneuron/kernels."""
     root = os.environ.get("CATNEURON_KERNEL_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "catneuron" / "kernels"
+    if root:
+        return Path(root)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "catneuron" / "kernels"
 
 
 def _cpu_flags() -> str:

@@ -1,8 +1,9 @@
 """Speed and memory of the locally connected layer (encoder W1 + decoder W2, forward + backward).
 
-Prints, per shape, GFLOP/s of catneuron's layer, of the obvious `F.unfold` + `bmm`, of the
-broadcast-multiply recipe common on forums, and of this machine's dense float32 matmul, all
-measured in the same run, with each implementation's peak memory (measured in a fresh process).
+Prints, per shape, GFLOP/s of catneuron's layer (on the compiled CPU kernels where they build, and on the
+bmm sweeps), of the obvious `F.unfold` + `bmm`, of the broadcast-multiply recipe common on forums, and of
+this machine's dense float32 matmul, all measured in the same run, with each implementation's peak memory
+(measured in a fresh process).
 FLOPs counted: 12 * positions * maps * fan_in * batch (encoder and decoder; forward 2, backward 4).
 Each step frees the last one's gradients first, as a trainer does; the CPU time of a step is printed
 split into user and system time (page faults for fresh memory show as system time).
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from machine import busy_process, dense_gflops, in_fresh_process
 
+from catneuron.model import local_cpp
 from catneuron.model.local import LocalDecoder, LocallyConnected2d, output_size
 from catneuron.store.rates import processor_name
 
@@ -62,6 +64,12 @@ def ours(c, size, k, s, maps, batch):
     return step
 
 
+def sweeps(c, size, k, s, maps, batch):
+    """catneuron's layer on the bmm sweeps, as where no compiler builds the kernels."""
+    local_cpp.available = lambda: False
+    return ours(c, size, k, s, maps, batch)
+
+
 def unfold_bmm(c, size, k, s, maps, batch):
     w1 = torch.randn(positions(size, k, s), maps, c * k * k, requires_grad=True)
     w2 = torch.randn(positions(size, k, s), c * k * k, maps, requires_grad=True)
@@ -90,7 +98,7 @@ def broadcast(c, size, k, s, maps, batch):
     return step
 
 
-IMPLS = {"catneuron": ours, "unfold+bmm": unfold_bmm, "broadcast": broadcast}
+IMPLS = {"catneuron": ours, "sweeps": sweeps, "unfold+bmm": unfold_bmm, "broadcast": broadcast}
 
 
 def band(shape: tuple, rows: int) -> tuple:
@@ -123,14 +131,15 @@ def contention(shapes: list[str], rows: int) -> None:
     cases = [(name, band(SHAPES[name], rows) if name == "paper" else SHAPES[name]) for name in shapes]
     for name, shape in cases:
         repeats = 1 if name == "paper" else 5
-        quiet = in_subprocess("catneuron", shape, repeats)
-        with busy_process():
-            busy = in_subprocess("catneuron", shape, repeats)
-        if "error" in quiet or "error" in busy:
-            print(f"  {name:20s} failed: {quiet.get('error') or busy.get('error')}")
-            continue
-        print(f"  {name:20s} catneuron {quiet['gflops']:6.1f} -> {busy['gflops']:6.1f} GFLOP/s: "
-              f"{busy['seconds'] / quiet['seconds']:.1f}x slower")
+        for impl in ("catneuron", "sweeps"):
+            quiet = in_subprocess(impl, shape, repeats)
+            with busy_process():
+                busy = in_subprocess(impl, shape, repeats)
+            if "error" in quiet or "error" in busy:
+                print(f"  {name:20s} {impl} failed: {quiet.get('error') or busy.get('error')}")
+                continue
+            print(f"  {name:20s} {impl:9s} {quiet['gflops']:6.1f} -> {busy['gflops']:6.1f} GFLOP/s: "
+                  f"{busy['seconds'] / quiet['seconds']:.1f}x slower")
     quiet = dense_gflops()
     with busy_process():
         busy = dense_gflops()
@@ -154,7 +163,8 @@ def main() -> None:
         print(json.dumps(time_one(impl, tuple(json.loads(shape)), int(repeats))))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {processor_name()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}; catneuron's products: "
+          f"{'compiled CPU kernels' if local_cpp.available() else 'bmm sweeps (no compiler)'}")
     dense = [dense_gflops()]  # sampled between cases: a shared machine's rate drifts
     summary = []
     for name in args.shapes:
@@ -167,7 +177,7 @@ def main() -> None:
                   f"{flops(*shape) / 1e9:.1f} GFLOP per step")
             results = {}
             for impl in args.impls:
-                if label == "full" and name == "paper" and impl != "catneuron":
+                if label == "full" and name == "paper" and impl not in ("catneuron", "sweeps"):
                     print(f"  {impl:12s} skipped at full size: needs > 24 GB (see the band below)")
                     continue
                 results[impl] = r = in_subprocess(impl, shape, repeats=1 if name == "paper" else 5)
@@ -186,11 +196,15 @@ def main() -> None:
         if "gflops" not in ours:
             continue
         line = f"  {case:20s} catneuron {ours['gflops']:6.1f} GFLOP/s = {ours['gflops'] / best:5.1%} of dense"
+        if "gflops" in results.get("sweeps", {}):
+            swept = results["sweeps"]["gflops"]
+            line += f" (sweeps {swept:.1f} = {swept / best:.1%}: {ours['gflops'] / swept:.1f}x)"
         if "gflops" in base:
             line += f"; {ours['gflops'] / base['gflops']:.1f}x unfold+bmm ({base['gflops']:.1f} GFLOP/s)"
         print(line)
     if args.contend:
         contention(args.shapes, args.rows)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

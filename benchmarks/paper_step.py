@@ -7,8 +7,11 @@ CUDA allocator's peak on a GPU, where the layer runs catneuron.model.triton_loca
 processor, and records the rate (images/s, mean over the steps after the first when there are
 several) in catneuron.store.rates' file, from which `catneuron info` estimates a run's time.
 
+On the CPU, `--products sweeps` runs the layer's products on the bmm sweeps instead of the compiled kernels
+(`compiled sweeps` runs both in turn on the same network, after the same first step).
+
     python benchmarks/paper_step.py [--preset paper] [--steps 1] [--batch 100] [--precision float32]
-                                    [--device cuda]
+                                    [--device cuda] [--products compiled [sweeps]]
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from datetime import date
 import torch
 from machine import dense_gflops, synchronize
 
+from catneuron.model import local_cpp
 from catneuron.model.budget import training_flops
 from catneuron.model.config import PRECISIONS, PRESETS
 from catneuron.model.network import Network
@@ -42,6 +46,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--precision", default="float32", choices=PRECISIONS)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda for a GPU")
+    parser.add_argument("--products", nargs="+", default=["compiled"], choices=["compiled", "sweeps"],
+                        help="on the CPU: the compiled kernels, the bmm sweeps, or both in turn")
     args = parser.parse_args()
     device = torch.device(args.device)
     config = PRESETS[args.preset]
@@ -59,7 +65,10 @@ def main() -> None:
                         device=device)
     train_flops = args.batch * training_flops(config.model)
     seconds = []
-    for step in range(1, args.steps + 1):
+    compiled = local_cpp.available
+    runs = [products for products in args.products for _ in range(args.steps)]
+    for step, products in enumerate(runs, start=1):
+        local_cpp.available = compiled if products == "compiled" else lambda: False
         start, cpu = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         optimizer.zero_grad(set_to_none=True)
         outputs = network(images)
@@ -68,12 +77,12 @@ def main() -> None:
         synchronize(device)
         seconds.append(time.perf_counter() - start)
         after = resource.getrusage(resource.RUSAGE_SELF)
-        if args.steps <= 20 or step % 10 == 0 or step == args.steps:
-            print(f"step {step}: {seconds[-1]:.3f} s, {train_flops / seconds[-1] / 1e9:.1f} GFLOP/s "
+        if len(runs) <= 20 or step % 10 == 0 or step == len(runs):
+            print(f"step {step} ({products}): {seconds[-1]:.3f} s, {train_flops / seconds[-1] / 1e9:.1f} GFLOP/s "
                   f"({train_flops / seconds[-1] / 1e9 / dense:.1%} of dense), {args.batch / seconds[-1]:.1f} images/s, "
                   f"peak memory {peak_gb(device):.2f} GB, cpu {after.ru_utime - cpu.ru_utime:.1f} s user + "
                   f"{after.ru_stime - cpu.ru_stime:.1f} s system")
-    timed = seconds[1:] or seconds
+    timed = seconds[1:args.steps] or seconds[:1]  # the first products' steps, after the first
     images_per_s = args.batch * len(timed) / sum(timed)
     rate = rates.Rate(args.preset, images_per_s, args.batch, len(timed), torch.get_num_threads(), processor,
                       args.precision, date.today().isoformat())

@@ -74,6 +74,16 @@ def chromium() -> str:
     return found
 
 
+@pytest.fixture(autouse=True, scope="session")
+def kernel_cache():
+    """The compiled CPU kernels are built once for the session (~10 s of CPU on a fresh machine, then cached): child
+    processes run with another HOME (the loopback proofs) find the same build instead of compiling their own."""
+    from catneuron.model import local_cpp
+
+    os.environ.setdefault("CATNEURON_KERNEL_CACHE", str(local_cpp.cache_dir()))
+    yield
+
+
 @pytest.fixture
 def isolate() -> list[str]:
     """For the loopback proofs under strace: the command prefix that runs a program in a network namespace of

@@ -15,16 +15,19 @@ from types import ModuleType
 import torch
 from torch import Tensor
 
-from catneuron.model import local_reference
+from catneuron.model import local_cpp, local_reference
 from catneuron.model.local_reference import Geometry, accumulator
 
 
 def backend(device: torch.device, dtype: torch.dtype) -> ModuleType:
     """Where contract, spread and correlate run: `triton_local`'s fused kernels for float32 or bfloat16 on CUDA where
-    Triton is installed (the `gpu` extra), `local_reference`'s sweeps everywhere else; they are the kernels'
-    reference."""
+    Triton is installed (the `gpu` extra), `local_cpp`'s compiled kernels for float32 and float64 on a CPU where a
+    C++ compiler built them, `local_reference`'s sweeps everywhere else (bfloat16 on CPU included); the sweeps are
+    the kernels' reference."""
     if device.type == "cuda" and dtype in (torch.float32, torch.bfloat16) and importlib.util.find_spec("triton"):
         return importlib.import_module("catneuron.model.triton_local")
+    if device.type == "cpu" and dtype in local_cpp.DTYPES and local_cpp.available():
+        return local_cpp
     return local_reference
 
 
@@ -59,11 +62,12 @@ class GradientMemory:
 
 
 def _weight_grad(ops: ModuleType, image: Tensor, codes: Tensor, geo: Geometry, space: GradientMemory) -> Tensor:
-    """`ops.correlate`; the sweeps write into the layer's reused memory (CUDA's caching allocator reuses its own)."""
-    if ops is not local_reference:
+    """`ops.correlate`; the CPU products write into the layer's reused memory (CUDA's caching allocator reuses its
+    own)."""
+    if ops is not local_reference and ops is not local_cpp:
         return ops.correlate(image, codes, geo)
     shape = (codes.shape[0], codes.shape[1], geo.kernel * geo.row_fan_in)
-    return local_reference.correlate(image, codes, geo, space.empty(shape, accumulator(codes.dtype), codes.device))
+    return ops.correlate(image, codes, geo, space.empty(shape, accumulator(codes.dtype), codes.device))
 
 
 class _Encode(torch.autograd.Function):

@@ -1,12 +1,12 @@
 """The locally connected layer and its decoder against a plain per-position loop, on one thread and on the
-sweep's parallel workers; bfloat16 operands against float32."""
+sweep's parallel workers, with the compiled CPU kernels and with the sweeps; bfloat16 operands against float32."""
 
 import copy
 
 import pytest
 import torch
 
-from catneuron.model import local_reference
+from catneuron.model import local_cpp, local_reference
 from catneuron.model.local import LocalDecoder, LocallyConnected2d
 from catneuron.model.local_functional import to_batch_last
 from catneuron.model.local_reference import Geometry, add_windows, windows
@@ -59,8 +59,16 @@ def threads(request):
     torch.set_num_threads(before)
 
 
+@pytest.fixture(params=["compiled", "sweeps"])
+def products(request, monkeypatch):
+    """Run a test on the compiled kernels (where a compiler built them) and on the sweeps."""
+    if request.param == "sweeps":
+        monkeypatch.setattr(local_cpp, "available", lambda: False)
+    return request.param
+
+
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
-def test_encoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile, threads):
+def test_encoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile, threads, products):
     torch.manual_seed(0)
     layer = LocallyConnected2d(c, maps, size, k, s, tile_bytes=tile).double()
     x = torch.randn(3, c, *size, dtype=torch.float64, requires_grad=True)
@@ -74,7 +82,7 @@ def test_encoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile, t
 
 
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
-def test_decoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile, threads):
+def test_decoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile, threads, products):
     torch.manual_seed(1)
     dec = LocalDecoder(c, maps, size, k, s, tile_bytes=tile).double()
     codes = torch.randn(3, maps, *dec.out_shape, dtype=torch.float64, requires_grad=True)
@@ -87,7 +95,7 @@ def test_decoder_matches_loop_outputs_and_gradients(c, size, k, s, maps, tile, t
         torch.testing.assert_close(a, b)
 
 
-def test_the_decoder_sums_in_the_same_order_on_any_number_of_threads():
+def test_the_decoder_sums_in_the_same_order_on_any_number_of_threads(products):
     """float32 sums depend on their order: chunks are cut independently of the thread count and added in row
     order, so 1 thread and 2 workers give the same bits (a Downpour replica equals the single-process trainer)."""
     before = torch.get_num_threads()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from catneuron.model import local_functional, local_reference
+from catneuron.model import local_cpp, local_functional, local_reference
 from catneuron.model.local import LocalDecoder, LocallyConnected2d
 from catneuron.model.local_functional import backend
 from catneuron.model.local_reference import Geometry
@@ -148,12 +148,13 @@ def test_layers_train_through_the_kernels_as_through_the_sweeps(s, monkeypatch):
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
 
 
-def test_cuda_float32_and_bfloat16_go_to_the_kernels_everything_else_to_the_sweeps():
+def test_cuda_float32_and_bfloat16_go_to_the_kernels_the_cpu_to_the_compiled_kernels_or_the_sweeps():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     assert backend(cuda, torch.float32) is tk
     assert backend(cuda, torch.bfloat16) is tk
     assert backend(cuda, torch.float64) is local_reference
-    assert backend(cpu, torch.float32) is local_reference
+    assert backend(cpu, torch.float32) is (local_cpp if local_cpp.available() else local_reference)
+    assert backend(cpu, torch.bfloat16) is local_reference
 
 
 @pytest.mark.slow

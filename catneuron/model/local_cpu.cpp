@@ -1,0 +1,343 @@
+// The locally connected layer's three products on the CPU, compiled at first use by catneuron.model.local_cpp
+// (g++ -O3 -march=native, loaded with ctypes: no Python or torch headers, so it builds in seconds).
+//
+// Layouts are the sweeps' (catneuron/model/local_reference.py): images (H, W, C, B), weights (L, O, P) with
+// P = k*k*C ordered (window row, window column, channel), codes (L, O, B), all contiguous. Every output value is
+// written by one task with a fixed order of summation, so the bits do not depend on the number of threads.
+//
+// Register tiles (the compiler vectorizes the innermost fixed-size loops):
+//   contract  codes[l, o, b]: 8 maps x 32 batch entries, summed over the position's window (batch-contiguous rows).
+//   spread    image[Y, q, b]: 8 entries q = (column, channel) of one image row x 32 batch entries, summed over every
+//             (covering position, map): gathered, so each image value is written once and no thread adds into
+//             another's.
+//   correlate grad[l, o, p]: 8 maps x 32 fan-in entries (or several short window rows), summed over the batch from
+//             a copy of the image transposed to (H, B, W*C + pad) so that a window row is contiguous per image.
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+#include <unistd.h>
+
+namespace {
+
+using i64 = int64_t;
+
+struct Geo {
+    i64 H, W, C, k, s, B, O;
+    i64 oh() const { return (H - k) / s + 1; }
+    i64 ow() const { return (W - k) / s + 1; }
+    i64 kC() const { return k * C; }
+    i64 P() const { return k * k * C; }
+};
+
+// ---------------------------------------------------------------------------------------------------------------
+// Tasks on a pool of threads: the caller and `threads - 1` workers take the next task from a shared counter until
+// none is left, so a core slowed by another process simply takes fewer tasks; the only wait is the end of a call.
+
+class Pool {
+  public:
+    void run(i64 count, int threads, const std::function<void(i64)>& task) {
+        std::lock_guard<std::mutex> one_call(call_);  // calls from several Python threads take turns
+        threads = int(std::max<i64>(1, std::min<i64>(threads, count)));
+        if (threads == 1) {
+            for (i64 i = 0; i < count; ++i) task(i);
+            return;
+        }
+        grow(threads - 1);
+        {
+            std::lock_guard<std::mutex> lock(m_);
+            task_ = &task;
+            count_ = count;
+            next_.store(0);
+            helpers_ = threads - 1;
+            pending_ = threads - 1;
+            ++generation_;
+        }
+        wake_.notify_all();
+        drain();
+        std::unique_lock<std::mutex> lock(m_);
+        done_.wait(lock, [&] { return pending_ == 0; });
+    }
+
+  private:
+    void drain() {
+        for (i64 i = next_.fetch_add(1); i < count_; i = next_.fetch_add(1)) (*task_)(i);
+    }
+
+    void grow(int helpers) {
+        if (pid_ != getpid()) {  // a forked child has none of its parent's threads
+            for (auto& t : threads_) t.detach();
+            threads_.clear();
+            pid_ = getpid();
+        }
+        while (int(threads_.size()) < helpers) {
+            int index = int(threads_.size());
+            threads_.emplace_back([this, index] { loop(index); });
+        }
+    }
+
+    void loop(int index) {
+        uint64_t seen = 0;
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lock(m_);
+                wake_.wait(lock, [&] { return generation_ != seen && index < helpers_; });
+                seen = generation_;
+            }
+            drain();
+            std::lock_guard<std::mutex> lock(m_);
+            if (--pending_ == 0) done_.notify_all();
+        }
+    }
+
+    std::mutex call_, m_;
+    std::condition_variable wake_, done_;
+    std::vector<std::thread> threads_;
+    const std::function<void(i64)>* task_ = nullptr;
+    std::atomic<i64> next_{0};
+    i64 count_ = 0;
+    int helpers_ = 0, pending_ = 0;
+    uint64_t generation_ = 0;
+    pid_t pid_ = getpid();
+};
+
+Pool& pool() {
+    static Pool* p = new Pool();  // never destroyed: its threads live as long as the process
+    return *p;
+}
+
+// Tasks of `count` items in about `pieces` consecutive ranges (independent of the thread count).
+void run_ranges(i64 count, i64 pieces, int threads, const std::function<void(i64, i64)>& body) {
+    pieces = std::max<i64>(1, std::min(pieces, count));
+    pool().run(pieces, threads, [&](i64 i) { body(count * i / pieces, count * (i + 1) / pieces); });
+}
+
+constexpr int lanes_bytes() {
+#ifdef __AVX512F__
+    return 64;
+#else
+    return 32;
+#endif
+}
+template <typename T> constexpr int LANES = lanes_bytes() / int(sizeof(T));
+
+// A vector of N values of T (the compiler's vector extension; N = 1 is T itself), loaded and stored unaligned.
+template <typename T, int N> struct Lanes { typedef T type __attribute__((vector_size(N * sizeof(T)))); };
+template <typename T> struct Lanes<T, 1> { using type = T; };
+template <typename V, typename T> inline V load(const T* p) { V v; std::memcpy(&v, p, sizeof(V)); return v; }
+template <typename V, typename T> inline void store(T* p, const V& v) { std::memcpy(p, &v, sizeof(V)); }
+
+// f(0), f(1), ..., f(N - 1) written out with constant indices, so that tiles of accumulators stay in registers.
+template <int N, typename F> inline __attribute__((always_inline)) void unroll(F&& f) {
+    [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }(
+        std::make_integer_sequence<int, N>{});
+}
+
+// The batch in tiles of two vectors, one vector, four lanes, one entry: f(lanes, vectors, first entry).
+template <typename T, typename F> void batch_tiles(i64 B, F&& f) {
+    constexpr int L = LANES<T>;
+    i64 b = 0;
+    for (; b + 2 * L <= B; b += 2 * L) f(std::integral_constant<int, L>{}, std::integral_constant<int, 2>{}, b);
+    for (; b + L <= B; b += L) f(std::integral_constant<int, L>{}, std::integral_constant<int, 1>{}, b);
+    for (; b + 4 <= B; b += 4) f(std::integral_constant<int, 4>{}, std::integral_constant<int, 1>{}, b);
+    for (; b < B; ++b) f(std::integral_constant<int, 1>{}, std::integral_constant<int, 1>{}, b);
+}
+
+// Maps (or other rows) in blocks of 8, 4, 2, 1: f(block, first).
+template <typename F> void map_blocks(i64 count, F&& f) {
+    i64 o = 0;
+    for (; o + 8 <= count; o += 8) f(std::integral_constant<int, 8>{}, o);
+    for (; o + 4 <= count; o += 4) f(std::integral_constant<int, 4>{}, o);
+    for (; o + 2 <= count; o += 2) f(std::integral_constant<int, 2>{}, o);
+    for (; o < count; ++o) f(std::integral_constant<int, 1>{}, o);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// contract: codes[l, o, b] = sum_p weight[l, o, p] * window_l[p, b]
+
+template <typename T, int L, int NV, int OB>
+void contract_tile(const T* __restrict w, i64 P, const T* __restrict x, i64 pitch, i64 k, i64 kC, i64 B,
+                   T* __restrict out) {
+    using V = typename Lanes<T, L>::type;
+    V acc[OB * NV] = {};
+    for (i64 dy = 0; dy < k; ++dy) {
+        const T* xr = x + dy * pitch;
+        const T* wr = w + dy * kC;
+        for (i64 p = 0; p < kC; ++p) {
+            V xv[NV];
+            unroll<NV>([&](auto j) { xv[j] = load<V>(xr + p * B + j * L); });
+            unroll<OB>([&](auto o) {
+                const T wv = wr[o * P + p];
+                unroll<NV>([&](auto j) { acc[o * NV + j] += xv[j] * wv; });
+            });
+        }
+    }
+    unroll<OB>([&](auto o) { unroll<NV>([&](auto j) { store(out + o * B + j * L, acc[o * NV + j]); }); });
+}
+
+template <typename T>
+void contract(const T* image, const T* weight, T* codes, const Geo& g, int threads) {
+    const i64 ow = g.ow(), pitch = g.W * g.C * g.B, P = g.P(), OP = g.O * P;
+    run_ranges(g.oh() * ow, 4 * g.oh(), threads, [&](i64 first, i64 last) {
+        for (i64 l = first; l < last; ++l) {
+            const i64 y = l / ow, x = l % ow;
+            const T* win = image + (y * g.s * g.W + x * g.s) * g.C * g.B;
+            batch_tiles<T>(g.B, [&](auto lanes, auto vectors, i64 b) {
+                map_blocks(g.O, [&](auto maps, i64 o) {
+                    contract_tile<T, lanes, vectors, maps>(weight + l * OP + o * P, P, win + b, pitch, g.k, g.kC(),
+                                                            g.B, codes + (l * g.O + o) * g.B + b);
+                });
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// spread: image[Y, q, b] = sum over positions l covering (Y, q) and maps o of weight[l, o, (Y - y s, q - x s C)]
+// * codes[l, o, b], with q = X * C + c.
+
+template <typename T, int L, int NV, int QB>
+void spread_tile(const T* weight, const T* codes, T* out, const Geo& g, i64 Y, i64 q0, i64 b0) {
+    using V = typename Lanes<T, L>::type;
+    V acc[QB * NV] = {};
+    const i64 kC = g.kC(), P = g.P(), ow = g.ow(), sC = g.s * g.C;
+    const i64 y_first = std::max<i64>(0, (Y - g.k + g.s) / g.s), y_last = std::min(g.oh() - 1, Y / g.s);
+    // windows [x sC, x sC + kC) that meet [q0, q0 + QB)
+    const i64 x_first = std::max<i64>(0, (q0 - kC + sC) / sC), x_last = std::min(ow - 1, (q0 + QB - 1) / sC);
+    for (i64 y = y_first; y <= y_last; ++y) {
+        const i64 dy = Y - y * g.s;
+        if (dy >= g.k) continue;  // y_first rounds toward zero where Y - k + s is negative
+        for (i64 x = x_first; x <= x_last; ++x) {
+            const i64 l = y * ow + x, off = q0 - x * sC;
+            if (off + QB <= 0 || off >= kC) continue;
+            const T* wr = weight + l * g.O * P + dy * kC;
+            const T* cr = codes + l * g.O * g.B + b0;
+            const bool whole = off >= 0 && off + QB <= kC;
+            for (i64 o = 0; o < g.O; ++o) {
+                V cv[NV];
+                unroll<NV>([&](auto j) { cv[j] = load<V>(cr + o * g.B + j * L); });
+                // the weights of entries q0.. broadcast straight from memory (a broadcast from a register would take
+                // an FMA port): the window row itself, or where the block runs past it, a copy with zeros outside
+                auto add = [&](const T* wv) __attribute__((always_inline)) {
+                    unroll<QB>([&](auto i) { unroll<NV>([&](auto j) { acc[i * NV + j] += cv[j] * wv[i]; }); });
+                };
+                if (whole) {
+                    add(wr + o * P + off);
+                } else {
+                    T part[QB];
+                    unroll<QB>([&](auto i) { part[i] = (off + i >= 0 && off + i < kC) ? wr[o * P + off + i] : T(0); });
+                    add(part);
+                }
+            }
+        }
+    }
+    T* o = out + (Y * g.W * g.C + q0) * g.B + b0;
+    unroll<QB>([&](auto i) { unroll<NV>([&](auto j) { store(o + i * g.B + j * L, acc[i * NV + j]); }); });
+}
+
+template <typename T>
+void spread(const T* codes, const T* weight, T* image, const Geo& g, int threads) {
+    const i64 WC = g.W * g.C, block = 8 * 16;  // blocks of (column, channel) entries: a few windows' codes in cache
+    const i64 blocks = (WC + block - 1) / block;
+    run_ranges(g.H * blocks, 4 * g.H, threads, [&](i64 first, i64 last) {
+        for (i64 t = first; t < last; ++t) {
+            const i64 Y = t / blocks, q0 = (t % blocks) * block, q1 = std::min(WC, q0 + block);
+            map_blocks(q1 - q0, [&](auto entries, i64 q) {
+                batch_tiles<T>(g.B, [&](auto lanes, auto vectors, i64 b) {
+                    spread_tile<T, lanes, vectors, entries>(weight, codes, image, g, Y, q0 + q, b);
+                });
+            });
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// correlate: grad[l, o, (dy, p)] = sum_b codes[l, o, b] * image[y s + dy, x s C + p, b], from the transposed copy
+// xt (H, B, WCp): R window rows x NV vectors of fan-in entries per tile (entries past a window row are computed
+// from the padding or the next window and not stored).
+
+template <typename T, int OB, int R, int NV>
+void correlate_tile(const T* __restrict xt, i64 row_pitch, i64 b_pitch, const T* __restrict c, i64 B,
+                    T* __restrict out, i64 P, i64 kC, i64 width) {
+    constexpr int L = LANES<T>;
+    using V = typename Lanes<T, L>::type;
+    V acc[OB * R * NV] = {};
+    for (i64 b = 0; b < B; ++b) {
+        const T* xb = xt + b * b_pitch;
+        V xv[R * NV];
+        unroll<R * NV>([&](auto i) { xv[i] = load<V>(xb + (i / NV) * row_pitch + (i % NV) * L); });
+        unroll<OB>([&](auto o) {
+            const T cv = c[o * B + b];
+            unroll<R * NV>([&](auto i) { acc[o * R * NV + i] += xv[i] * cv; });
+        });
+    }
+    T row[NV * L];
+    for (int o = 0; o < OB; ++o)
+        for (int r = 0; r < R; ++r) {
+            for (int v = 0; v < NV; ++v) store(row + v * L, acc[(o * R + r) * NV + v]);
+            std::memcpy(out + o * P + r * kC, row, size_t(width) * sizeof(T));
+        }
+}
+
+template <typename T, int R, int NV>
+void correlate_position(const T* xt, const T* c, T* out, const Geo& g, i64 row_pitch, i64 b_pitch) {
+    const i64 kC = g.kC(), P = g.P();
+    constexpr i64 PB = NV * LANES<T>;
+    map_blocks(g.O, [&](auto maps, i64 o) {
+        i64 dy = 0;
+        for (; dy + R <= g.k; dy += R)
+            for (i64 p = 0; p < kC; p += PB)
+                correlate_tile<T, maps, R, NV>(xt + dy * row_pitch + p, row_pitch, b_pitch, c + o * g.B, g.B,
+                                               out + o * P + dy * kC + p, P, kC, std::min<i64>(PB, kC - p));
+        for (; dy < g.k; ++dy)
+            for (i64 p = 0; p < kC; p += PB)
+                correlate_tile<T, maps, 1, NV>(xt + dy * row_pitch + p, row_pitch, b_pitch, c + o * g.B, g.B,
+                                               out + o * P + dy * kC + p, P, kC, std::min<i64>(PB, kC - p));
+    });
+}
+
+template <typename T>
+void correlate(const T* image, const T* codes, T* grad, const Geo& g, int threads) {
+    constexpr int L = LANES<T>;
+    const i64 WC = g.W * g.C, WCp = WC + 2 * L;  // padding: a tile may read two vectors past a window row
+    std::vector<T> xt(size_t(g.H * g.B * WCp), T(0));
+    run_ranges(g.H, g.H, threads, [&](i64 first, i64 last) {  // (H, WC, B) -> (H, B, WCp)
+        for (i64 Y = first; Y < last; ++Y)
+            for (i64 q = 0; q < WC; ++q)
+                for (i64 b = 0; b < g.B; ++b) xt[(Y * g.B + b) * WCp + q] = image[(Y * WC + q) * g.B + b];
+    });
+    const i64 ow = g.ow(), kC = g.kC(), row_pitch = g.B * WCp;
+    run_ranges(g.oh() * ow, 4 * g.oh(), threads, [&](i64 first, i64 last) {
+        for (i64 l = first; l < last; ++l) {
+            const i64 y = l / ow, x = l % ow;
+            const T* base = xt.data() + y * g.s * row_pitch + x * g.s * g.C;
+            const T* c = codes + l * g.O * g.B;
+            T* out = grad + l * g.O * g.P();
+            if (kC <= L)  // short window rows: several per tile
+                correlate_position<T, 2, 1>(base, c, out, g, row_pitch, WCp);
+            else
+                correlate_position<T, 1, 2>(base, c, out, g, row_pitch, WCp);
+        }
+    });
+}
+
+Geo geo(const i64* d) { return Geo{d[0], d[1], d[2], d[3], d[4], d[5], d[6]}; }
+
+}  // namespace
+
+// The C interface: geometry as (height, width, channels, kernel, stride, batch, maps).
+extern "C" {
+void catneuron_contract_f32(const float* i, const float* w, float* c, const i64* d, int t) { contract(i, w, c, geo(d), t); }
+void catneuron_contract_f64(const double* i, const double* w, double* c, const i64* d, int t) { contract(i, w, c, geo(d), t); }
+void catneuron_spread_f32(const float* c, const float* w, float* i, const i64* d, int t) { spread(c, w, i, geo(d), t); }
+void catneuron_spread_f64(const double* c, const double* w, double* i, const i64* d, int t) { spread(c, w, i, geo(d), t); }
+void catneuron_correlate_f32(const float* i, const float* c, float* g, const i64* d, int t) { correlate(i, c, g, geo(d), t); }
+void catneuron_correlate_f64(const double* i, const double* c, double* g, const i64* d, int t) { correlate(i, c, g, geo(d), t); }
+}

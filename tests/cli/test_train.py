@@ -15,6 +15,7 @@ import pytest
 from clirun import run
 
 from catneuron.store import checkpoint, runs
+from catneuron.train.loop import TrainResult
 from catneuron.train.trainer import Trainer
 
 ENTRY = [sys.executable, "-c", "from catneuron.cli import main; main()", "train"]
@@ -72,7 +73,12 @@ def test_auto_resume_starts_an_empty_run_and_refuses_other_flags(monkeypatch, ca
 def test_minutes_alone_lets_the_time_decide(monkeypatch, capsys, tmp_path):
     """`--minutes` without `--steps` trains until the time is up, not until the default 1000 steps."""
     asked = []
-    monkeypatch.setattr(Trainer, "fit", lambda self, steps, max_seconds=None: asked.append((steps, max_seconds)))
+
+    def fit(self, steps, max_seconds=None):
+        asked.append((steps, max_seconds))
+        return TrainResult(0, False, {})
+
+    monkeypatch.setattr(Trainer, "fit", fit)
     run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--out", tmp_path / "a",
         "--minutes", "3")
     run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--out", tmp_path / "b")

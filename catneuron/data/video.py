@@ -48,7 +48,9 @@ def _frame_at(container: av.container.InputContainer, stream: av.video.stream.Vi
             break
     if found is None:
         return None
-    return Frame(float(found.time - start) if found.time is not None else 0.0, found.to_image())
+    # One scaling thread: ingest's parallelism is its processes, and a thread pool of swscale's left in a process
+    # that later forks its workers deadlocks them (its condition variable is copied with waiters that do not exist).
+    return Frame(float(found.time - start) if found.time is not None else 0.0, found.to_image(threads=1))
 
 
 def random_frames(path: str | Path, count: int, rng: np.random.Generator) -> list[Frame]:

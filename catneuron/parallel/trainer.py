@@ -27,7 +27,7 @@ from catneuron.parallel.network import BlockNetwork
 from catneuron.parallel.state import initial_blocks, read_blocks, save_blocks
 from catneuron.parallel.watch import BlockWatch
 from catneuron.store import checkpoint, runs
-from catneuron.train.trainer import Diverged, Trainer, TrainResult, loss_terms, make_optimizer
+from catneuron.train.trainer import Diverged, Trainer, TrainResult, make_optimizer, read_terms, term_values
 from catneuron.train.watch import Watch
 
 
@@ -49,10 +49,9 @@ class SharedBatches:
 
 def summed_terms(outputs: list[StageOutput]) -> dict[str, float]:
     """The objective's terms summed over the ranks of the process group (each rank's are its block's share)."""
-    mine = loss_terms(outputs)
-    total = torch.tensor(list(mine.values()), dtype=torch.float64, device=group_device())
+    total = term_values(outputs)
     dist.all_reduce(total)
-    return dict(zip(mine, total.tolist(), strict=True))
+    return read_terms(total)
 
 
 class BlockTrainer(Trainer):
@@ -67,7 +66,8 @@ class BlockTrainer(Trainer):
         m = config.model
         self.source = SharedBatches(open_source(data, m.input_size, m.channels) if self.leader else None,
                                     (m.channels, m.input_size, m.input_size))
-        self.network = BlockNetwork(m, grid, rank).to(self.device)
+        with self.device:  # built where it trains: no copy of the weights through host memory
+            self.network = BlockNetwork(m, grid, rank)
         self.network.set_precision(config.train.precision)
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0

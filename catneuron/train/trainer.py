@@ -34,19 +34,38 @@ def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
     params = list(params)
     if config.train.optimizer == "adagrad":
         # The fused kernel (CPU only) updates in one pass over memory: 4x faster on the paper's 1e9 weights.
+        # CUDA has no fused Adagrad, and torch would choose `foreach` there, whose temporaries the size of all
+        # the weights raise a `paper` step's peak from 13.0 to 18.1 GiB (fake-CUDA run, docs/scale.md): one tensor at a
+        # time instead, which costs nothing with the network's few large tensors.
         fused = all(p.device.type == "cpu" for p in params)
-        return torch.optim.Adagrad(params, lr=config.train.lr, fused=fused)
+        return torch.optim.Adagrad(params, lr=config.train.lr, fused=fused, foreach=False)
     return torch.optim.SGD(params, lr=config.train.lr)
+
+
+def term_values(outputs: list[StageOutput]) -> torch.Tensor:
+    """The objective's terms, (recon_1, sparsity_1, recon_2, ...), as one float64 tensor where they were computed."""
+    return torch.stack([t.detach() for out in outputs for t in (out.reconstruction, out.sparsity)]).double()
+
+
+def read_terms(values: torch.Tensor) -> dict[str, float]:
+    """`term_values` as plain floats for logs, by name, and their sum as "loss": brought to the host in one copy,
+    the step's one wait on a GPU (a float() per term was one wait each)."""
+    host = values.cpu()
+    terms = {f"{kind}_{i // 2 + 1}": float(v) for i, (kind, v) in
+             enumerate(zip(("recon", "sparsity") * (len(host) // 2), host, strict=True))}
+    terms["loss"] = sum(terms.values())
+    return terms
 
 
 def loss_terms(outputs: list[StageOutput]) -> dict[str, float]:
     """The objective's terms by stage, as plain floats for logs: recon_1, sparsity_1, ..."""
-    terms = {}
-    for i, out in enumerate(outputs, start=1):
-        terms[f"recon_{i}"] = float(out.reconstruction.detach())
-        terms[f"sparsity_{i}"] = float(out.sparsity.detach())
-    terms["loss"] = sum(terms.values())
-    return terms
+    return read_terms(term_values(outputs))
+
+
+def for_device(batches: Iterator[torch.Tensor], device: torch.device) -> Iterator[torch.Tensor]:
+    """Batches for `device`: for CUDA in page-locked memory (pinned where they are made, on the prefetch thread), so
+    that the step's non_blocking copy is a real asynchronous one; from pageable memory it would wait on it."""
+    return (batch.pin_memory() for batch in batches) if device.type == "cuda" else batches
 
 
 class Diverged(UserError):
@@ -97,8 +116,10 @@ class Trainer:
         self.device = torch.device(device)
         self.data_spec = absolute_spec(data_spec) if data_spec else source.description
         torch.manual_seed(config.train.seed)
-        budget.check_fits(budget.training_bytes(config.model), f"training the {config.preset} model")
-        self.network = Network(config.model).to(self.device)
+        budget.check_fits(budget.training_bytes(config.model, config.train.batch_size),
+                          f"training the {config.preset} model on batches of {config.train.batch_size:,}", self.device)
+        with self.device:  # built where it trains: no copy of the weights through host memory
+            self.network = Network(config.model)
         self.network.set_precision(config.train.precision)
         self.network.normalize_weights()
         self.optimizer = make_optimizer(config, self.network.parameters())
@@ -124,7 +145,7 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
-        outputs = self.network(images.to(self.device, non_blocking=True))
+        outputs = self.network(images.to(self.device, non_blocking=True))  # pinned on CUDA: `for_device`
         loss = self.network.loss(outputs)
         terms = self.terms(outputs)  # summed over ranks under model parallelism: every rank sees the same
         check_finite(terms, self.step + 1)  # before the update: the weights stay those of the last finite step
@@ -144,7 +165,7 @@ class Trainer:
         must stay on this thread, in step with the collectives of the training step."""
         t = self.config.train
         batches = self.source.batches(t.batch_size, t.seed, start_step=self.step)
-        return batches if dist.is_available() and dist.is_initialized() else Prefetch(batches)
+        return batches if dist.is_available() and dist.is_initialized() else Prefetch(for_device(batches, self.device))
 
     def should_stop(self, elapsed: float, max_seconds: float | None) -> bool:
         """Whether `--minutes` is up (ranks of a model-parallel replica stop at the step rank 0 says)."""

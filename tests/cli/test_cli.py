@@ -202,3 +202,12 @@ def test_train_watch_shows_the_watch_and_logs_the_curve(monkeypatch, capsys, tmp
     code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--out",
                        str(tmp_path / "other"), "--watch", f"faces={tmp_path / 'faces'}")
     assert code == 2 and "--watch and --watch-negatives: give both" in err
+
+
+def test_a_batch_too_large_for_memory_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
+    """Was accepted, then grew memory by ~100 MB/s until the kernel killed it (issue 27, item 6)."""
+    config = tmp_path / "huge_batch.yaml"
+    config.write_text("preset: tiny\ntrain: {batch_size: 100000000000}\n")
+    code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--config", str(config), "--out",
+                       str(tmp_path / "run"), "--steps", "1")
+    assert code == 2 and "batches of 100,000,000,000 needs at least" in err and err.count("\n") == 1

@@ -288,13 +288,14 @@ def _correlate_flops(image_shape, codes_shape, shape, tiles, tf32, *args, out_sh
 def _args(geo: Geometry, blocks: Blocks, tf32: bool | None) -> tuple[list[int], list[int], bool]:
     shape = [geo.height, geo.width, geo.channels, geo.kernel, geo.stride, geo.batch]
     tiles = [blocks.positions, blocks.batch, blocks.fan_in, blocks.row, blocks.windows, blocks.warps]
-    return shape, tiles, torch.get_float32_matmul_precision() != "highest" if tf32 is None else tf32
+    default = geo.tf32 or torch.get_float32_matmul_precision() != "highest"
+    return shape, tiles, default if tf32 is None else tf32
 
 
 def contract(image: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Blocks(), tf32: bool | None = None
              ) -> Tensor:
     """codes[l] = weight[l] @ patch[l]: (H, W, C, B), (L, O, P) -> float32 (L, O, B), as `local_reference.contract`.
-    `tf32` None: TF32 where torch's own float32 matmuls may use it."""
+    `tf32` None: TF32 where the geometry asks for it (`--precision tf32`) or torch's own float32 matmuls may use it."""
     return torch.ops.catneuron.contract(image, weight, *_args(geo, blocks, tf32))
 
 

@@ -194,3 +194,33 @@ def test_the_ops_differentiate_as_their_adjoints():
         for got, (product, *tensors) in zip(grads, wants, strict=True):
             torch.testing.assert_close(got, reference(product, *tensors, geo=geo), rtol=1e-5, atol=1e-4,
                                        msg=f"{name} -> {product}")
+
+
+@pytest.mark.parametrize("tf32", [False, True])
+def test_tf32_geometry_launches_the_tf32_dot_and_stays_close(tf32, monkeypatch):
+    """`--precision tf32`: the geometry asks the kernels for tl.dot's TF32 mode on float32 operands (IEEE otherwise);
+    the interpreter multiplies in float32 either way, so the values are checked at TF32's tolerance."""
+    geo, image, weight, codes = operands(*CASES[1][:6])
+    geo = Geometry(**{**geo.__dict__, "tf32": tf32})
+    modes = []
+    launch = tk._launch
+    monkeypatch.setattr(tk, "_launch", lambda kernel, grid, *args, warps: (modes.append(args[-5]),
+                                                                        launch(kernel, grid, *args, warps=warps)))
+    with monkeypatch.context() as m:
+        m.setattr(torch, "get_float32_matmul_precision", lambda: "highest")
+        for name, args in (("contract", (image, weight)), ("spread", (codes, weight)), ("correlate", (image, codes))):
+            got = getattr(tk, name)(*args, geo, ONE_TILE)
+            torch.testing.assert_close(got, reference(name, *args, geo=geo), rtol=2e-3, atol=2e-3, msg=name)
+    assert modes == ["tf32" if tf32 else "ieee"] * 3
+
+
+def test_the_network_asks_for_tf32_only_with_precision_tf32():
+    from catneuron.model.config import PRESETS
+    from catneuron.model.network import Network
+
+    network = Network(PRESETS["tiny"].model)
+    layers = [m for m in network.modules() if isinstance(m, (LocallyConnected2d, LocalDecoder))]
+    network.set_precision("tf32")
+    assert all(m.tf32 and m.operand_dtype is None for m in layers)
+    network.set_precision("bf16")
+    assert not any(m.tf32 for m in layers)

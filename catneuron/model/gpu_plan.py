@@ -36,6 +36,15 @@ def peak_tflops(name: str, precision: str) -> float | None:
     return None
 
 
+def utilisation(images_per_s: float, flops_per_image: float, device: torch.device, precision: str) -> float | None:
+    """Model FLOPs utilisation on a CUDA device, in percent: achieved FLOP/s over the GPU's dense peak for the
+    products' precision (as nanoGPT reports it), or None off CUDA or on a GPU not in `GPUS`."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    peak = peak_tflops(torch.cuda.get_device_name(device), precision)
+    return None if peak is None else 100 * images_per_s * flops_per_image / (peak * 1e12)
+
+
 @dataclass(frozen=True)
 class Step:
     batch: int

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from catneuron.data.prefetch import Prefetch
 from catneuron.data.sources import BatchSource, absolute_spec, open_source
 from catneuron.errors import UserError
-from catneuron.model import budget
+from catneuron.model import budget, gpu_plan
 from catneuron.model.config import Config, to_dict
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
@@ -155,6 +155,11 @@ class Trainer:
         self.step += 1
         return terms
 
+    def utilisation(self, images_per_s: float) -> float | None:
+        """The progress line's model FLOPs utilisation on a known GPU (percent of its peak), else None."""
+        flops = budget.training_flops(self.config.model)
+        return gpu_plan.utilisation(images_per_s, flops, self.device, self.config.train.precision)
+
     def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
         """The logged objective's terms (a model-parallel rank's are its share: they are summed over ranks)."""
         return loss_terms(outputs)
@@ -218,6 +223,7 @@ class Trainer:
                         remaining = min(remaining, max_seconds - elapsed)
                     shown = {k: v for k, v in terms.items() if k.startswith(("recon", "sparsity"))}
                     shown |= self.watch.fields() if self.watch else {}
+                    shown |= {"MFU%": mfu} if (mfu := self.utilisation(rate)) is not None else {}
                     bar.update(self.step, rate, "img", shown, eta=remaining)
                     if self.step % t.checkpoint_every == 0:
                         self.save()

@@ -106,7 +106,8 @@ def active() -> bool:
 class SyncCounter(TorchDispatchMode):
     """Counts the host's waits on the device: a CUDA value read on the host, or a copy from CUDA to the host.
 
-    Under fake tensors a value read has no data: it is answered with 1 (finite, and a valid count or index)."""
+    Under fake tensors a value read has no data: it is answered with 1 (finite, and a valid count or index); on
+    real tensors (a real GPU run, to compare its count with the fake one's) every op runs as it is."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -117,7 +118,7 @@ class SyncCounter(TorchDispatchMode):
         name = str(func)
         if name in SYNCS and self._from_device(name, args, kwargs):
             self.syncs.append(name)
-        if name in ("aten._local_scalar_dense.default", "aten.item.default"):
+        if name in ("aten._local_scalar_dense.default", "aten.item.default") and _is_fake(args[0]):
             return True if args[0].dtype == torch.bool else 1
         return func(*args, **kwargs)
 
@@ -131,6 +132,12 @@ class SyncCounter(TorchDispatchMode):
         if name == "aten.copy_.default":
             return args[0].device.type == "cpu"
         return True
+
+
+def _is_fake(tensor: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(tensor, FakeTensor)
 
 
 @contextmanager

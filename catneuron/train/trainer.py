@@ -35,7 +35,7 @@ def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
     if config.train.optimizer == "adagrad":
         # The fused kernel (CPU only) updates in one pass over memory: 4x faster on the paper's 1e9 weights.
         # CUDA has no fused Adagrad, and torch would choose `foreach` there, whose temporaries the size of all
-        # the weights raise a `paper` step's peak from 13.0 to 18.1 GiB (fake-CUDA run, docs/scale.md): one tensor at a
+        # the weights raise a `paper` step's peak from 12.5 to 17.6 GiB (fake-CUDA run, docs/scale.md): one tensor at a
         # time instead, which costs nothing with the network's few large tensors.
         fused = all(p.device.type == "cpu" for p in params)
         return torch.optim.Adagrad(params, lr=config.train.lr, fused=fused, foreach=False)

@@ -48,10 +48,12 @@ def devices(network: torch.nn.Module) -> list[str]:
             for suffix, t in (("", p), (".grad", p.grad)) if t is None or t.device.type != "cuda"]
 
 
-def train_step(preset: str, precision: str, device: torch.device, run: str) -> dict:
+def train_step(preset: str, precision: str, device: torch.device, run: str, fake: bool = True) -> dict:
+    """One training step; on CUDA on fake tensors, or (`fake` False: a real GPU) on real ones, syncs counted alike."""
     cfg = config(preset, precision)
     start = time.monotonic()
-    with fake_cuda.fake_device() if device.type == "cuda" else contextlib.nullcontext() as counter:
+    on_cuda = fake_cuda.fake_device() if fake else fake_cuda.SyncCounter()
+    with on_cuda if device.type == "cuda" else contextlib.nullcontext() as counter:
         trainer = Trainer(cfg, source(cfg), run, device)
         images = torch.rand(cfg.train.batch_size, cfg.model.channels, cfg.model.input_size, cfg.model.input_size)
         before = len(counter.syncs) if counter else 0
@@ -144,7 +146,19 @@ def analysis() -> dict:
                 "stimulus_gradient": [str(grad.device), str(grad.dtype), str(value.device)]}
 
 
+def real() -> None:
+    """`--real`, on a GPU (benchmarks/gpu_check.sh): the training steps for real, to compare with the fake ones."""
+    out: dict = {"train": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("float32", "bf16"):
+            for preset in ("tiny", "small"):
+                out["train"][f"cuda/{preset}/{precision}"] = train_step(preset, precision, CUDA, tmp + "/g", False)
+    json.dump(out, sys.stdout)
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--real"]:
+        return real()
     assert fake_cuda.active(), "started without the fake device (catneuron.model.fake_cuda.environment())"
     out: dict = {"train": {}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -156,6 +156,29 @@ def real() -> None:
     json.dump(out, sys.stdout)
 
 
+def traced_products() -> dict:
+    """The products as torch.library ops: traced whole (make_fx over fake tensors, as torch.compile's AOT step does),
+    and counted by FlopCounterMode through their formulas."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from catneuron.model import triton_local
+    from catneuron.model.local_reference import TILE_BYTES, Geometry
+
+    geo = Geometry(8, 8, 3, 3, 1, 4, TILE_BYTES, 4)
+
+    def layer(image, weight):
+        return triton_local.spread(triton_local.contract(image, weight, geo), weight, geo)
+
+    with fake_cuda.fake_device():
+        image, weight = torch.rand(8, 8, 3, 4, device=CUDA), torch.rand(36, 2, 27, device=CUDA)
+        graph = make_fx(layer, tracing_mode="fake")(image, weight)
+        with FlopCounterMode(display=False) as flops:
+            layer(image, weight)
+    return {"graph_ops": sorted({str(n.target) for n in graph.graph.nodes if n.op == "call_function"}),
+            "flops": flops.get_total_flops()}
+
+
 def main() -> None:
     if sys.argv[1:] == ["--real"]:
         return real()
@@ -170,6 +193,7 @@ def main() -> None:
     out["replica"] = replica_step()
     out["block_rank"] = block_rank()
     out["analysis"] = analysis()
+    out["products"] = traced_products()
     json.dump(out, sys.stdout)
 
 

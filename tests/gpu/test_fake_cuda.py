@@ -66,3 +66,9 @@ def test_a_model_parallel_rank_runs_forward_and_backward_on_its_gpu(seen):
 def test_evaluation_and_optimal_stimulus_run_on_the_gpu(seen):
     assert seen["analysis"]["activations"] == ["cpu", "torch.float32"]  # brought back to the host for the scans
     assert seen["analysis"]["stimulus_gradient"] == ["cuda:0", "torch.float32", "cuda:0"]
+
+
+def test_the_products_are_ops_that_tracing_and_the_flop_counter_see_whole(seen):
+    products = seen["products"]
+    assert products["graph_ops"] == ["catneuron.contract.default", "catneuron.spread.default"]
+    assert products["flops"] == 2 * (2 * 36 * 2 * 27 * 4)  # contract and spread: 2 * L * O * P * B each

@@ -32,36 +32,28 @@ DTYPES = {"float32": torch.float32, "bf16": torch.bfloat16}
 POINTER = {torch.float32: "*fp32", torch.bfloat16: "*bf16"}
 
 
-class Recorder:
-    """Stands in for a kernel: keeps the arguments and options a host function launches it with."""
-
-    def __init__(self) -> None:
-        self.launch: tuple[tuple, dict] | None = None
-
-    def __getitem__(self, grid):
-        def launch(*args, **options):
-            self.launch = (args, options)
-        return launch
-
-
 def launches(dtype: torch.dtype, maps: int) -> dict[str, tuple[tuple, dict]]:
-    """How contract, spread and correlate launch their kernels on a small image with the paper's window."""
+    """How contract, spread and correlate launch their kernels on a small image with the paper's window (recorded
+    from `triton_local._launch`, the one place the ops launch)."""
     geo = Geometry(24, 24, 3, 18, 1, 64, TILE_BYTES, torch.finfo(dtype).bits // 8)
     positions, fan_in = geo.out_h * geo.out_w, 18 * 18 * 3
     image = torch.zeros(24, 24, 3, 64, dtype=dtype)
     weight, codes = torch.zeros(positions, maps, fan_in, dtype=dtype), torch.zeros(positions, maps, 64, dtype=dtype)
-    kernels = {name: getattr(triton_local, name) for name in KERNELS}
-    recorders = {name: Recorder() for name in KERNELS}
+    recorded: dict[str, tuple[tuple, dict]] = {}
+    names = {getattr(triton_local, name): name for name in KERNELS}
+
+    def record(kernel, grid, *args, warps):
+        recorded[names[kernel]] = (args, {"num_warps": warps})
+
+    launch = triton_local._launch
+    triton_local._launch = record
     try:
-        for name, recorder in recorders.items():
-            setattr(triton_local, name, recorder)
         triton_local.contract(image, weight, geo)
         triton_local.spread(codes, weight, geo)
         triton_local.correlate(image, codes, geo)
     finally:
-        for name, kernel in kernels.items():
-            setattr(triton_local, name, kernel)
-    return {name: recorder.launch for name, recorder in recorders.items()}
+        triton_local._launch = launch
+    return recorded
 
 
 def compile_one(name: str, args: tuple, options: dict, arch: int) -> dict:

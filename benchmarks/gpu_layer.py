@@ -77,11 +77,15 @@ def time_layer(shape: tuple, batch: int, device: torch.device, dtype: torch.dtyp
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--tf32", action="store_true", help="float32 products and matmuls as TF32 (as after "
+                        "torch.set_float32_matmul_precision('high'), what --precision tf32 asks of the kernels)")
     parser.add_argument("--shape", default="paper", choices=list(SHAPES))
     parser.add_argument("--batches", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    if args.tf32:
+        torch.set_float32_matmul_precision("high")
     device = torch.device(args.device)
     shape = SHAPES[args.shape]
     c, side, k, s, maps = shape

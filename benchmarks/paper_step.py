@@ -25,7 +25,7 @@ from datetime import date
 import torch
 from machine import dense_gflops, synchronize
 
-from catneuron.model import local_cpp
+from catneuron.model import gpu_plan, local_cpp
 from catneuron.model.budget import training_flops
 from catneuron.model.config import PRECISIONS, PRESETS
 from catneuron.model.network import Network
@@ -56,7 +56,8 @@ def main() -> None:
     print(f"dense float32 matmul: {dense:.1f} GFLOP/s ({torch.get_num_threads()} threads, {processor}, "
           f"load average {os.getloadavg()[0]:.1f})")
     start = time.perf_counter()
-    network = Network(config.model).to(device)
+    with device:  # built where it trains, as the trainer builds it
+        network = Network(config.model)
     network.set_precision(args.precision)
     optimizer = make_optimizer(config, network.parameters())
     params = sum(p.numel() for p in network.parameters())
@@ -87,6 +88,10 @@ def main() -> None:
     rate = rates.Rate(args.preset, images_per_s, args.batch, len(timed), torch.get_num_threads(), processor,
                       args.precision, date.today().isoformat())
     dense_after = dense_gflops(device, repeats=3)
+    mfu = gpu_plan.utilisation(images_per_s, training_flops(config.model), device, args.precision)
+    if mfu is not None:
+        print(f"MFU {mfu:.1f}% of the {processor}'s dense {args.precision} peak; peak memory {peak_gb(device):.2f} GB "
+              f"(the plan on fake tensors: catneuron info --preset {args.preset} --device cuda)")
     print(f"{args.preset}: {images_per_s:.1f} images/s ({args.precision}) over {len(timed)} step(s); "
           f"dense matmul {dense:.0f} then {dense_after:.0f} GFLOP/s; recorded in {rates.record(rate)}")
 

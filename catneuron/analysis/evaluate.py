@@ -178,7 +178,8 @@ def evaluate(network: Network, test: LabelledImages, concept: str, training_batc
                                       heldout_accuracy=trained.heldout(units)[0]))
 
     torch.manual_seed(seed + 1)
-    random_net = Network(network.config).to(next(network.parameters()).device).eval()
+    with next(network.parameters()).device:  # built where it runs: no copy through host memory
+        random_net = Network(network.config).eval()
     rand = scan_network(random_net, test.images, layout, f"{concept}: random-weights network", progress)
 
     blocks = filter_blocks(training_batches, n_filters, block_size(len(labels)))

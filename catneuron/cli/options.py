@@ -24,8 +24,9 @@ def resolve_config(preset: str | None, config_file: str | None) -> configs.Confi
 
 SEED = typer.Option(None, help="Training seed: the initial weights and the order of the training images (overrides "
                     "the config).")
-PRECISION = typer.Option(None, help="float32 or bf16: the locally connected products' operands (bf16 accumulates "
-                         "in float32; overrides the config).")
+PRECISION = typer.Option(None, help="float32, bf16 or tf32: the locally connected products' operands (bf16 "
+                         "accumulates in float32; tf32: TF32 products on CUDA, float32 elsewhere; overrides the "
+                         "config).")
 
 
 def train_overrides(**flags: object) -> dict[str, object]:

@@ -55,7 +55,8 @@ class Replica:
                  device: torch.device = CPU) -> None:
         torch.set_num_threads(threads)
         self.device = rank_device(device, 0)  # on CUDA, the GPU Ray gave this actor: the only one it sees
-        network = Network(config.model).to(self.device)
+        with self.device:  # built where it computes: no copy of the weights through host memory
+            network = Network(config.model)
         network.set_precision(config.train.precision)
         stream, seed = replica_stream(source, config.train.seed, index, replicas)
         self._setup(network, stream.batches(config.train.batch_size, seed, start_step), shards, pieces, fetch_every,
@@ -139,7 +140,8 @@ class BlockRank(Replica):
         torch.set_num_threads(threads)
         self.device = rank_device(device, 0)  # on CUDA, the GPU Ray gave this actor: the only one it sees
         m = config.model
-        network = BlockNetwork(m, grid, rank).to(self.device)
+        with self.device:
+            network = BlockNetwork(m, grid, rank)
         network.set_precision(config.train.precision)
         stream, seed = (replica_stream(cast(BatchSource, source), config.train.seed, index, replicas) if rank == 0
                         else (None, config.train.seed))

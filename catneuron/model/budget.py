@@ -1,9 +1,11 @@
-"""Parameters and FLOPs per layer, computed from the config alone (nothing is allocated)."""
+"""Parameters, FLOPs and memory per layer, computed from the config alone (nothing is allocated)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from catneuron.errors import UserError
 from catneuron.model.config import ModelConfig, stage_shapes
@@ -50,9 +52,18 @@ def weight_bytes(model: ModelConfig) -> int:
     return 4 * sum(s.parameters for s in stage_shapes(model))
 
 
-def training_bytes(model: ModelConfig) -> int:
-    """A lower bound of training's memory: weights, their gradients and the optimizer's sums (activations more)."""
-    return 3 * weight_bytes(model)
+def activation_bytes(model: ModelConfig, batch: int) -> int:
+    """A lower bound of one training step's activations in float32: per image, each stage's input, codes, pooled and
+    normalized maps and reconstruction kept for the backward pass, and as much again for their gradients."""
+    units = sum(2 * sh.in_channels * sh.in_size**2 + sh.maps * (sh.filter_size**2 + 2 * sh.pool_size**2)
+                for sh in stage_shapes(model))
+    return 2 * 4 * units * batch
+
+
+def training_bytes(model: ModelConfig, batch: int = 0) -> int:
+    """A lower bound of training's memory: weights, their gradients and the optimizer's sums, and a step's batch and
+    activations for `batch` images."""
+    return 3 * weight_bytes(model) + activation_bytes(model, batch)
 
 
 def available_bytes() -> int | None:
@@ -66,10 +77,19 @@ def available_bytes() -> int | None:
     return None
 
 
-def check_fits(need: int, what: str) -> None:
-    """Refuse before allocating what cannot fit in the memory available now (a MemoryError or the kernel's
-    OOM killer would say it later, after minutes, or not at all)."""
-    available = available_bytes()
+def device_bytes(device: torch.device) -> int | None:
+    """Memory free on a CUDA device now, or None where torch cannot say (no CUDA runtime: fake tensors)."""
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.mem_get_info(device)[0]
+
+
+def check_fits(need: int, what: str, device: torch.device | str = "cpu") -> None:
+    """Refuse before allocating what cannot fit in the memory available now on `device` (a MemoryError, CUDA's
+    out-of-memory error or the kernel's OOM killer would say it later, after minutes, or not at all)."""
+    device = torch.device(device)
+    available = device_bytes(device) if device.type == "cuda" else available_bytes()
+    where = f"{device.type.upper()} memory" if device.type == "cuda" else "memory"
     if available is not None and need > available:
-        raise UserError(f"{what} needs at least {need / 2**30:,.1f} GiB of memory; "
+        raise UserError(f"{what} needs at least {need / 2**30:,.1f} GiB of {where}; "
                         f"{available / 2**30:,.1f} GiB is available")

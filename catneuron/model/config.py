@@ -45,7 +45,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimization: minibatches of 100 and Adagrad are the paper's (DistBelief) defaults. `precision`: the
-    locally connected products' operands, "float32" or "bf16" (bfloat16 operands accumulated in float32)."""
+    locally connected products' operands, "float32", "bf16" (bfloat16 operands accumulated in float32) or "tf32"
+    (float32 operands multiplied as TF32 on CUDA's tensor cores; float32 elsewhere)."""
 
     batch_size: int = 100
     optimizer: str = "adagrad"
@@ -66,7 +67,7 @@ class Config:
 # Larger inputs are no longer images of this model's kind (the paper's are 200): refused before any arithmetic.
 MAX_INPUT_SIZE = 2048
 OPTIMIZERS = ("adagrad", "sgd")
-PRECISIONS = ("float32", "bf16")
+PRECISIONS = ("float32", "bf16", "tf32")
 WEIGHT_NORMS = ("none", "encoder", "both")
 # "linear" is the paper's TICA filtering; "sigmoid" codes sigmoid(W1^T x) make the stages the
 # locally connected deep (sigmoid) autoencoder the paper compares against.

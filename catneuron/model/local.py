@@ -41,15 +41,16 @@ class _Local(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, input_size: int | tuple[int, int], kernel_size: int,
                  stride: int, tile_bytes: int) -> None:
         super().__init__()
-        self.input_shape = pair(input_size)
-        if kernel_size > min(self.input_shape):
+        self.input_size = pair(input_size)
+        if kernel_size > min(self.input_size):
             raise ValueError(f"kernel_size {kernel_size} is larger than input_size {input_size}")
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.tile_bytes = kernel_size, stride, tile_bytes
         # bfloat16: the products of float32 inputs take bfloat16 operands and accumulate in float32
         self.operand_dtype: torch.dtype | None = None
-        self.out_shape = (output_size(self.input_shape[0], kernel_size, stride),
-                          output_size(self.input_shape[1], kernel_size, stride))
+        self.tf32 = False  # float32 products as TF32 on CUDA's tensor cores (`--precision tf32`)
+        self.out_shape = (output_size(self.input_size[0], kernel_size, stride),
+                          output_size(self.input_size[1], kernel_size, stride))
         self.fan_in = kernel_size * kernel_size * in_channels
         positions = self.out_shape[0] * self.out_shape[1]
         self.weight = nn.Parameter(torch.empty(positions, out_channels, self.fan_in))
@@ -69,7 +70,7 @@ class _Local(nn.Module):
         return self.operand_dtype if self.operand_dtype is not None and dtype == torch.float32 else dtype
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, input_size={self.input_shape}, "
+        return (f"{self.in_channels}, {self.out_channels}, input_size={self.input_size}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}")
 
 
@@ -100,7 +101,15 @@ class LocallyConnected2d(_Local):
             (window row, window column, channel). Initial values N(0, 1 / fan_in).
         bias: (C_out, H_out, W_out), or None.
 
-    A wrong channel count or input size is a RuntimeError worded like nn.Conv2d's.
+    A wrong channel count or input size is a RuntimeError worded like nn.Conv2d's, and so is an input of another
+    type than the weights; the output has the input's type (bfloat16 or float16 weights and inputs: outputs of
+    that type, the products summed in float32).
+
+    Not supported: `torch.jit.trace` and `torch.compile(fullgraph=True)`. On the CPU the products are sweeps of
+    thousands of `bmm` calls over a pool of threads (workers.run_rows) writing into weight-gradient memory reused
+    by storage use count (GradientMemory), inside an autograd Function whose arguments include that memory and the
+    geometry: the tracer cannot record them, and dynamo breaks the graph there. On CUDA the products are
+    `torch.ops.catneuron` ops (triton_local) that torch.compile and fake tensors see whole.
 
     Examples::
 
@@ -132,10 +141,10 @@ class LocallyConnected2d(_Local):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, out_channels, out_h, out_w); (C, H, W) -> (out_channels, out_h, out_w)."""
-        batched = check_input(self, x, self.in_channels, self.input_shape, "input")
+        batched = check_input(self, x, self.in_channels, self.input_size, "input")
         x = x if batched else x.unsqueeze(0)
         out = locally_connected2d(x, self.weight, self.kernel_size, self.stride, self.bias, self.operands(x.dtype),
-                                  self.tile_bytes, self.grad_memory)
+                                  self.tile_bytes, self.grad_memory, self.tf32)
         return out if batched else out.squeeze(0)
 
     def extra_repr(self) -> str:
@@ -164,6 +173,6 @@ class LocalDecoder(_Local):
         """(B, out_channels, out_h, out_w) -> (B, in_channels, height, width); unbatched as well."""
         batched = check_input(self, codes, self.out_channels, self.out_shape, "codes")
         codes = codes if batched else codes.unsqueeze(0)
-        image = local_decode(codes, self.weight, self.input_shape, self.kernel_size, self.stride,
-                             self.operands(codes.dtype), self.tile_bytes, self.grad_memory)
+        image = local_decode(codes, self.weight, self.input_size, self.kernel_size, self.stride,
+                             self.operands(codes.dtype), self.tile_bytes, self.grad_memory, self.tf32)
         return image if batched else image.squeeze(0)

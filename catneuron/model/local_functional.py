@@ -126,27 +126,39 @@ def from_batch_last(xt: Tensor) -> Tensor:
 
 def locally_connected2d(input: Tensor, weight: Tensor, kernel_size: int, stride: int = 1, bias: Tensor | None = None,
                         operands: torch.dtype | None = None, tile_bytes: int = local_reference.TILE_BYTES,
-                        grad_memory: GradientMemory | None = None) -> Tensor:
+                        grad_memory: GradientMemory | None = None, tf32: bool = False) -> Tensor:
     """(B, C, H, W) input, (positions, O, k*k*C) weight -> (B, O, out_h, out_w): a convolution without weight sharing.
 
-    `operands` is the type the products take their operands in (default the input's); `grad_memory` keeps the weight
-    gradient's memory from step to step."""
+    `operands` is the type the products take their operands in (default the input's); `tf32`: float32 products as
+    TF32 on CUDA (ignored elsewhere); the output is of the input's
+    type, as nn.Conv2d's (bfloat16 operands of float32 inputs: float32 sums, float32 output). `grad_memory` keeps the
+    weight gradient's memory from step to step."""
+    _same_type(input, weight)
     batch, channels, height, width = input.shape
     operands = operands or input.dtype
-    geo = Geometry(height, width, channels, kernel_size, stride, batch, tile_bytes, torch.finfo(operands).bits // 8)
+    geo = Geometry(height, width, channels, kernel_size, stride, batch, tile_bytes, torch.finfo(operands).bits // 8,
+                   tf32)
     codes = _Encode.apply(to_batch_last(input), weight, geo, operands, grad_memory or GradientMemory())
-    out = codes.permute(2, 1, 0).reshape(batch, weight.shape[1], geo.out_h, geo.out_w)
+    out = codes.permute(2, 1, 0).reshape(batch, weight.shape[1], geo.out_h, geo.out_w).to(input.dtype)
     return out if bias is None else out + bias
+
+
+def _same_type(input: Tensor, weight: Tensor) -> None:
+    """Refuse an input whose type is not the weights', worded as nn.Conv2d refuses it (no silent promotion)."""
+    if input.dtype != weight.dtype:
+        raise RuntimeError(f"Input type ({input.dtype}) and weight type ({weight.dtype}) should be the same")
 
 
 def local_decode(codes: Tensor, weight: Tensor, input_size: tuple[int, int], kernel_size: int, stride: int = 1,
                  operands: torch.dtype | None = None, tile_bytes: int = local_reference.TILE_BYTES,
-                 grad_memory: GradientMemory | None = None) -> Tensor:
+                 grad_memory: GradientMemory | None = None, tf32: bool = False) -> Tensor:
     """(B, O, out_h, out_w) codes, (positions, O, k*k*C) weight -> (B, C, *input_size): the adjoint of
     `locally_connected2d`, every window painted and overlaps summed."""
+    _same_type(codes, weight)
     batch, maps = codes.shape[:2]
     channels = weight.shape[2] // (kernel_size * kernel_size)
     operands = operands or codes.dtype
-    geo = Geometry(*input_size, channels, kernel_size, stride, batch, tile_bytes, torch.finfo(operands).bits // 8)
+    geo = Geometry(*input_size, channels, kernel_size, stride, batch, tile_bytes, torch.finfo(operands).bits // 8,
+                   tf32)
     flat = codes.reshape(batch, maps, -1).permute(2, 1, 0).contiguous()
-    return from_batch_last(_Decode.apply(flat, weight, geo, operands, grad_memory or GradientMemory()))
+    return from_batch_last(_Decode.apply(flat, weight, geo, operands, grad_memory or GradientMemory())).to(codes.dtype)

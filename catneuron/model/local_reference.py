@@ -47,6 +47,7 @@ class Geometry:
     batch: int
     tile_bytes: int
     element_size: int
+    tf32: bool = False  # float32 products as TF32 where the device can (CUDA's Triton kernels); the sweeps ignore it
 
     @property
     def out_h(self) -> int:

@@ -57,12 +57,13 @@ class StageNetwork(nn.Module):
     stages: nn.ModuleList
 
     def set_precision(self, precision: str) -> None:
-        """The locally connected products' operands: "float32", or "bf16" (bfloat16, accumulated in float32).
-        Weights, optimizer state, pooling, LCN and the objective stay float32 either way."""
-        operands = {"float32": None, "bf16": torch.bfloat16}[precision]
+        """The locally connected products' operands: "float32", "bf16" (bfloat16, accumulated in float32) or "tf32"
+        (float32 multiplied as TF32 on CUDA, float32 elsewhere). Weights, optimizer state, pooling, LCN and the
+        objective stay float32 either way."""
+        operands = {"float32": None, "bf16": torch.bfloat16, "tf32": None}[precision]
         for module in self.modules():
             if isinstance(module, (LocallyConnected2d, LocalDecoder)):
-                module.operand_dtype = operands
+                module.operand_dtype, module.tf32 = operands, precision == "tf32"
 
     def loss(self, outputs: list[StageOutput]) -> Tensor:
         return torch.stack([o.loss for o in outputs]).sum()

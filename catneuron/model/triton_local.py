@@ -23,6 +23,11 @@ maps, fan-in) with fan-in ordered (window row, window column, channel), codes (p
 Triton compiles each kernel on first use per dtype, map count and tile sizes (seconds), then caches it
 on disk. With TRITON_INTERPRET=1 set before this module is imported and while the kernels run, they run
 in Triton's interpreter on CPU tensors: how the tests check them where there is no GPU.
+
+Each product is a `torch.library.triton_op` (`torch.ops.catneuron.contract`, `.spread`, `.correlate`) with its
+autograd and its FLOP count registered: fake tensors skip the launch (the fake-CUDA tests run the whole CUDA path on
+them), `FlopCounterMode` counts them, and torch.compile sees the kernels. Outputs are float32 whatever the operands,
+as the CPU sweeps' are: bfloat16 operands are a speed trade, not a lower-precision result.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from torch.library import triton_op, wrap_triton
+from torch.utils.flop_counter import register_flop_formula
 
 if TYPE_CHECKING:
     from catneuron.model.local_reference import Geometry
@@ -49,18 +56,6 @@ class Blocks:
     row: int = 64  # spread: (column, channel) entries of an image row per tile
     windows: int = 0  # spread: windows per reduction step (0: enough for 32 (window, map) pairs)
     warps: int = 8  # per tile: with 4, ptxas spills registers in float32 for sm_90
-
-
-def _precision(dtype: torch.dtype) -> str:
-    """tl.dot's float32 mode, as torch's own matmuls are set: TF32 only where the user allowed it."""
-    return "ieee" if dtype == torch.float32 and torch.get_float32_matmul_precision() == "highest" else "tf32"
-
-
-def _check(*tensors: Tensor) -> None:
-    dtypes = {t.dtype for t in tensors}
-    if len(dtypes) != 1 or dtypes.pop() not in (torch.float32, torch.bfloat16):
-        raise TypeError(f"the Triton kernels take float32 or bfloat16 operands of one dtype, "
-                        f"got {[t.dtype for t in tensors]}")
 
 
 @triton.jit
@@ -149,46 +144,169 @@ def _pow2(n: int) -> int:
     return triton.next_power_of_2(max(1, n))
 
 
-def contract(image: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Blocks()) -> Tensor:
-    """codes[l] = weight[l] @ patch[l]: (H, W, C, B), (L, O, P) -> (L, O, B), as `local_reference.contract`."""
+def _launch(kernel, grid: tuple[int, ...], *args, warps: int) -> None:
+    """Launch a kernel through `wrap_triton`, so that fake tensors skip it and torch.compile sees it."""
+    wrap_triton(kernel)[grid](*args, num_warps=warps)
+
+
+def _check(*tensors: Tensor) -> None:
+    dtypes = {t.dtype for t in tensors}
+    if len(dtypes) != 1 or dtypes.pop() not in (torch.float32, torch.bfloat16):
+        raise TypeError(f"the Triton kernels take float32 or bfloat16 operands of one dtype, "
+                        f"got {[t.dtype for t in tensors]}")
+
+
+def _mode(dtype: torch.dtype, tf32: bool) -> str:
+    """tl.dot's float32 mode: IEEE unless TF32 was asked for (`--precision tf32`, or torch's own matmul setting)."""
+    return "tf32" if dtype != torch.float32 or tf32 else "ieee"
+
+
+# The ops take the geometry as plain integers, (height, width, channels, kernel, stride, batch), and the tile sizes
+# as (positions, batch, fan_in, row, windows, warps): torch.library's schemas hold no dataclasses.
+
+@triton_op("catneuron::contract", mutates_args=())
+def _contract_op(image: Tensor, weight: Tensor, shape: list[int], tiles: list[int], tf32: bool) -> Tensor:
     _check(image, weight)
+    height, width, channels, kernel, stride, batch = shape
     image, weight = image.contiguous(), weight.contiguous()
     positions, maps, fan_in = weight.shape
-    codes = image.new_empty(positions, maps, geo.batch)
-    grid = (triton.cdiv(positions, blocks.positions), triton.cdiv(geo.batch, blocks.batch))
-    _contract_kernel[grid](image, weight, codes, positions, maps, fan_in, geo.batch, geo.out_w,
-                           geo.width * geo.channels, geo.row_fan_in, geo.stride * geo.channels,
-                           geo.stride * geo.width * geo.channels, _precision(image.dtype),
-                           blocks.positions, _pow2(maps), blocks.fan_in, blocks.batch, num_warps=blocks.warps)
+    out_w = (width - kernel) // stride + 1
+    codes = torch.empty(positions, maps, batch, dtype=torch.float32, device=image.device)
+    grid = (triton.cdiv(positions, tiles[0]), triton.cdiv(batch, tiles[1]))
+    _launch(_contract_kernel, grid, image, weight, codes, positions, maps, fan_in, batch, out_w, width * channels,
+            kernel * channels, stride * channels, stride * width * channels, _mode(image.dtype, tf32),
+            tiles[0], _pow2(maps), tiles[2], tiles[1], warps=tiles[5])
     return codes
 
 
-def correlate(image: Tensor, codes: Tensor, geo: Geometry, blocks: Blocks = Blocks()) -> Tensor:
-    """grad[l] = codes[l] @ patch[l]^T: (H, W, C, B), (L, O, B) -> (L, O, P), as `local_reference.correlate`."""
+@triton_op("catneuron::correlate", mutates_args=())
+def _correlate_op(image: Tensor, codes: Tensor, shape: list[int], tiles: list[int], tf32: bool) -> Tensor:
     _check(image, codes)
+    height, width, channels, kernel, stride, batch = shape
     image, codes = image.contiguous(), codes.contiguous()
     positions, maps, _ = codes.shape
-    fan_in = geo.kernel * geo.row_fan_in
-    grad = codes.new_empty(positions, maps, fan_in)
-    grid = (triton.cdiv(positions, blocks.positions), triton.cdiv(fan_in, blocks.fan_in))
-    _correlate_kernel[grid](image, codes, grad, positions, maps, fan_in, geo.batch, geo.out_w,
-                            geo.width * geo.channels, geo.row_fan_in, geo.stride * geo.channels,
-                            geo.stride * geo.width * geo.channels, _precision(image.dtype),
-                            blocks.positions, _pow2(maps), blocks.fan_in, blocks.batch, num_warps=blocks.warps)
+    fan_in = kernel * kernel * channels
+    out_w = (width - kernel) // stride + 1
+    grad = torch.empty(positions, maps, fan_in, dtype=torch.float32, device=image.device)
+    grid = (triton.cdiv(positions, tiles[0]), triton.cdiv(fan_in, tiles[2]))
+    _launch(_correlate_kernel, grid, image, codes, grad, positions, maps, fan_in, batch, out_w, width * channels,
+            kernel * channels, stride * channels, stride * width * channels, _mode(image.dtype, tf32),
+            tiles[0], _pow2(maps), tiles[2], tiles[1], warps=tiles[5])
     return grad
 
 
-def spread(codes: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Blocks()) -> Tensor:
-    """The adjoint of `contract`: windows weight[l]^T @ codes[l] summed into an image, as `local_reference.spread`."""
+@triton_op("catneuron::spread", mutates_args=())
+def _spread_op(codes: Tensor, weight: Tensor, shape: list[int], tiles: list[int], tf32: bool) -> Tensor:
     _check(codes, weight)
+    height, width, channels, kernel, stride, batch = shape
     codes, weight = codes.contiguous(), weight.contiguous()
     _, maps, fan_in = weight.shape
-    image = codes.new_empty(geo.height, geo.width, geo.channels, geo.batch)
-    row = geo.width * geo.channels
+    out_h, out_w = (height - kernel) // stride + 1, (width - kernel) // stride + 1
+    image = torch.empty(height, width, channels, batch, dtype=torch.float32, device=codes.device)
+    row = width * channels
     block_o = _pow2(maps)
-    windows = blocks.windows or max(1, 32 // block_o)
-    grid = (geo.height, triton.cdiv(row, blocks.row), triton.cdiv(geo.batch, blocks.batch))
-    _spread_kernel[grid](codes, weight, image, maps, fan_in, geo.batch, geo.out_h, geo.out_w, row, geo.kernel,
-                         geo.stride, geo.row_fan_in, geo.stride * geo.channels, _precision(codes.dtype),
-                         blocks.row, windows, block_o, blocks.batch, num_warps=blocks.warps)
+    windows = tiles[4] or max(1, 32 // block_o)
+    grid = (height, triton.cdiv(row, tiles[3]), triton.cdiv(batch, tiles[1]))
+    _launch(_spread_kernel, grid, codes, weight, image, maps, fan_in, batch, out_h, out_w, row, kernel, stride,
+            kernel * channels, stride * channels, _mode(codes.dtype, tf32), tiles[3], windows, block_o, tiles[1],
+            warps=tiles[5])
     return image
+
+
+def _as(grad: Tensor, like: Tensor) -> Tensor:
+    return grad.to(like.dtype)
+
+
+def _contract_context(ctx, inputs, output) -> None:
+    image, weight, ctx.shape, ctx.tiles, ctx.tf32 = inputs
+    ctx.save_for_backward(image, weight)
+
+
+def _contract_backward(ctx, grad: Tensor):
+    image, weight = ctx.saved_tensors
+    grad = _as(grad, image)
+    args = (ctx.shape, ctx.tiles, ctx.tf32)
+    grad_image = _as(_spread_op(grad, weight, *args), image) if ctx.needs_input_grad[0] else None
+    grad_weight = _as(_correlate_op(image, grad, *args), weight) if ctx.needs_input_grad[1] else None
+    return grad_image, grad_weight, None, None, None
+
+
+def _spread_context(ctx, inputs, output) -> None:
+    codes, weight, ctx.shape, ctx.tiles, ctx.tf32 = inputs
+    ctx.save_for_backward(codes, weight)
+
+
+def _spread_backward(ctx, grad: Tensor):
+    codes, weight = ctx.saved_tensors
+    grad = _as(grad, codes)
+    args = (ctx.shape, ctx.tiles, ctx.tf32)
+    grad_codes = _as(_contract_op(grad, weight, *args), codes) if ctx.needs_input_grad[0] else None
+    grad_weight = _as(_correlate_op(grad, codes, *args), weight) if ctx.needs_input_grad[1] else None
+    return grad_codes, grad_weight, None, None, None
+
+
+def _correlate_context(ctx, inputs, output) -> None:
+    image, codes, ctx.shape, ctx.tiles, ctx.tf32 = inputs
+    ctx.save_for_backward(image, codes)
+
+
+def _correlate_backward(ctx, grad: Tensor):
+    image, codes = ctx.saved_tensors
+    grad = _as(grad, image)
+    args = (ctx.shape, ctx.tiles, ctx.tf32)
+    grad_image = _as(_spread_op(codes, grad, *args), image) if ctx.needs_input_grad[0] else None
+    grad_codes = _as(_contract_op(image, grad, *args), codes) if ctx.needs_input_grad[1] else None
+    return grad_image, grad_codes, None, None, None
+
+
+torch.library.register_autograd("catneuron::contract", _contract_backward, setup_context=_contract_context)
+torch.library.register_autograd("catneuron::spread", _spread_backward, setup_context=_spread_context)
+torch.library.register_autograd("catneuron::correlate", _correlate_backward, setup_context=_correlate_context)
+
+
+def _product_flops(shape: list[int], positions: int, maps: int) -> int:
+    """2 * positions * maps * fan-in * batch: every product is one multiply-add per (position, map, fan-in, image)."""
+    _, _, channels, kernel, _, batch = shape
+    return 2 * positions * maps * kernel * kernel * channels * batch
+
+
+@register_flop_formula(torch.ops.catneuron.contract)
+def _contract_flops(image_shape, weight_shape, shape, tiles, tf32, *args, out_shape=None, **kwargs) -> int:
+    return _product_flops(shape, weight_shape[0], weight_shape[1])
+
+
+@register_flop_formula(torch.ops.catneuron.spread)
+def _spread_flops(codes_shape, weight_shape, shape, tiles, tf32, *args, out_shape=None, **kwargs) -> int:
+    return _product_flops(shape, weight_shape[0], weight_shape[1])
+
+
+@register_flop_formula(torch.ops.catneuron.correlate)
+def _correlate_flops(image_shape, codes_shape, shape, tiles, tf32, *args, out_shape=None, **kwargs) -> int:
+    return _product_flops(shape, codes_shape[0], codes_shape[1])
+
+
+def _args(geo: Geometry, blocks: Blocks, tf32: bool | None) -> tuple[list[int], list[int], bool]:
+    shape = [geo.height, geo.width, geo.channels, geo.kernel, geo.stride, geo.batch]
+    tiles = [blocks.positions, blocks.batch, blocks.fan_in, blocks.row, blocks.windows, blocks.warps]
+    default = geo.tf32 or torch.get_float32_matmul_precision() != "highest"
+    return shape, tiles, default if tf32 is None else tf32
+
+
+def contract(image: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Blocks(), tf32: bool | None = None
+             ) -> Tensor:
+    """codes[l] = weight[l] @ patch[l]: (H, W, C, B), (L, O, P) -> float32 (L, O, B), as `local_reference.contract`.
+    `tf32` None: TF32 where the geometry asks for it (`--precision tf32`) or torch's own float32 matmuls may use it."""
+    return torch.ops.catneuron.contract(image, weight, *_args(geo, blocks, tf32))
+
+
+def correlate(image: Tensor, codes: Tensor, geo: Geometry, blocks: Blocks = Blocks(), tf32: bool | None = None
+              ) -> Tensor:
+    """grad[l] = codes[l] @ patch[l]^T: (H, W, C, B), (L, O, B) -> float32 (L, O, P), as `local_reference.correlate`."""
+    return torch.ops.catneuron.correlate(image, codes, *_args(geo, blocks, tf32))
+
+
+def spread(codes: Tensor, weight: Tensor, geo: Geometry, blocks: Blocks = Blocks(), tf32: bool | None = None
+           ) -> Tensor:
+    """The adjoint of `contract`: windows weight[l]^T @ codes[l] summed into a float32 image, as
+    `local_reference.spread`."""
+    return torch.ops.catneuron.spread(codes, weight, *_args(geo, blocks, tf32))

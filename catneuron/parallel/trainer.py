@@ -27,7 +27,7 @@ from catneuron.parallel.state import initial_blocks, read_blocks, save_blocks
 from catneuron.parallel.watch import BlockWatch
 from catneuron.store import checkpoint, runs
 from catneuron.train.loop import TrainResult
-from catneuron.train.trainer import Trainer, loss_terms
+from catneuron.train.trainer import Trainer, read_terms, term_values
 from catneuron.train.watch import Watch
 
 
@@ -49,10 +49,9 @@ class SharedBatches:
 
 def summed_terms(outputs: list[StageOutput]) -> dict[str, float]:
     """The objective's terms summed over the ranks of the process group (each rank's are its block's share)."""
-    mine = loss_terms(outputs)
-    total = torch.tensor(list(mine.values()), dtype=torch.float64, device=group_device())
+    total = term_values(outputs)
     dist.all_reduce(total)
-    return dict(zip(mine, total.tolist(), strict=True))
+    return read_terms(total)
 
 
 class BlockTrainer(Trainer):
@@ -82,7 +81,7 @@ class BlockTrainer(Trainer):
 
     def build_network(self) -> BlockNetwork:
         """This rank's blocks of every stage, computing where its group talks (not the whole network)."""
-        return BlockNetwork(self.config.model, self.grid, self.rank).to(self.device)
+        return BlockNetwork(self.config.model, self.grid, self.rank)  # on the device: Trainer builds it there
 
     def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
         return summed_terms(outputs)

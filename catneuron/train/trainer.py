@@ -12,7 +12,7 @@ import torch.distributed as dist
 from catneuron.data.prefetch import Prefetch
 from catneuron.data.sources import BatchSource, absolute_spec, open_source
 from catneuron.errors import UserError
-from catneuron.model import budget
+from catneuron.model import budget, gpu_plan
 from catneuron.model.config import Config
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
@@ -24,19 +24,38 @@ def make_optimizer(config: Config, params) -> torch.optim.Optimizer:
     params = list(params)
     if config.train.optimizer == "adagrad":
         # The fused kernel (CPU only) updates in one pass over memory: 4x faster on the paper's 1e9 weights.
+        # CUDA has no fused Adagrad, and torch would choose `foreach` there, whose temporaries the size of all
+        # the weights raise a `paper` step's peak from 12.5 to 17.6 GiB (fake-CUDA run, docs/scale.md): one tensor at a
+        # time instead, which costs nothing with the network's few large tensors.
         fused = all(p.device.type == "cpu" for p in params)
-        return torch.optim.Adagrad(params, lr=config.train.lr, fused=fused)
+        return torch.optim.Adagrad(params, lr=config.train.lr, fused=fused, foreach=False)
     return torch.optim.SGD(params, lr=config.train.lr)
 
 
-def loss_terms(outputs: list[StageOutput]) -> dict[str, float]:
-    """The objective's terms by stage, as plain floats for logs: recon_1, sparsity_1, ... (one copy to the host
-    for all of them: each `float()` of a device tensor would wait for the device on its own)."""
-    names = [f"{kind}_{i}" for i in range(1, len(outputs) + 1) for kind in ("recon", "sparsity")]
-    values = torch.stack([t.detach().float() for out in outputs for t in (out.reconstruction, out.sparsity)])
-    terms = dict(zip(names, values.tolist(), strict=True))
+def term_values(outputs: list[StageOutput]) -> torch.Tensor:
+    """The objective's terms, (recon_1, sparsity_1, recon_2, ...), as one float64 tensor where they were computed."""
+    return torch.stack([t.detach() for out in outputs for t in (out.reconstruction, out.sparsity)]).double()
+
+
+def read_terms(values: torch.Tensor) -> dict[str, float]:
+    """`term_values` as plain floats for logs, by name, and their sum as "loss": brought to the host in one copy,
+    the step's one wait on a GPU (a float() per term was one wait each)."""
+    host = values.cpu()
+    terms = {f"{kind}_{i // 2 + 1}": float(v) for i, (kind, v) in
+             enumerate(zip(("recon", "sparsity") * (len(host) // 2), host, strict=True))}
     terms["loss"] = sum(terms.values())
     return terms
+
+
+def loss_terms(outputs: list[StageOutput]) -> dict[str, float]:
+    """The objective's terms by stage, as plain floats for logs: recon_1, sparsity_1, ..."""
+    return read_terms(term_values(outputs))
+
+
+def for_device(batches: Iterator[torch.Tensor], device: torch.device) -> Iterator[torch.Tensor]:
+    """Batches for `device`: for CUDA in page-locked memory (pinned where they are made, on the prefetch thread), so
+    that the step's non_blocking copy is a real asynchronous one; from pageable memory it would wait on it."""
+    return (batch.pin_memory() for batch in batches) if device.type == "cuda" else batches
 
 
 def check_finite(terms: dict[str, float], step: int) -> None:
@@ -62,7 +81,8 @@ class Trainer:
         self.device = torch.device(device)
         self.data_spec = absolute_spec(data_spec) if data_spec else source.description
         torch.manual_seed(config.train.seed)
-        self.network = self.build_network()
+        with self.device:  # built where it trains: no copy of the weights through host memory
+            self.network = self.build_network()
         self.network.set_precision(config.train.precision)
         self.optimizer = make_optimizer(config, self.network.parameters())
         self.step = 0
@@ -70,9 +90,12 @@ class Trainer:
         self.watch: Watcher | None = None  # `--watch`: scans the network as it trains (catneuron.train.watch)
 
     def build_network(self) -> torch.nn.Module:
-        """The network this process trains: the whole one, its weights drawn and normalized."""
-        budget.check_fits(budget.training_bytes(self.config.model), f"training the {self.config.preset} model")
-        network = Network(self.config.model).to(self.device)
+        """The network this process trains: the whole one, its weights drawn and normalized, once it is known to
+        fit the device's memory with its batch and activations."""
+        batch = self.config.train.batch_size
+        budget.check_fits(budget.training_bytes(self.config.model, batch),
+                          f"training the {self.config.preset} model on batches of {batch:,}", self.device)
+        network = Network(self.config.model)
         network.normalize_weights()
         return network
 
@@ -94,7 +117,7 @@ class Trainer:
 
     def train_step(self, images: torch.Tensor) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
-        outputs = self.network(images.to(self.device, non_blocking=True))
+        outputs = self.network(images.to(self.device, non_blocking=True))  # pinned on CUDA: `for_device`
         loss = self.network.loss(outputs)
         terms = self.terms(outputs)  # summed over ranks under model parallelism: every rank sees the same
         check_finite(terms, self.step + 1)  # before the update: the weights stay those of the last finite step
@@ -103,6 +126,11 @@ class Trainer:
         self.network.normalize_weights()
         self.step += 1
         return terms
+
+    def utilisation(self, images_per_s: float) -> float | None:
+        """The progress line's model FLOPs utilisation on a known GPU (percent of its peak), else None."""
+        flops = budget.training_flops(self.config.model)
+        return gpu_plan.utilisation(images_per_s, flops, self.device, self.config.train.precision)
 
     def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
         """The logged objective's terms (a model-parallel rank's are its share: they are summed over ranks)."""
@@ -114,7 +142,7 @@ class Trainer:
         must stay on this thread, in step with the collectives of the training step."""
         t = self.config.train
         batches = self.source.batches(t.batch_size, t.seed, start_step=self.step)
-        return batches if dist.is_available() and dist.is_initialized() else Prefetch(batches)
+        return batches if dist.is_available() and dist.is_initialized() else Prefetch(for_device(batches, self.device))
 
     def decide_stop(self, time_up: bool, signum: int | None) -> tuple[bool, int | None]:
         """Whether to stop after this step, and the stop signal if one came (the ranks of a model-parallel
@@ -153,7 +181,9 @@ class Trainer:
                     terms = self.train_step(next(batches))
                     session.watch_point(self.network)
                     session.stepped(terms, session.rates())
-                    session.show({k: v for k, v in terms.items() if k.startswith(("recon", "sparsity"))})
+                    shown = {k: v for k, v in terms.items() if k.startswith(("recon", "sparsity"))}
+                    mfu = self.utilisation(session.last["images_per_s"])
+                    session.show(shown | ({"MFU%": mfu} if mfu is not None else {}))
                     if session.should_stop():
                         break
                 session.watch_end(self.network)

@@ -18,6 +18,8 @@ from catneuron.store import rates, runs
     (["demo", "--seed", "-1"], "--seed -1: must be at least 0"),
     (["demo", "--seed", "one"], "Invalid value for '--seed'"),
     (["info", "--config", "/no/config.yaml"], "--config /no/config.yaml: cannot read"),
+    (["info", "--device", "tpu"], "--device tpu: choose cpu or cuda"),
+    (["info", "--device", "cuda", "--gpu-memory", "-1"], "--gpu-memory -1.0: must be a positive number of GB"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b"], "no checkpoint there"),
     (["evaluate", "/no/run", "--positives", "a", "--negatives", "b", "--positive-fraction", "1.5"],
      "--positive-fraction 1.5: must be between 0 and 1"),
@@ -202,3 +204,22 @@ def test_train_watch_shows_the_watch_and_logs_the_curve(monkeypatch, capsys, tmp
     code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--out",
                        str(tmp_path / "other"), "--watch", f"faces={tmp_path / 'faces'}")
     assert code == 2 and "--watch and --watch-negatives: give both" in err
+
+
+def test_a_batch_too_large_for_memory_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path):
+    """Was accepted, then grew memory by ~100 MB/s until the kernel killed it (issue 27, item 6)."""
+    config = tmp_path / "huge_batch.yaml"
+    config.write_text("preset: tiny\ntrain: {batch_size: 100000000000}\n")
+    code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--config", str(config), "--out",
+                       str(tmp_path / "run"), "--steps", "1")
+    assert code == 2 and "batches of 100,000,000,000 needs at least" in err and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_info_plans_a_gpu_run_on_fake_tensors(monkeypatch, capsys):
+    """`info --device cuda`: peak memory, the largest batch and FLOPs measured on fake CUDA tensors (tiny: quick)."""
+    code, out, _ = run(monkeypatch, capsys, "info", "--preset", "tiny", "--device", "cuda", "--gpu-memory", "0.05")
+    assert code == 0
+    assert "peak device memory at batch 20:" in out and "largest batch within 0.05 GB:" in out
+    flops = float(out.split("training FLOPs per image: ")[1].split()[0])
+    assert flops > 0

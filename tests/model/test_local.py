@@ -264,3 +264,34 @@ def test_windows_added_into_a_row_sum_where_they_overlap():
     for x in range(geo.out_w):
         want[x:x + 4] += painted[x].view(4, 2, 3)
     torch.testing.assert_close(row, want, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_weights_give_outputs_of_their_type_like_conv2d(dtype):
+    enc = LocallyConnected2d(2, 3, 6, 3).to(dtype)
+    dec = LocalDecoder(2, 3, 6, 3).to(dtype)
+    x = torch.randn(2, 2, 6, 6, dtype=dtype)
+    codes = enc(x)
+    assert codes.dtype == dtype and dec(codes).dtype == dtype
+    want = enc.float()(x.float())
+    torch.testing.assert_close(codes.float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_float32_inputs_with_bf16_operands_stay_float32():
+    """The network's `precision: bf16`: bfloat16 products of float32 inputs, float32 activations."""
+    enc = LocallyConnected2d(2, 3, 6, 3)
+    enc.operand_dtype = torch.bfloat16
+    assert enc(torch.randn(2, 2, 6, 6)).dtype == torch.float32
+
+
+def test_an_input_of_another_type_than_the_weights_is_refused_like_conv2d():
+    enc = LocallyConnected2d(2, 3, 6, 3)
+    with pytest.raises(RuntimeError, match=r"Input type \(torch.float64\) and weight type \(torch.float32\)"):
+        enc(torch.randn(1, 2, 6, 6, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="should be the same"):
+        LocalDecoder(2, 3, 6, 3)(torch.randn(1, 3, 4, 4, dtype=torch.float64))
+
+
+def test_the_constructors_input_size_is_the_attributes_name():
+    assert LocallyConnected2d(2, 3, (6, 7), 3).input_size == (6, 7)
+    assert LocalDecoder(2, 3, 6, 3).input_size == (6, 6)

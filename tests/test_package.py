@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 PROBE = "import os, catneuron, torch; print(os.environ['OMP_WAIT_POLICY'])"
 
 
@@ -12,6 +14,7 @@ def policy(env: dict[str, str]) -> str:
     return out.stdout.strip()
 
 
+@pytest.mark.slow
 def test_import_makes_idle_openmp_threads_sleep_unless_the_user_set_a_policy():
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     assert policy(env) == "PASSIVE"

@@ -1,5 +1,7 @@
 """The null and the probe added to an evaluate result, and the verdict sentence they write."""
 
+import pytest
+
 from catneuron.analysis.controls import add_controls, controls_text
 from catneuron.analysis.evaluate import evaluate
 from catneuron.data.embedded import EmbeddedCorpus
@@ -7,6 +9,7 @@ from catneuron.model.config import PRESETS
 from catneuron.train.trainer import Trainer
 
 
+@pytest.mark.slow
 def test_add_controls_extends_the_result_and_the_verdict(tmp_path):
     corpus = EmbeddedCorpus(size=16)
     trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)

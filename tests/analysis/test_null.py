@@ -39,6 +39,7 @@ def direct_best_heldout(values: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+@pytest.mark.slow
 def test_null_of_three_random_networks_matches_a_direct_computation(tmp_path):
     corpus = EmbeddedCorpus(size=16)
     trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)

@@ -24,6 +24,7 @@ def by_hand(features: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
+@pytest.mark.slow
 def test_probe_accuracy_equals_scikit_learn_on_the_same_split():
     test = EmbeddedCorpus(size=16).test_set()
     labels = test.labels.astype(np.int64)

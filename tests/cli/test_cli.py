@@ -56,6 +56,7 @@ def test_info_estimates_10m_images_at_the_measured_rate(monkeypatch, capsys, tmp
     assert code == 0 and "no rate measured" in out  # another preset's rate is not used
 
 
+@pytest.mark.slow
 def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path, image_folder):
     image_folder(tmp_path / "data" / "a", 30, 0, corrupt=2)
     image_folder(tmp_path / "pos", 12, 1)
@@ -85,6 +86,7 @@ def test_train_resume_and_evaluate_folders(monkeypatch, capsys, tmp_path, image_
         assert (out / path).is_file()
 
 
+@pytest.mark.slow
 def test_runs_record_their_data_absolute_and_resume_reads_it(monkeypatch, capsys, tmp_path, image_folder):
     image_folder(tmp_path / "work" / "data", 30, 0)
     image_folder(tmp_path / "pos", 12, 1)
@@ -107,6 +109,7 @@ def test_runs_record_their_data_absolute_and_resume_reads_it(monkeypatch, capsys
     assert code == 2 and "records no training data (give --data)" in err
 
 
+@pytest.mark.slow
 def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
     code, stdout, _ = run(monkeypatch, capsys, "demo", "--preset", "tiny", "--minutes", "0.05", "--out",
                           str(tmp_path / "demo"), "--linear-filters", "200", "--seed", "3", "--precision", "bf16")
@@ -130,6 +133,7 @@ def test_demo_end_to_end_on_tiny(monkeypatch, capsys, tmp_path):
             assert (tmp_path / "demo" / "figures" / f"{kind}_{neuron}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_evaluate_several_concepts_keeps_the_first_ratio(monkeypatch, capsys, tmp_path, image_folder):
     for name, count, seed in (("data", 30, 0), ("faces", 10, 1), ("cats", 25, 2), ("neg", 20, 3)):
         image_folder(tmp_path / name, count, seed)
@@ -146,6 +150,7 @@ def test_evaluate_several_concepts_keeps_the_first_ratio(monkeypatch, capsys, tm
     assert (cats["n_positive"], cats["n_negative"]) == (10, 20)
 
 
+@pytest.mark.slow
 def test_evaluate_at_the_papers_ratio_records_its_inputs(monkeypatch, capsys, tmp_path, image_folder):
     """--paper-ratio subsamples every concept to 35.2% positives; the result says what it was computed from;
     the printed output leads with the verdict and names the chance row by the majority class."""
@@ -172,6 +177,7 @@ def test_evaluate_at_the_papers_ratio_records_its_inputs(monkeypatch, capsys, tm
             assert (out / path).is_file()
 
 
+@pytest.mark.slow
 def test_table_trains_every_comparison_model(monkeypatch, capsys, tmp_path, image_folder):
     for name, count, seed in (("data", 30, 0), ("control", 30, 4), ("faces", 10, 1), ("neg", 20, 3)):
         image_folder(tmp_path / name, count, seed)
@@ -191,6 +197,7 @@ def test_table_trains_every_comparison_model(monkeypatch, capsys, tmp_path, imag
     assert row["kmeans"]["n_centroids"] == 5
 
 
+@pytest.mark.slow
 def test_train_watch_shows_the_watch_and_logs_the_curve(monkeypatch, capsys, tmp_path, image_folder):
     image_folder(tmp_path / "faces", 12, 1)
     image_folder(tmp_path / "neg", 22, 2)

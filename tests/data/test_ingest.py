@@ -172,6 +172,7 @@ ingest([sys.argv[1]], sys.argv[2], Settings(size=32, census=300, shard_files=5),
 """
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_with_worker_processes(corpus, reference, tmp_path):
     killed = subprocess.run([sys.executable, "-c", KILLED_ON_THIRD_SHARD, str(corpus[0]), str(tmp_path)])
     assert killed.returncode == -signal.SIGKILL

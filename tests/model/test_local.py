@@ -224,6 +224,7 @@ def test_unbatched_input_gives_the_batched_result_without_its_batch_dimension():
     torch.testing.assert_close(dec(codes), dec(codes[None])[0])
 
 
+@pytest.mark.slow
 def test_bias_is_off_by_default_and_adds_one_learned_value_per_output_unit():
     torch.manual_seed(6)
     plain = LocallyConnected2d(2, 3, 8, 3)

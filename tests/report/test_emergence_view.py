@@ -62,6 +62,7 @@ def test_the_verdict_at_the_best_point_and_at_the_end(run):
     assert emergence_verdict(records, None, "cats") is None
 
 
+@pytest.mark.slow
 def test_report_and_evaluate_show_the_watch(run):
     result = evaluate_run(run, EmbeddedCorpus(size=16).test_set(), "faces", n_filters=100)
     assert (run / result["figures"]["emergence"]).is_file()

@@ -146,6 +146,7 @@ def test_cli_report(run, tmp_path, capsys):
     assert f"report: {tmp_path / 'out' / 'index.html'}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_report_of_a_real_evaluation(tiny_run, tmp_path):
     """`evaluate`'s own output, not a hand-written one, renders with its numbers and figures."""
     import numpy as np

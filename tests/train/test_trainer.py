@@ -21,6 +21,7 @@ def corpus() -> EmbeddedCorpus:
     return EmbeddedCorpus(size=16)
 
 
+@pytest.mark.slow
 def test_training_lowers_the_objective_on_real_images(corpus, tmp_path):
     config = replace(PRESETS["tiny"], train={"batch_size": 50})
     trainer = Trainer(config, corpus, tmp_path / "run")

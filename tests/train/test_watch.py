@@ -100,6 +100,7 @@ class Clock:
         return self.now
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every_images", [20, None])
 def test_the_budget_counts_the_baselines(corpus, sets, tmp_path, monkeypatch, every_images):
     """Baselines of 10 s and scans of 1 s, 1 s of training per step of 20 images, a 10% budget: the first scan

@@ -150,7 +150,8 @@ def process_file(index: int, path: Path, patches: tuple[int, ...], settings: Set
         kind, pictures = _pictures(path, settings)
         samples = []
         for j, (t, picture, original) in enumerate(pictures):
-            rgb = to_square(picture, settings.size, 3).transpose(1, 2, 0)
+            with quiet_large_images():  # Pillow checks its pixel limit again when it crops
+                rgb = to_square(picture, settings.size, 3).transpose(1, 2, 0)
             luma = grey(rgb)
             faces = detector(luma) if settings.detect_faces else None
             count = patches[j] if j < len(patches) else 0

@@ -136,7 +136,8 @@ def train_jointly(network: Network, head: Classifier, train: LabelledSet, val: L
     y_train, y_val = torch.from_numpy(train.labels), torch.from_numpy(val.labels)
     head.to(device)
     optimizer = torch.optim.Adam([*network.parameters(), *head.parameters()], lr=schedule.finetune_lr)
-    bar = Progress(schedule.epochs * len(batches(len(train), schedule, 2, 1)), "fine-tune step", enabled=progress)
+    total = schedule.epochs * len(batches(len(train), schedule, 2, 1))
+    bar = Progress(total, "fine-tune step", enabled=progress)
     start, step, history = time.monotonic(), 0, []
     for epoch in range(1, schedule.epochs + 1):
         network.train()
@@ -154,7 +155,7 @@ def train_jointly(network: Network, head: Classifier, train: LabelledSet, val: L
             step += 1
             rate = step * schedule.batch_size / max(time.monotonic() - start, 1e-9)
             bar.update(step, rate, "img", {"epoch": epoch, "loss": losses[-1]},
-                       eta=(bar.total - step) * schedule.batch_size / rate, final=step == bar.total)
+                       eta=(total - step) * schedule.batch_size / rate, final=step == total)
         with torch.no_grad():
             val_logits = head(batched_features(network, val.images, device=device).to(device)).cpu()
         history.append({"phase": 2, "epoch": epoch, "loss": float(np.mean(losses)),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import typer
@@ -35,7 +35,8 @@ DEFAULT_STEPS = 1000
 class Runner(Protocol):
     """A Trainer, a ModelParallel or a Downpour: `leader` reports; `fit` gives its result there (None elsewhere)."""
 
-    leader: bool
+    @property
+    def leader(self) -> bool: ...
 
     def fit(self, steps: int | None, max_seconds: float | None = None) -> TrainResult | None: ...
 
@@ -152,7 +153,7 @@ def train(
         print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")
 
 
-def new_config(given: dict[str, object]) -> configs.Config:
+def new_config(given: dict[str, Any]) -> configs.Config:
     """The config of a new run from the flags `train` was given (None: not given)."""
     cfg = resolve_config(given["--preset"], given["--config"])
     overrides = train_overrides(lr=given["--lr"], optimizer=given["--optimizer"], seed=given["--seed"],

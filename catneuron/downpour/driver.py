@@ -40,6 +40,7 @@ from catneuron.parallel.device import CPU, gpus_per_rank
 from catneuron.store import runs
 from catneuron.train.loop import Session, TrainResult
 from catneuron.train.trainer import Trainer, check_finite
+from catneuron.train.watch import Watch
 
 PS_DIR = "ps"
 FAILURE_POLICIES = ("replace", "drop", "stop")
@@ -134,17 +135,17 @@ class Downpour:
             raise UserError(f"--device {options.device}: each Downpour replica (rank) takes the GPU Ray gives it: "
                             f"give --device cuda")
         check_feeds(trainer.source, options.replicas)
-        self.trainer = trainer
+        self.trainer: Trainer = trainer
         trainer.resume_flags = f" --replicas {options.replicas}" + (
             f" --partitions {options.partitions[0]}x{options.partitions[1]}" if options.ranks > 1 else "")
-        self.session = uuid.uuid4().hex[:8]
+        self.session: str = uuid.uuid4().hex[:8]
         if options.partitions == (1, 1):
             self.shard_map: RowShards | BlockShards = RowShards(trainer.network, options.ps_shards)
         else:  # a grid with empty blocks is refused here, before Ray starts
             self.shard_map = BlockShards(trainer.network, trainer.config.model, options.partitions, options.ps_shards)
-        self.base_step = trainer.step // options.replicas
-        self.positions = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas
-        self.incarnations = [0] * options.replicas
+        self.base_step: int = trainer.step // options.replicas
+        self.positions: list[int] = _saved_positions(trainer, options.replicas) or [self.base_step] * options.replicas
+        self.incarnations: list[int] = [0] * options.replicas
         self.deaths: dict[int, deque[float]] = {i: deque() for i in range(options.replicas)}
         self.restarts: dict[int, float] = {}  # replica -> when its replacement starts (backoff)
         self.failure: str | None = None  # why the run stops early, when a replica's failure stops it
@@ -153,9 +154,9 @@ class Downpour:
         self.shard_states: list[dict] = []
         self.pending: dict = {}  # the ref of each process's chunk -> its replica
         self.chunks: dict[int, tuple[list, int]] = {}  # replica -> the refs of its chunk (one per process), its steps
-        self.granted = 0  # steps handed out and not yet done
+        self.granted: int = 0  # steps handed out and not yet done
         self.rates: dict[int, float] = {}  # replica -> its steps per second in its last chunk
-        self.moved = {"fetched": 0, "pushed": 0}  # bytes between replicas and shards
+        self.moved: dict[str, int] = {"fetched": 0, "pushed": 0}  # bytes between replicas and shards
         self.scanner: ThreadPoolExecutor | None = None  # the watch's thread, for the length of a fit
         self.scanning: tuple[Future, Network] | None = None  # the watch's scan in flight, and its network
 
@@ -228,7 +229,7 @@ class Downpour:
             scheduling_strategy="SPREAD")  # over the nodes: K links and memories, not one
         path = t.run.resolve() / PS_DIR / snapshot_name(k, len(self.shard_map.pieces))
         shard = actor.remote(t.config, self.shard_map.pieces[k], str(path), self.options.snapshot_seconds)
-        return shard, shard.load.remote(self.shard_map.gather(params, k), state)
+        return shard, shard.load.remote(self.shard_map.gather(params, k), state)  # type: ignore[attr-defined]
 
     def _replica_resources(self) -> tuple[float, int]:
         """CPUs per process (a fair share: total / (replicas x ranks per replica), at most one node's) and torch
@@ -258,7 +259,8 @@ class Downpour:
         o, name = self.options, self.actor_name("replica", i, self.incarnations[i])
         if o.ranks > 1:
             return start_ranks(name, self.trainer.config, self.source, i, o.replicas, start, o.partitions,
-                               self.shards, self.shard_map, o.fetch_every, o.push_every, self.cpus, self.threads,
+                               self.shards, self.shard_map,  # type: ignore[arg-type]  # BlockShards under a grid
+                               o.fetch_every, o.push_every, self.cpus, self.threads,
                                local=o.address is None, device=o.device)
         actor = ray.remote(Replica).options(name=name, num_cpus=self.cpus, num_gpus=gpus_per_rank(o.device),
                                             max_restarts=0, scheduling_strategy="SPREAD")
@@ -371,7 +373,7 @@ class Downpour:
         self.moved["fetched"] += report["fetched_bytes"]
         self.moved["pushed"] += report["pushed_bytes"]
         stale = report["staleness"]
-        stats = session.rates(t.step + done)
+        stats: dict[str, object] = dict(session.rates(t.step + done))
         images = (t.step + done - session.start_step) * t.config.train.batch_size
         stats |= {"replicas": len(self.replicas),
                   "replica_steps_per_s": {str(k): self.rates[k] for k in sorted(self.rates)},
@@ -390,7 +392,8 @@ class Downpour:
     def _watch(self, images: int, final: bool = False) -> None:
         """Scan a snapshot of the shards' parameters in a thread of the driver while the replicas go on; log the
         scan once it is done, start the next when due. `final`: wait for it, and scan the end of the run."""
-        watch = self.trainer.watch
+        watch, scanner = self.trainer.watch, self.scanner
+        assert isinstance(watch, Watch) and scanner is not None, "called only while a watched run fits"
         if self.scanning is not None and (final or self.scanning[0].done()):
             future, network = self.scanning
             watch.record(future.result(), network)
@@ -399,7 +402,7 @@ class Downpour:
             watch.ensure(self._snapshot(), images, self.trainer.step)
         elif self.scanning is None and watch.due(images):
             network = self._snapshot()
-            self.scanning = (self.scanner.submit(watch.scan, network, images, self.trainer.step), network)
+            self.scanning = (scanner.submit(watch.scan, network, images, self.trainer.step), network)
 
     def _snapshot(self) -> Network:
         """The network as the shards hold it now."""

@@ -58,8 +58,8 @@ class BlockTrainer(Trainer):
     """`Trainer` for one rank of a model-parallel replica: its network is a `BlockNetwork`. `watch`: the run's
     `--watch` (rank 0's is used; catneuron.parallel.watch)."""
 
-    network: BlockNetwork  # type: ignore[assignment]  # the rank's share of Trainer's network
-    watch: BlockWatch | None  # type: ignore[assignment]
+    network: BlockNetwork  # the rank's share of Trainer's network
+    watch: BlockWatch | None
 
     def __init__(self, config: Config, data: str, run: str | Path, grid: tuple[int, int], rank: int,
                  resume: bool = False, watch: Watch | None = None) -> None:
@@ -119,7 +119,7 @@ class Job:
     run: str
     grid: tuple[int, int]
     resume: bool
-    steps: int
+    steps: int | None
     max_seconds: float | None
     watch: Watch | None = None
 
@@ -147,7 +147,7 @@ class ModelParallel:
         """Whether this process reports: the launcher, or rank 0 when torchrun started every rank."""
         return leads()
 
-    def fit(self, steps: int, max_seconds: float | None = None) -> TrainResult | None:
+    def fit(self, steps: int | None, max_seconds: float | None = None) -> TrainResult | None:
         """Train; the result on the leader, None on torchrun's other ranks."""
         job = Job(self.config, self.data, self.run, self.grid, self.resume, steps, max_seconds, self.watch)
         world = self.grid[0] * self.grid[1]

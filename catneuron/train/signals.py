@@ -14,6 +14,7 @@ import signal
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -35,7 +36,7 @@ class StopSignals:
     def __init__(self, escalate: bool = True, then: Callable[[int], None] | None = None) -> None:
         self.escalate, self.then = escalate, then
         self.received: int | None = None
-        self.previous: dict[int, object] = {}
+        self.previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

@@ -14,7 +14,7 @@ from catneuron.data.sources import BatchSource, absolute_spec, open_source
 from catneuron.errors import UserError
 from catneuron.model import budget, gpu_plan
 from catneuron.model.config import Config
-from catneuron.model.network import Network
+from catneuron.model.network import Network, StageNetwork
 from catneuron.model.stage import StageOutput
 from catneuron.store import checkpoint, runs
 from catneuron.train.loop import Diverged, Session, TrainResult, Watcher
@@ -89,7 +89,7 @@ class Trainer:
         self.saved_step: int | None = None  # the step of the checkpoint on disk
         self.watch: Watcher | None = None  # `--watch`: scans the network as it trains (catneuron.train.watch)
 
-    def build_network(self) -> torch.nn.Module:
+    def build_network(self) -> StageNetwork:
         """The network this process trains: the whole one, its weights drawn and normalized, once it is known to
         fit the device's memory with its batch and activations."""
         batch = self.config.train.batch_size

@@ -91,10 +91,12 @@ class Watch:
 
     # -- the session: history, baselines, the clock --------------------------------------------------------------
 
-    def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: MetricsLog,
+    def start(self, run: Path, config: Config, data_spec: str, source: BatchSource, metrics: MetricsLog | None,
               network: Network, images: int, max_seconds: float | None = None) -> None:
         """Pick up the curve where metrics.jsonl left it (resume), log the baselines if this watch set has none,
-        and scan unless the curve already has this point. With a time limit the watch set is cut to fit it."""
+        and scan unless the curve already has this point. With a time limit the watch set is cut to fit it.
+        `metrics`: the run's, which only the process that writes the run folder has (and only it watches)."""
+        assert metrics is not None, "the watch runs in the process that writes metrics.jsonl"
         self.run, self.config, self.data_spec, self.metrics = Path(run), config, data_spec, metrics
         self.opened = time.monotonic()
         rows = runs.read_rows(run)

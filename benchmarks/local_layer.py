@@ -150,6 +150,24 @@ def in_subprocess(impl: str, shape: tuple, repeats: int) -> dict:
     return in_fresh_process(__file__, [impl, json.dumps(shape), str(repeats)])
 
 
+def summarize(summary: list[tuple[str, dict]], dense: list[float]) -> None:
+    """Each case's rate as a share of the best dense rate sampled in the run, beside the sweeps and unfold+bmm."""
+    best = max(dense)
+    print(f"\ndense float32 matmul 2048^3, sampled {len(dense)} times in this run: "
+          f"{', '.join(f'{d:.0f}' for d in dense)} GFLOP/s; shares below are of the best, {best:.1f}")
+    for case, results in summary:
+        ours, base = results.get("catneuron", {}), results.get("unfold+bmm", {})
+        if "gflops" not in ours:
+            continue
+        line = f"  {case:20s} catneuron {ours['gflops']:6.1f} GFLOP/s = {ours['gflops'] / best:5.1%} of dense"
+        if "gflops" in results.get("sweeps", {}):
+            swept = results["sweeps"]["gflops"]
+            line += f" (sweeps {swept:.1f} = {swept / best:.1%}: {ours['gflops'] / swept:.1f}x)"
+        if "gflops" in base:
+            line += f"; {ours['gflops'] / base['gflops']:.1f}x unfold+bmm ({base['gflops']:.1f} GFLOP/s)"
+        print(line)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
@@ -188,20 +206,7 @@ def main() -> None:
                       f"cpu {r['user_s']:.2f} s user + {r['system_s']:.2f} s system  peak {r['peak_mb']:,.0f} MB")
             summary.append((f"{name}, {label}", results))
             dense.append(dense_gflops())
-    best = max(dense)
-    print(f"\ndense float32 matmul 2048^3, sampled {len(dense)} times in this run: "
-          f"{', '.join(f'{d:.0f}' for d in dense)} GFLOP/s; shares below are of the best, {best:.1f}")
-    for case, results in summary:
-        ours, base = results.get("catneuron", {}), results.get("unfold+bmm", {})
-        if "gflops" not in ours:
-            continue
-        line = f"  {case:20s} catneuron {ours['gflops']:6.1f} GFLOP/s = {ours['gflops'] / best:5.1%} of dense"
-        if "gflops" in results.get("sweeps", {}):
-            swept = results["sweeps"]["gflops"]
-            line += f" (sweeps {swept:.1f} = {swept / best:.1%}: {ours['gflops'] / swept:.1f}x)"
-        if "gflops" in base:
-            line += f"; {ours['gflops'] / base['gflops']:.1f}x unfold+bmm ({base['gflops']:.1f} GFLOP/s)"
-        print(line)
+    summarize(summary, dense)
     if args.contend:
         contention(args.shapes, args.rows)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")

@@ -9,3 +9,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from catneuron.version import catneuron_version
+
+        print(f"catneuron {catneuron_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(version: bool = typer.Option(False, "--version", callback=show_version, is_eager=True,
+                                         help="Print catneuron's version and exit.")) -> None:
+    pass

@@ -35,6 +35,7 @@ def make_watch(concepts: list[str] | None, negatives: str | None, config: config
 
 
 @app.command()
+@checks.out_removed_if_refused
 def train(
     data: str = typer.Option(None, help="Image folder (recursive), WebDataset shards, or 'embedded'. With "
                              "--resume, the run's own (config.json) when not given."),
@@ -70,6 +71,11 @@ def train(
     watch_images: int = typer.Option(1000, help="Watch: at most this many images per concept (a stratified subset)."),
     watch_budget: float = typer.Option(0.1, help="Watch: the largest share of the run's time the scans may take "
                                                  "(1: never widen the interval)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override any config field: FIELD=VALUE, e.g. "
+                                   "model.sparsity=0.2, model.stages[0].maps=16, train.lr=0.01 (repeat; checked "
+                                   "as the YAML file is, docs/config.md)."),
+    wandb: str = typer.Option(None, help="Also log the metrics to W&B, in this project (needs catneuron[wandb]; "
+                                         "off unless given: nothing is sent otherwise)."),
 ) -> None:
     """Train the network on unlabeled images."""
     dev = runs.device(device)
@@ -83,7 +89,7 @@ def train(
         if not runs.checkpoint_path(out).is_file():
             raise UserError(f"--resume: {out} has no checkpoint to resume from")
         given = {"--preset": preset, "--config": config, "--lr": lr, "--optimizer": optimizer, "--seed": seed,
-                 "--precision": precision, "--no-lcn": no_lcn or None}
+                 "--precision": precision, "--no-lcn": no_lcn or None, "--set": set_ or None}
         checks.resume_keeps(given)
         checks.writable_folder(out, "--out")
         cfg = checkpoint.read_config(runs.checkpoint_path(out))
@@ -96,7 +102,8 @@ def train(
             raise UserError("--data: needed to start a run (with --resume, the run's own is used)")
         cfg = resolve_config(preset, config)
         overrides = train_overrides(lr=lr, optimizer=optimizer, seed=seed, precision=precision)
-        cfg = configs.replace(cfg, train=overrides, model={"lcn": False} if no_lcn else {})
+        cfg = configs.with_sets(configs.replace(cfg, train=overrides, model={"lcn": False} if no_lcn else {}),
+                                set_ or [])
         if runs.checkpoint_path(out).is_file():
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
         checks.writable_folder(out, "--out")
@@ -127,6 +134,7 @@ def train(
     elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
         raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
     trainer.watch = watcher
+    trainer.wandb = wandb
     print(f"training {trainer.config.preset} on {source.description} into {out}{how}")
     result = runner.fit(steps, max_seconds=minutes * 60 if minutes else None)
     print(f"step {result.step}: checkpoint {runs.checkpoint_path(out)}")

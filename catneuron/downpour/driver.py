@@ -42,7 +42,7 @@ from catneuron.model.config import to_dict
 from catneuron.model.network import Network
 from catneuron.parallel.device import CPU, gpus_per_rank
 from catneuron.progress import Progress
-from catneuron.store import checkpoint, files, runs
+from catneuron.store import checkpoint, files, provenance, runs
 from catneuron.train.trainer import Diverged, Trainer, TrainResult, check_finite, interrupted, stopped
 
 PS_DIR = "ps"
@@ -167,6 +167,7 @@ class Downpour:
             raise UserError(f"--steps {steps}: the run is already at step {t.step}")
         t.run.mkdir(parents=True, exist_ok=True)
         files.write_json(t.run / runs.CONFIG, {"config": to_dict(t.config), "data": t.data_spec})
+        provenance.record_session(t.run, self.options.device, t.step)
         runs.truncate_metrics(t.run, t.step)
         ps_dir = t.run / PS_DIR
         ps_dir.mkdir(exist_ok=True)
@@ -331,10 +332,10 @@ class Downpour:
             chunks[i] = (refs, n)
             granted += n
 
-        with open(t.run / runs.METRICS, "a") as metrics:
+        with open(t.run / runs.METRICS, "a") as metrics, t.events() as events:
             if t.watch:
                 t.watch.start(t.run, t.config, t.data_spec, t.source, metrics, t.network, t.step * cfg.batch_size,
-                              max_seconds)
+                              max_seconds, events)
             for i in self.replicas:
                 grant(i)
             while (pending or (self.restarts and t.step < steps)) and not self.interrupted and self.failure is None:
@@ -384,6 +385,7 @@ class Downpour:
                     last = {"step": t.step, **stats, **terms}
                     if t.step % cfg.log_every == 0 or t.step == steps:
                         metrics.write(json.dumps(last) + "\n")
+                        events.add(last)
                     if t.step % cfg.checkpoint_every == 0:
                         self.save()
                 metrics.flush()
@@ -392,7 +394,7 @@ class Downpour:
                 eta = (steps - t.step) * cfg.batch_size / max(stats["images_per_s"], 1e-9)
                 if max_seconds is not None:
                     eta = min(eta, max_seconds - elapsed)
-                self._show(bar, last, eta, t.watch.fields() if t.watch else {})
+                self._show(bar, last, eta, t.watch.fields(t.step * cfg.batch_size) if t.watch else {})
                 grant(i)
             if t.watch and not self.interrupted:
                 self._watch(t.step * cfg.batch_size, final=True)
@@ -425,7 +427,7 @@ class Downpour:
         return network.eval()
 
     @staticmethod
-    def _show(bar: Progress, last: dict, eta: float, watch: dict[str, float]) -> None:
+    def _show(bar: Progress, last: dict, eta: float, watch: dict[str, str]) -> None:
         """Loss, staleness, traffic per image and each replica's step rate (the slowest and fastest beyond 4), and
         the watch's best stage-2/3 held-out accuracy against its bar."""
         rates = last["replica_steps_per_s"]

@@ -40,11 +40,11 @@ class BlockWatch:
         return whole.to(group_device())
 
     def start(self, run: Path, config: Config, data_spec: str, source, metrics: IO[str] | None,
-              network: BlockNetwork, images: int, max_seconds: float | None = None) -> None:
+              network: BlockNetwork, images: int, max_seconds: float | None = None, events=None) -> None:
         """Watch.start on rank 0 with the whole network and rank 0's own source (`source` shares its batches)."""
         whole = self._whole()
         if self.watch is not None:
-            self.watch.start(run, config, data_spec, source.source, metrics, whole, images, max_seconds)
+            self.watch.start(run, config, data_spec, source.source, metrics, whole, images, max_seconds, events)
 
     def due(self, images: int) -> bool:
         return rank0_decides(self.watch is not None and self.watch.due(images))
@@ -58,5 +58,5 @@ class BlockWatch:
         if rank0_decides(self.watch is not None and images > self.watch.last_images):
             self.observe(network, images, step)
 
-    def fields(self) -> dict[str, float]:
-        return self.watch.fields() if self.watch is not None else {}
+    def fields(self, images: int | None = None) -> dict[str, str]:
+        return self.watch.fields(images) if self.watch is not None else {}

@@ -24,7 +24,8 @@ from catneuron.model.config import Config, to_dict
 from catneuron.model.network import Network
 from catneuron.model.stage import StageOutput
 from catneuron.progress import Progress
-from catneuron.store import checkpoint, files, runs
+from catneuron.store import checkpoint, files, provenance, runs
+from catneuron.train.events import Events
 
 if TYPE_CHECKING:
     from catneuron.train.watch import Watch
@@ -105,6 +106,7 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk
         self.watch: Watch | None = None  # `--watch`: scans the network as it trains (catneuron.train.watch)
+        self.wandb: str | None = None  # `--wandb PROJECT`: the metrics rows also go to W&B (train/events.py)
 
     @classmethod
     def resume(cls, run: str | Path, source: BatchSource, device: str | torch.device = "cpu") -> Trainer:
@@ -160,6 +162,12 @@ class Trainer:
                         extra={"data": self.data_spec})
         self.saved_step = self.step
 
+    def events(self) -> Events | contextlib.nullcontext:
+        """The TensorBoard (and `--wandb`) copy of the metrics rows, on the process that writes them."""
+        if not self.leader:
+            return contextlib.nullcontext()
+        return Events(self.run, self.wandb, {"config": to_dict(self.config), "data": self.data_spec})
+
     def fit(self, steps: int, max_seconds: float | None = None, progress: bool = True) -> TrainResult:
         """Train until `steps` total steps (or `max_seconds`), logging and checkpointing as configured.
 
@@ -171,6 +179,7 @@ class Trainer:
         self.run.mkdir(parents=True, exist_ok=True)
         if self.leader:
             files.write_json(self.run / runs.CONFIG, {"config": to_dict(self.config), "data": self.data_spec})
+            provenance.record_session(self.run, self.device, self.step)
             runs.truncate_metrics(self.run, self.step)
         t = self.config.train
         bar = Progress(steps, "step", enabled=progress and self.leader)
@@ -178,10 +187,11 @@ class Trainer:
         start, start_step, last = time.monotonic(), self.step, {}
         stopped_early = False
         try:
-            with open(self.run / runs.METRICS, "a") if self.leader else contextlib.nullcontext() as metrics:
+            with (open(self.run / runs.METRICS, "a") if self.leader else contextlib.nullcontext() as metrics,
+                  self.events() as events):
                 if self.watch:
                     self.watch.start(self.run, self.config, self.data_spec, self.source, metrics, self.network,
-                                     self.step * t.batch_size, max_seconds)
+                                     self.step * t.batch_size, max_seconds, events)
                 while self.step < steps:
                     terms = self.train_step(next(batches))
                     if self.watch and self.watch.due(self.step * t.batch_size):
@@ -192,11 +202,12 @@ class Trainer:
                     if metrics and (self.step % t.log_every == 0 or self.step == steps):
                         metrics.write(json.dumps(last) + "\n")
                         metrics.flush()
+                        events.add(last)
                     remaining = (steps - self.step) * t.batch_size / max(rate, 1e-9)
                     if max_seconds is not None:
                         remaining = min(remaining, max_seconds - elapsed)
                     shown = {k: v for k, v in terms.items() if k.startswith(("recon", "sparsity"))}
-                    shown |= self.watch.fields() if self.watch else {}
+                    shown |= self.watch.fields(self.step * t.batch_size) if self.watch else {}
                     bar.update(self.step, rate, "img", shown, eta=remaining)
                     if self.step % t.checkpoint_every == 0:
                         self.save()
@@ -221,10 +232,10 @@ class Trainer:
         return TrainResult(self.step, stopped_early, last)
 
 
-def train_run(config: Config, data: str, out: Path, steps: int) -> Path:
+def train_run(config: Config, data: str, out: Path, steps: int, device: str | torch.device = "cpu") -> Path:
     """Train a run folder to `steps` steps, resuming it if it has a checkpoint (how `table` trains its models)."""
     source = open_source(data, config.model.input_size, config.model.channels)
-    trainer = Trainer.resume(out, source) if runs.checkpoint_path(out).is_file() else Trainer(
-        config, source, out, data_spec=data)
+    trainer = Trainer.resume(out, source, device) if runs.checkpoint_path(out).is_file() else Trainer(
+        config, source, out, device, data_spec=data)
     trainer.fit(steps)
     return out

@@ -152,9 +152,9 @@ def features(run: str | Path, images: str | Path | Sequence[str | Path] | np.nda
     network's input, as in training. An unreadable file is an error, so rows never shift.
     """
     where = runs.device(device)
-    network, ckpt = runs.load_network(run, where, checkpoint)
-    if random_weights:
-        with torch.random.fork_rng(devices=[]):  # the caller's random state is left as it was
+    with torch.random.fork_rng(devices=[]):  # building a network draws weights: the caller's random state stays
+        network, ckpt = runs.load_network(run, where, checkpoint)
+        if random_weights:
             network = random_network(ckpt.config.model, RANDOM_WEIGHTS_SEED, where)
     layers = parse_layers(network, layer)
     model = ckpt.config.model

@@ -62,7 +62,7 @@ def visualize(
     checks.positive("--minutes", minutes)
     checks.positive("--tolerance", tolerance)
     text = neuron if neuron is not None else concept_neuron(run, concept, stage)
-    network, _ = runs.load_network(run, runs.device(device), checkpoint_choice)
+    network, ckpt = runs.load_network(run, runs.device(device), checkpoint_choice)
     checks.run_outputs(run)
     nid = parse_neuron(network, text, "--neuron" if neuron is not None else f"--concept {concept}: neuron")
     stimuli = None
@@ -72,7 +72,8 @@ def visualize(
     budget = f"{steps} iterations" + (f" or {minutes:g} min" if minutes else "")
     print(f"{nid}: optimal stimulus from {starts} random starts, until f gains less than {tolerance:g} x max(1, |f|) "
           f"over 10 iterations or {budget}")
-    extra = {"from_concept": concept} if concept is not None else {}
+    extra = {"checkpoint": str(runs.chosen_checkpoint(run, checkpoint_choice)), "checkpoint_step": ckpt.step}
+    extra |= {"from_concept": concept} if concept is not None else {}
     record = optimal_figure(run, network, nid, stimuli, top, starts, steps, seed, tolerance,
                             minutes * 60 if minutes else None, extra=extra)
     values = [s["value"] for s in record["all_starts"]]

@@ -194,14 +194,15 @@ class Watch:
             self.observe(network, images, step)
 
     def fields(self, images: int | None = None) -> dict[str, str]:
-        """For the progress line: the best stage-2/3 held-out accuracy of the first concept against its bar, in
-        percent, marked with the images it was scanned at once training (`images`) has gone past them."""
+        """For the progress line, e.g. "faces s2/3 61.2% (bar 64.0%)": the best stage-2/3 held-out accuracy of
+        the first concept against its bar, in percent; "@1,200" once training (`images`) has gone past the
+        scan, which was at 1,200 images."""
         if self.latest is None or self.concept not in self.latest["concepts"]:
             return {}
         value = self.latest["concepts"][self.concept]["upper_heldout"]
         text = f"{100 * value:.1f}% (bar {100 * self.base[self.concept]['bar']:.1f}%)"
         if images is not None and images > self.latest["images"]:
-            text += f" at {self.latest['images']:,} img"
+            text += f" @{self.latest['images']:,}"
         return {f"{self.concept} s2/3": text}
 
     # -- the budget ----------------------------------------------------------------------------------------------

@@ -199,3 +199,13 @@ def test_the_untrained_network_is_never_the_best_checkpoint(corpus, sets, tmp_pa
     assert [r["images"] for r in records] == [0, 40, 80, 120]
     ckpt = checkpoint.load(best_checkpoint_path(tmp_path))
     assert ckpt.step == 4 and ckpt.extra["watch"]["images"] == 80
+
+
+def test_the_progress_field_is_percent_and_marked_stale_between_scans(corpus, sets, tmp_path):
+    trainer = watched(Trainer(PRESETS["tiny"], corpus, tmp_path), sets, every_images=40, budget=1.0)
+    trainer.fit(2, progress=False)  # scans at 0 and 40 images
+    watch = trainer.watch
+    value = watch.latest["concepts"]["faces"]["upper_heldout"]
+    fresh = f"{100 * value:.1f}% (bar {100 * watch.base['faces']['bar']:.1f}%)"
+    assert watch.fields(40) == {"faces s2/3": fresh}
+    assert watch.fields(60) == {"faces s2/3": fresh + " @40"}

@@ -114,7 +114,7 @@ def train(
             watch_every, watch_minutes * 60 if watch_minutes is not None else None, watch_budget), watch_images)
     downpour = replicas > 1 or address is not None
     if grid != (1, 1) and not downpour:
-        run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, watcher)
+        run_model_parallel(cfg, data, out, grid, threads or 1, resume, steps, minutes, dev, watcher, wandb)
         return
     if threads is not None:
         torch.set_num_threads(threads)
@@ -142,7 +142,7 @@ def train(
 
 def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[int, int], threads: int,
                        resume: bool, steps: int, minutes: float | None, dev: torch.device,
-                       watch: Watch | None = None) -> None:
+                       watch: Watch | None = None, wandb: str | None = None) -> None:
     """`--partitions RxC` other than 1x1 without Downpour: one replica, R*C ranks on this machine (on CUDA, one GPU
     each), or the rank torchrun started this process as (docs/distributed.md)."""
     from catneuron.parallel.grid import plan
@@ -150,6 +150,7 @@ def run_model_parallel(cfg: configs.Config, data: str, out: Path, grid: tuple[in
 
     plan(cfg.model, grid)
     runner = ModelParallel(cfg, data, out, grid, threads, resume, watch, dev)
+    runner.wandb = wandb
     if runner.leader:
         each = "a GPU and " if dev.type == "cuda" else ""
         print(f"training {cfg.preset} on {data} into {out} as {grid[0]}x{grid[1]} blocks "

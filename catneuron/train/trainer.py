@@ -91,6 +91,7 @@ class Trainer:
     """
 
     leader = True  # writes the run folder (of a model-parallel replica, only rank 0 does: catneuron.parallel)
+    wandb: str | None = None  # `--wandb PROJECT`: the metrics rows also go to W&B (train/events.py)
 
     def __init__(self, config: Config, source: BatchSource, run: str | Path, device: str | torch.device = "cpu",
                  data_spec: str = "") -> None:
@@ -106,7 +107,6 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step of the checkpoint on disk
         self.watch: Watch | None = None  # `--watch`: scans the network as it trains (catneuron.train.watch)
-        self.wandb: str | None = None  # `--wandb PROJECT`: the metrics rows also go to W&B (train/events.py)
 
     @classmethod
     def resume(cls, run: str | Path, source: BatchSource, device: str | torch.device = "cpu") -> Trainer:

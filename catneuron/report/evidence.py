@@ -26,15 +26,16 @@ def _null(row: dict) -> dict:
     return row.get("null") if isinstance(row.get("null"), dict) else {}
 
 
-def standing_text(row: dict) -> str:
-    """'2.1 sd above the mean, beats the maximum' (or below / no different / does not beat)."""
+def standing_cells(row: dict) -> Html:
+    """Where the trained unit stands in the null: sd from its mean ("+2.1", or "no spread"), and whether it
+    beats the null's maximum (green yes, amber no)."""
+    if not row:
+        return join([el("td", "no null computed", colspan=2)])
     above = number(row.get("sd_above_mean"))
-    where = ("no spread in the null" if above is None else
-             f"{abs(above):.1f} sd {'above' if above >= 0 else 'below'} the mean")
     beats = row.get("beats_max")
-    if beats is True:
-        return f"{where}, beats the maximum"
-    return f"{where}, does not beat the maximum" if beats is False else where
+    return join([el("td", "no spread" if above is None else f"{above:+.1f}", class_="num"),
+                 el("td", {True: "yes", False: "no"}.get(beats, "—") if isinstance(beats, bool) else "—",
+                    class_={True: "better", False: "worse"}.get(beats) if isinstance(beats, bool) else None)])
 
 
 def _cell(value: object, text: str | None = None, cls: str | None = None) -> Html:
@@ -57,26 +58,27 @@ def evidence_table(concept: Concept) -> Html:
     seeds = d["null"].get("seeds") if isinstance(d.get("null"), dict) else None
     n = len(seeds) if isinstance(seeds, list) else None
     head = el("tr", el("th", "stage"), el("th", "best unit"), el("th", "held-out (%)", class_="num"),
-              el("th", f"null mean (%), {n} random networks" if n else "null mean (%)", class_="num"),
-              el("th", "null sd (points)", class_="num"), el("th", "null max (%)", class_="num"),
-              el("th", "where the unit stands"), el("th", "probe trained (%)", class_="num"),
-              el("th", "probe random (%)", class_="num"))
+              el("th", "null mean (%)", class_="num"), el("th", "null sd", class_="num"),
+              el("th", "null max (%)", class_="num"), el("th", "sd from null mean", class_="num"),
+              el("th", "beats null max"),
+              el("th", "probe trained (%)", class_="num"), el("th", "probe random (%)", class_="num"))
     rows = []
     for stage in sorted(set(best) | set(nulls) | set(probes)):
         unit, null, probe = best.get(stage, {}), nulls.get(stage, {}), probes.get(stage, {})
         spread = number(_null(null).get("sd"))
         trained, random = number(probe.get("trained")), number(probe.get("random_weights"))
         lead = None if trained is None or random is None else ("better" if trained > random else "worse")
-        placed = None if not null else "better" if null.get("beats_max") is True else "worse"
         rows.append(el("tr", el("td", stage), el("td", unit.get("id", "—")),
                        _cell(unit.get("heldout_accuracy", null.get("trained"))),
                        _cell(_null(null).get("mean")),
                        _cell(None, "—" if spread is None else f"{100 * spread:.1f}"),
                        _cell(_null(null).get("max")),
-                       el("td", standing_text(null) if null else "no null computed", class_=placed),
+                       standing_cells(null),
                        _cell(probe.get("trained"), cls=lead), _cell(probe.get("random_weights"))))
-    notes = [el("p", "Null: the best unit of each stage of random-weights networks (different seeds), scanned with "
-                     "the same code and held-out protocol; the trained unit is placed in that distribution. "
+    networks = f"{n} random-weights networks" if n else "random-weights networks"
+    notes = [el("p", f"Null: the best unit of each stage of {networks} (different seeds), scanned with "
+                     "the same code and held-out protocol, in held-out accuracy (sd in points); the trained unit is "
+                     "placed in that distribution. "
                      "Probe: a held-out logistic regression on all of a stage's units, for the trained network "
                      "and for random weights (how much of the concept the stage holds at all).", class_="note")]
     if not nulls:

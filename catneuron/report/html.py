@@ -107,7 +107,7 @@ figure img.small { width: 420px; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; word-break: break-all; }
 .headline { font-size: 17px; }
 .controls { font-size: 15px; }
-.evidence-table { flex: 1 1 560px; overflow-x: auto; }
+table.evidence th { white-space: normal; }
 .pager { display: flex; justify-content: space-between; gap: 12px; margin-top: 8px; word-break: break-all; }
 details summary { cursor: pointer; color: var(--accent); }
 pre { background: #f0f3f6; padding: 8px; overflow-x: auto; }

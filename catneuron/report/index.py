@@ -173,7 +173,7 @@ def evidence(concept: Concept, emergence: str | None) -> Html:
     curve = el("figure", el("a", el("img", src=emergence, alt="held-out accuracy per stage against images seen",
                                     class_="small"), href=emergence),
                el("figcaption", "emergence while training (", el("a", "watch", href="#watch"), ")"))
-    return el("div", el("div", table, class_="evidence-table"), curve, class_="grid")
+    return join([table, curve])
 
 
 def concept_section(concept: Concept, neurons: dict[str, Neuron], assets: Assets, run: Path,

@@ -36,11 +36,9 @@ def test_the_null_and_the_probe_per_stage_are_in_the_index(evaluated):
         assert text[3:6] == [f"{100 * null['null']['mean']:.1f}", f"{100 * null['null']['sd']:.1f}",
                              f"{100 * null['null']['max']:.1f}"]
         above = null["sd_above_mean"]
-        where = ("no spread in the null" if above is None else
-                 f"{abs(above):.1f} sd {'above' if above >= 0 else 'below'} the mean")
-        assert text[6] == where + (", beats the maximum" if null["beats_max"] else ", does not beat the maximum")
-        assert text[7:] == [f"{100 * probe['trained']:.1f}", f"{100 * probe['random_weights']:.1f}"]
-    assert "null mean (%), 2 random networks" in html and "probe random (%)" in html
+        assert text[6:8] == ["no spread" if above is None else f"{above:+.1f}", "yes" if null["beats_max"] else "no"]
+        assert text[8:] == [f"{100 * probe['trained']:.1f}", f"{100 * probe['random_weights']:.1f}"]
+    assert "Null: the best unit of each stage of 2 random-weights networks" in html and "probe random (%)" in html
     headline = kit.parse(index).find("section", id="summary").text()
     assert result["verdict"]["controls_text"] in headline  # the sentence evaluate printed, in the verdict line
 

@@ -10,6 +10,8 @@ from catneuron.analysis.activations import UnitIndex
 from catneuron.analysis.evaluate import SUBLAYER_CODES
 from catneuron.store import checkpoint, runs
 
+pytestmark = pytest.mark.slow  # a real evaluate (with the null and the probe) per module: ~10 s on 2 busy cores
+
 
 @pytest.fixture
 def watched(monkeypatch, capsys, tmp_path, image_folder):

@@ -12,6 +12,8 @@ from catneuron.model.config import PRESETS
 from catneuron.report import write_report
 from catneuron.train.trainer import Trainer
 
+pytestmark = pytest.mark.slow  # a real evaluate (with the null and the probe) per module: ~10 s on 2 busy cores
+
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):

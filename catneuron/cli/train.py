@@ -17,6 +17,7 @@ from catneuron.errors import UserError
 from catneuron.model import config as configs
 from catneuron.parallel.grid import parse_grid
 from catneuron.store import checkpoint, runs
+from catneuron.train.events import check_wandb
 from catneuron.train.trainer import Trainer
 from catneuron.train.watch import Watch, WatchOptions
 
@@ -107,6 +108,8 @@ def train(
         if runs.checkpoint_path(out).is_file():
             raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
         checks.writable_folder(out, "--out")
+    if wandb is not None:
+        check_wandb()
     source = open_source(data, cfg.model.input_size, cfg.model.channels)
     watcher = None
     if watch or watch_negatives:

@@ -136,6 +136,14 @@ class TensorBoardFile:
         self.file.close()
 
 
+def check_wandb() -> None:
+    """`--wandb` before any work: W&B must be installed (it is an extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise UserError("--wandb: W&B is not installed (pip install 'catneuron[wandb]')")
+
+
 class WandbRun:
     """A W&B run (`--wandb`): the same numbers, sent where W&B's own settings say (WANDB_MODE=offline keeps
     them on disk)."""

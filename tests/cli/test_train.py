@@ -2,6 +2,7 @@
 
 import json
 import shlex
+import sys
 import subprocess
 from importlib.metadata import version
 from pathlib import Path
@@ -69,3 +70,10 @@ def test_a_refused_data_folder_leaves_no_out_folder(monkeypatch, capsys, tmp_pat
                      "--out", str(tmp_path / "kept"))
     assert code == 2 and (tmp_path / "kept").is_dir()  # a folder that was there before stays
     assert runs.checkpoint_path(tmp_path / "kept").exists() is False
+
+
+def test_wandb_not_installed_is_refused_before_any_work(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    code, _, err = run(monkeypatch, capsys, "train", "--data", "embedded", "--preset", "tiny", "--out",
+                       str(tmp_path / "run"), "--wandb", "study")
+    assert code == 2 and "--wandb: W&B is not installed" in err and not (tmp_path / "run").exists()

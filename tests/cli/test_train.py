@@ -2,8 +2,8 @@
 
 import json
 import shlex
-import sys
 import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 

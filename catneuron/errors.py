@@ -1,8 +1,9 @@
 """The one exception type whose message is shown to users as is, and how untrusted text is shown."""
 
 
-class UserError(Exception):
-    """Bad input from a user (a flag, a file, a config): the CLI prints the message on one line and exits 2."""
+class UserError(ValueError):
+    """Bad input from a user (a flag, a file, a config): the CLI prints the message on one line and exits 2.
+    A ValueError, so library callers catch it as they catch any bad argument."""
 
 
 def printable(text: str) -> str:

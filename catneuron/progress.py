@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 
@@ -30,8 +31,9 @@ class Progress:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
 
-    def update(self, done: int, rate: float, unit: str, fields: dict[str, float] | None = None,
+    def update(self, done: int, rate: float, unit: str, fields: dict[str, float | str] | None = None,
                eta: float | None = None, final: bool = False) -> None:
+        """Numbers in `fields` are shown to 4 digits, text as it is; on a terminal the line fits its width."""
         if not self.enabled:
             return
         now = time.monotonic()
@@ -41,12 +43,26 @@ class Progress:
         if eta is None:
             eta = (self.total - done) / rate if rate > 0 and self.total is not None else float("nan")
         count = f"{done}/{self.total}" if self.total is not None else f"{done}"
-        parts = [f"{self.label} {count}", f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2g} {unit}/s"]
-        parts += [f"{k} {v:.4g}" for k, v in (fields or {}).items()]
-        parts.append(f"left {format_seconds(eta)}")
-        line = " | ".join(parts)
+        head = [f"{self.label} {count}", f"{rate:,.0f} {unit}/s" if rate >= 10 else f"{rate:.2g} {unit}/s"]
+        left = f"left {format_seconds(eta)}" if eta == eta else "left ?"
+        width = shutil.get_terminal_size().columns - 1 if self.tty else None  # a log file keeps every field
+        line = fit(head, fields or {}, left, width)
         if self.tty:
             sys.stderr.write("\r\033[K" + line + ("\n" if final else ""))
         else:
             sys.stderr.write(line + "\n")
         sys.stderr.flush()
+
+
+def fit(head: list[str], fields: dict[str, float | str], tail: str, width: int | None) -> str:
+    """The line within `width` characters: numeric fields dropped from the last while it is too long, then
+    text fields (such as the watch's), then the line cut."""
+    shown = {k: v if isinstance(v, str) else f"{v:.4g}" for k, v in fields.items()}
+    numbers = [k for k in reversed(fields) if not isinstance(fields[k], str)]
+    order = numbers + [k for k in reversed(fields) if k not in numbers]
+    for drop in range(len(order) + 1):
+        kept = [f"{k} {v}" for k, v in shown.items() if k not in order[:drop]]
+        line = " | ".join([*head, *kept, tail])
+        if width is None or len(line) <= width:
+            return line
+    return line[:max((width or 0) - 1, 0)] + "…"  # width is set: a line without one fits at once

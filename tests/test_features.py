@@ -15,6 +15,7 @@ import catneuron
 from catneuron.data.sources import ArraySource
 from catneuron.errors import UserError
 from catneuron.model.config import PRESETS
+from catneuron.model.network import Network
 from catneuron.store import runs
 from catneuron.train.trainer import Trainer
 
@@ -86,3 +87,38 @@ def test_bad_images_are_user_errors(run, tmp_path):
 def test_import_catneuron_stays_light():
     code = "import sys, catneuron; assert 'torch' not in sys.modules; assert callable(catneuron.features)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_layer_that_is_not_a_name_says_what_to_give(run, pictures):
+    _, images = pictures
+    for bad in (3, 2.5, [1, 2], None.__class__):
+        with pytest.raises(ValueError, match=r"a layer name such as 's3.norm', or a list of names; choose from"):
+            catneuron.features(run, images, layer=bad)
+
+
+def test_random_weights_are_evaluates_control_and_leave_the_random_state(run, pictures):
+    _, images = pictures
+    trained = catneuron.features(run, images, layer="s2.norm")
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    control = catneuron.features(run, images, layer="s2.norm", random_weights=True)
+    assert torch.equal(torch.get_rng_state(), before)
+    network, ckpt = runs.load_network(run)
+    torch.manual_seed(1)  # evaluate's random-weights baseline: seed 0 + 1
+    random = Network(ckpt.config.model).eval()
+    with torch.no_grad():
+        expected = random(torch.from_numpy(images[:, None] / 255.0).float(), objective=False)[1].norm.flatten(1)
+    assert np.allclose(control, expected.numpy(), atol=1e-5) and not np.allclose(control, trained, atol=1e-3)
+
+
+def test_checkpoint_and_device_choices(run, pictures, tmp_path):
+    _, images = pictures
+    last = catneuron.features(run, images, layer="s1.norm")
+    assert np.array_equal(catneuron.features(run, images, layer="s1.norm", checkpoint=runs.checkpoint_path(run)),
+                          last)
+    with pytest.raises(UserError, match="--checkpoint best: .* has no checkpoint-best.safetensors"):
+        catneuron.features(run, images, checkpoint="best")
+    with pytest.raises(UserError, match="--checkpoint nowhere.safetensors: no such file"):
+        catneuron.features(run, images, checkpoint="nowhere.safetensors")
+    with pytest.raises(UserError, match="--device gpu7: not a device name"):
+        catneuron.features(run, images, device="gpu7")

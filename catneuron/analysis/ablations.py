@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from catneuron.analysis.kmeans import fit_centroids, kmeans_record
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.data.labelled import LabelledImages
@@ -38,10 +40,11 @@ def best_record(result: dict) -> dict:
 
 def build_table(out: Path, config: Config, data: str, control_data: str | None,
                 concepts: list[tuple[str, LabelledImages]], steps: int, train: TrainFn, n_filters: int = 100_000,
-                n_centroids: int = 1000, kmeans_images: int = 20_000, null_seeds: int = 5) -> dict:
+                n_centroids: int = 1000, kmeans_images: int = 20_000, null_seeds: int = 5,
+                device: str | torch.device = "cpu") -> dict:
     """Train the models into out/<name>/ with `train` (the caller's trainer: analysis knows none), scan each
-    for every concept, write out/table.json. The main network gets the null of `null_seeds` random networks
-    and the per-stage probes."""
+    for every concept on `device`, write out/table.json. The main network gets the null of `null_seeds`
+    random networks and the per-stage probes."""
     models = {"network": config} | {name: variant_config(config, name) for name in VARIANTS}
     trained = {name: train(cfg, data, out / name, steps) for name, cfg in models.items()}
     if control_data:
@@ -52,11 +55,12 @@ def build_table(out: Path, config: Config, data: str, control_data: str | None,
     centroids = fit_centroids(batches, kmeans_images, n_centroids, side)
     table: dict[str, dict] = {}
     for concept, test in concepts:
-        main = evaluate_run(trained["network"], test, concept, n_filters, null_seeds=null_seeds, probe=True)
+        main = evaluate_run(trained["network"], test, concept, n_filters, null_seeds=null_seeds, probe=True,
+                            device=device)
         row = {"network": main, "kmeans": kmeans_record(centroids, test, side)}
         for name, run in trained.items():
             if name != "network":
-                row[name] = best_record(evaluate_run(run, test, concept, n_filters=1000))
+                row[name] = best_record(evaluate_run(run, test, concept, n_filters=1000, device=device))
         table[concept] = row
     summary = {"steps": steps, "data": data, "control_data": control_data, "concepts": table}
     files.write_json(out / "table.json", summary)

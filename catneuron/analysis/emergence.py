@@ -31,6 +31,33 @@ from catneuron.model.network import Network
 WATCH, BASELINES = "watch", "watch_baselines"
 log = logging.getLogger(__name__)
 MAX_IMAGES = 1000
+# The watch's held-out accuracy is a proportion over the watch set's n images; its standard error,
+# sqrt(p (1 - p) / n), is largest at p = 0.5. SE_BOUND is the largest the watch accepts without saying so:
+# 2.5 points needs 400 images, the fewest a time budget may cut a watch set to.
+SE_BOUND = 0.025
+MIN_IMAGES = math.ceil(0.25 / SE_BOUND**2)
+Z95 = 1.959963984540054
+
+
+def standard_error(n: int, p: float = 0.5) -> float:
+    """Standard error of an accuracy measured on n images (the worst case, p = 0.5, by default)."""
+    return math.sqrt(p * (1 - p) / n)
+
+
+def wilson(p: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of an accuracy `p` measured on `n` images: unlike p ± z SE it
+    stays inside [0, 1] and is not zero-width at 0 or 1."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def set_size(baselines: dict | None, concept: str) -> int | None:
+    """The number of images the watch scanned for `concept`, from its baselines record."""
+    base = (baselines or {}).get("concepts", {}).get(concept)
+    n = (base.get("n_positive"), base.get("n_negative")) if isinstance(base, dict) else (None, None)
+    counts = [v for v in n if isinstance(v, int) and not isinstance(v, bool)]
+    return sum(counts) if len(counts) == 2 else None
 
 
 def upper_heldout(stages: list[dict]) -> float:
@@ -97,10 +124,12 @@ def emergence_verdict(records: list[dict], baselines: dict | None, concept: str)
     if not held:
         return None
     base = (baselines or {}).get("concepts", {}).get(concept)
-    best = max(held, key=lambda r: r["concepts"][concept]["upper_heldout"])  # the first of equals
+    trained = [r for r in held if r["images"] > 0] or held  # the untrained network is no training's best point
+    best = max(trained, key=lambda r: r["concepts"][concept]["upper_heldout"])  # the first of equals
     points = {"best": best, "end": held[-1]}
     out: dict = {"concept": concept, "bar": base["bar"] if base else None}
     sentences = []
+    n = set_size(baselines, concept)
     for name, record in points.items():
         value = record["concepts"][concept]["upper_heldout"]
         out[name] = {"images": record["images"], "upper_heldout": value,
@@ -110,10 +139,19 @@ def emergence_verdict(records: list[dict], baselines: dict | None, concept: str)
         where = "at its best point" if name == "best" else "at the end"
         where += ", the end," if name == "best" and record is held[-1] else ""
         text = f"{where} ({record['images']:,} images) the best stage-2/3 unit reaches {100 * value:.1f}% held-out"
+        if n:
+            low, high = wilson(value, n)
+            text += f" (95% interval {100 * low:.1f}-{100 * high:.1f}% on {n:,} images)"
         if base is not None:
             text += (f", {100 * (value - base['bar'] + MARGIN):+.1f} points against the better baseline "
                      f"({'above' if value >= base['bar'] else 'below'} the bar of {100 * base['bar']:.1f}%)")
         sentences.append(text)
+    start = held[0]
+    if start["images"] == 0 and start is not best and start["concepts"][concept]["upper_heldout"] > \
+            best["concepts"][concept]["upper_heldout"]:
+        sentences.append(f"the untrained network (0 images) scored higher, "
+                         f"{100 * start['concepts'][concept]['upper_heldout']:.1f}%: the differences are within "
+                         "the watch set's noise or training has not helped yet")
     out["text"] = f"Watched during training ({concept}): " + "; ".join(sentences) + "."
     return out
 
@@ -144,6 +182,10 @@ def watch_sets(concepts: list[tuple[str, str]], negatives: str, size: int, chann
         if len(kept.labels) < len(full.labels):
             say(f"watch: {name}: scanning {len(kept.labels):,} of {len(full.labels):,} images (the same "
                 "fraction of each class; --watch-images)")
+        if len(kept.labels) < MIN_IMAGES:
+            say(f"watch: {name}: {len(kept.labels):,} images give the held-out accuracy a standard error of up to "
+                f"{100 * standard_error(len(kept.labels)):.1f} points, over the {100 * SE_BOUND:g}-point bound "
+                f"({MIN_IMAGES} images): differences that small between points of the curve are noise")
     return cut
 
 

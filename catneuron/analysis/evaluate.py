@@ -163,14 +163,35 @@ def verdict(by_stage: list[dict], baselines: dict[str, dict]) -> dict:
             "baseline_heldout_accuracy": bar, "margin": margin, "text": text}
 
 
+SUBLAYER_CODES = ("filter", "pool", "norm")
+
+
+def unit_scores(index: UnitIndex, scored: Scored) -> dict[str, np.ndarray]:
+    """Every unit's scores as columns: accuracy, AUC and threshold on the whole test set, held-out accuracy
+    (threshold chosen on one half, scored on the other, both directions averaged), and where the unit is
+    (stage, sublayer as an index into SUBLAYER_CODES, map, y, x): the distribution per stage, not the top 20."""
+    where = np.array([(n.stage, SUBLAYER_CODES.index(n.sublayer), n.map, n.y, n.x)
+                      for n in map(index.neuron, range(len(index)))], dtype=np.int32).reshape(-1, 5)
+    s = scored.full
+    return {"accuracy": s.accuracy.astype(np.float32), "auc": s.auc.astype(np.float32),
+            "threshold": s.threshold.astype(np.float32),
+            "heldout_accuracy": np.mean([h.transfer for h in scored.halves if h.transfer is not None],
+                                        axis=0).astype(np.float32),
+            "stage": where[:, 0], "sublayer": where[:, 1], "map": where[:, 2], "y": where[:, 3], "x": where[:, 4]}
+
+
 def evaluate(network: Network, test: LabelledImages, concept: str, training_batches: Iterable[torch.Tensor],
-             n_filters: int = 100_000, seed: int = 0, top: int = 20, progress: bool = True) -> dict:
-    """The whole Table 1 row for one concept, as the JSON `catneuron evaluate --json` writes."""
+             n_filters: int = 100_000, seed: int = 0, top: int = 20, progress: bool = True,
+             scores: dict | None = None) -> dict:
+    """The whole Table 1 row for one concept, as the JSON `catneuron evaluate --json` writes. `scores`, when
+    given, receives every unit's scores (`unit_scores`)."""
     labels = test.labels.astype(np.int64)
     layout = Layout(labels, seed)
     index = UnitIndex(network)
     trained = scan_network(network, test.images, layout, f"{concept}: trained network", progress)
     best = trained.full.best()
+    if scores is not None:
+        scores.update(unit_scores(index, trained))
     by_stage = []
     for stage in range(1, len(network.stages) + 1):
         units = index.units_of_stage(stage)

@@ -13,12 +13,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from catneuron.analysis.null import random_network
 from catneuron.data.images import list_images, read_images
 from catneuron.errors import UserError
 from catneuron.model.network import Network
 from catneuron.model.stage import SUBLAYERS
 from catneuron.store import runs
 
+RANDOM_WEIGHTS_SEED = 1  # evaluate's random-weights baseline: the scan's seed (0) + 1
 Layer = tuple[int, str]
 """(stage, sublayer), written `s2.pool`."""
 
@@ -42,10 +44,13 @@ def parse_layers(network: Network, layer: str | Sequence[str] | None) -> list[La
     """`layer=` of `features`: a name like "s2.pool", a list of names, or None for `default_layers`."""
     if layer is None:
         return default_layers(network)
-    names = [layer] if isinstance(layer, str) else list(layer)
+    known = layer_names(network)
+    names = [layer] if isinstance(layer, str) else list(layer) if isinstance(layer, (list, tuple)) else None
+    if names is None or not all(isinstance(name, str) for name in names):
+        raise UserError(f"layer {layer!r}: a layer name such as 's{len(network.stages)}.norm', or a list of names; "
+                        f"choose from {', '.join(known)}")
     if not names:
         raise UserError("layer []: name at least one layer, e.g. 's1.norm'")
-    known = layer_names(network)
     out = []
     for name in names:
         if name not in known:
@@ -122,8 +127,14 @@ def _load_images(images: str | Path | Sequence[str | Path] | np.ndarray | Tensor
 
 
 def features(run: str | Path, images: str | Path | Sequence[str | Path] | np.ndarray | Tensor,
-             layer: str | Sequence[str] | None = None, batch_size: int = 256, device: str = "cpu") -> np.ndarray:
+             layer: str | Sequence[str] | None = None, batch_size: int = 256, device: str = "cpu",
+             checkpoint: str | Path = "last", random_weights: bool = False) -> np.ndarray:
     """Features of a run's network, float32 (N, D), one row per image.
+
+    `checkpoint`: "last" (the run's checkpoint), "best" (the watch's best trained point) or a checkpoint
+    path. `random_weights=True`: the same network with random weights instead (those of `evaluate`'s
+    random-weights baseline, seed 1), the control a classifier on these features needs. `device`: cpu,
+    cuda, cuda:N or auto.
 
     `layer`: a layer name, `s<stage>.<sublayer>` with sublayer `filter` (the locally connected
     responses), `pool` (L2 pooling) or `norm` (LCN, the stage's output), e.g. "s1.norm" or "s2.pool";
@@ -140,8 +151,12 @@ def features(run: str | Path, images: str | Path | Sequence[str | Path] | np.nda
     also accepted; (N, S, S) for a grey network). Files are centre-cropped and resized to the
     network's input, as in training. An unreadable file is an error, so rows never shift.
     """
-    network, ckpt = runs.load_network(run, device)
+    where = runs.device(device)
+    with torch.random.fork_rng(devices=[]):  # building a network draws weights: the caller's random state stays
+        network, ckpt = runs.load_network(run, where, checkpoint)
+        if random_weights:
+            network = random_network(ckpt.config.model, RANDOM_WEIGHTS_SEED, where)
     layers = parse_layers(network, layer)
     model = ckpt.config.model
     batch = _load_images(images, model.input_size, model.channels)
-    return batched_features(network, batch, batch_size, device, layers).numpy()
+    return batched_features(network, batch, batch_size, where, layers).numpy()

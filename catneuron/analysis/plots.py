@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from catneuron.analysis.emergence import concepts_of, curve, latest_baselines, watch_records
+from catneuron.analysis.emergence import concepts_of, curve, latest_baselines, set_size, watch_records, wilson
 from catneuron.store import files
 from catneuron.store.runs import number
 
@@ -59,21 +60,38 @@ BASELINE_LINES = (("random_guess", "random guess", ":"), ("random_weights", "ran
                   ("linear_filter", "best linear filter", "-."), ("bar", "bar (better baseline + 3 points)", "-"))
 
 
-def emergence_curves(rows: list[dict], path: Path) -> dict[str, dict[str, list[tuple[float, float]]]]:
+def band(collection, xs: Sequence[float]) -> list[tuple[float, ...]]:
+    """(x, low, high) of a fill_between band at each x, read back from its polygon."""
+    vertices = collection.get_paths()[0].vertices
+    return [(float(x), float(min(ys)), float(max(ys))) for x in xs
+            for ys in [[y for vx, y in vertices if vx == x]]]
+
+
+def emergence_curves(rows: list[dict], path: Path) -> dict[str, dict[str, list[tuple[float, ...]]]]:
     """Held-out accuracy of each stage's best unit against images seen (log axis), one panel per watched concept,
-    with the baselines and the bar as horizontal lines. Returns what each panel drew, read back from its lines
-    ({concept: {label: [(x, y)]}}); empty, and nothing written, for a run without watch records."""
+    each point with its 95% Wilson interval on the watch set's size as a band, the baselines and the bar as
+    horizontal lines. Returns what each panel drew, read back from its artists ({concept: {label: [(x, y)]}},
+    and {"stage S 95% interval": [(x, low, high)]}); empty, and nothing written, for a run without watch
+    records."""
     records = watch_records(rows)
     concepts = concepts_of(records)
     if not concepts:
         return {}
-    base = (latest_baselines(rows) or {}).get("concepts", {})
+    latest = latest_baselines(rows)
+    base = (latest or {}).get("concepts", {})
     fig = Figure(figsize=(7.5, 3.6 * len(concepts)), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    drawn: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    drawn: dict[str, dict[str, list[tuple[float, ...]]]] = {}
     for ax, concept in zip(fig.subplots(len(concepts), 1, squeeze=False)[:, 0], concepts, strict=True):
+        n = set_size(latest, concept)
+        bands: dict[str, list[tuple[float, ...]]] = {}
         for stage, (xs, ys) in sorted(curve(records, concept).items()):
-            ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, label=f"stage {stage}")
+            (line,) = ax.plot(xs, [100 * y for y in ys], marker="o", markersize=3, label=f"stage {stage}")
+            if n:
+                low, high = zip(*(wilson(y, n) for y in ys), strict=True)
+                filled = ax.fill_between(xs, [100 * v for v in low], [100 * v for v in high],
+                                         color=line.get_color(), alpha=0.15, linewidth=0)
+                bands[f"stage {stage} 95% interval"] = band(filled, xs)
         for key, label, style in BASELINE_LINES:
             if number(base.get(concept, {}).get(key)) is not None:
                 ax.axhline(100 * base[concept][key], color="#57606a" if key != "bar" else "#cf222e",
@@ -82,14 +100,17 @@ def emergence_curves(rows: list[dict], path: Path) -> dict[str, dict[str, list[t
         if positive:
             ax.set_xscale("symlog", linthresh=min(positive))  # the start (0 images) stays on the axis
             ax.set_xlim(left=0)  # no negative decades from the margins
-        ax.set_title(f"{concept}: best unit per stage, held-out accuracy while training")
+        interval = f"; bands: 95% interval on {n:,} images" if n else ""
+        ax.set_title(f"{concept}: best unit per stage, held-out accuracy while training{interval}", fontsize=10)
         ax.set_xlabel("images seen")
         ax.set_ylabel("held-out accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-        drawn[concept] = {line.get_label(): [(float(x), float(y)) for x, y in zip(line.get_xdata(), line.get_ydata(),
-                                                                                   strict=True)]
-                          for line in ax.get_lines()}
+        lines: dict[str, list[tuple[float, ...]]] = {
+            str(line.get_label()): [(float(x), float(y))
+                                    for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)]
+            for line in ax.get_lines()}
+        drawn[concept] = lines | bands
     png = io.BytesIO()
     fig.savefig(png, format="png")
     files.write_atomic(path, png.getvalue())

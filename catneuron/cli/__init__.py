@@ -1,4 +1,5 @@
-"""The `catneuron` command. Each sub-command lives in its own module of this package."""
+"""The `catneuron` command. Each sub-command lives in its own module of this package, imported when it runs
+(cli/app.py: COMMANDS)."""
 
 from __future__ import annotations
 
@@ -7,18 +8,6 @@ import sys
 from catneuron.cli.app import app
 from catneuron.cli.logs import show_library_lines
 from catneuron.errors import UserError
-
-# Importing a command module registers its sub-command on `app`; one module per line.
-from catneuron.cli import demo  # noqa: E402,F401  isort: skip
-from catneuron.cli import evaluate  # noqa: E402,F401  isort: skip
-from catneuron.cli import finetune  # noqa: E402,F401  isort: skip
-from catneuron.cli import info  # noqa: E402,F401  isort: skip
-from catneuron.cli import table  # noqa: E402,F401  isort: skip
-from catneuron.cli import ingest  # noqa: E402,F401  isort: skip
-from catneuron.cli import invariance  # noqa: E402,F401  isort: skip
-from catneuron.cli import report  # noqa: E402,F401  isort: skip
-from catneuron.cli import train  # noqa: E402,F401  isort: skip
-from catneuron.cli import visualize  # noqa: E402,F401  isort: skip
 
 
 def main() -> None:

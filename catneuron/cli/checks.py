@@ -6,8 +6,11 @@ its training; these checks make that a one-line error at the start instead.
 
 from __future__ import annotations
 
+import functools
 import math
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from catneuron.errors import UserError
@@ -32,6 +35,33 @@ def writable_folder(path: str | Path, flag: str) -> Path:
     except OSError as e:
         raise UserError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
     return path
+
+
+@contextmanager
+def removed_if_refused(path: str | Path) -> Iterator[None]:
+    """Folders of `path` that do not exist yet and that the command makes (writable_folder) are removed again,
+    while still empty, when a check after it refuses the command: a failed --data check leaves no empty --out."""
+    path = Path(path).absolute()
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    try:
+        yield
+    except UserError:
+        for folder in missing:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (the run wrote something), or already gone
+                break
+        raise
+
+
+def out_removed_if_refused(command: Callable) -> Callable:
+    """A command whose `out` folder `removed_if_refused` cleans up (typer reads the wrapped signature)."""
+    @functools.wraps(command)
+    def run(**kwargs: object) -> object:
+        with removed_if_refused(Path(str(kwargs["out"]))):
+            return command(**kwargs)
+
+    return run
 
 
 def writable_file(path: str | Path, flag: str) -> Path:

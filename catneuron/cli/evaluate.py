@@ -14,6 +14,7 @@ from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.analysis.table import print_table
 from catneuron.cli import checks
 from catneuron.cli.app import app
+from catneuron.cli.options import CHECKPOINT, DEVICE
 from catneuron.data.embedded import PAPER_POSITIVE_FRACTION
 from catneuron.errors import UserError
 from catneuron.store import checkpoint, runs
@@ -49,6 +50,8 @@ def evaluate(
                                            "each stage's best unit (0: none; at least 2)."),
     probe: bool = typer.Option(False, help="Per stage, a held-out logistic regression on all its units, trained "
                                            "against random weights."),
+    checkpoint_choice: str = CHECKPOINT,
+    device: str = DEVICE,
 ) -> None:
     """Scan every neuron of every sublayer of every stage (20 thresholds, AUC) and the baselines."""
     checks.at_least("--linear-filters", linear_filters, 1)
@@ -57,7 +60,8 @@ def evaluate(
     if json_file and len(concepts) > 1:
         raise UserError("--json: one concept at a time (every concept is written to RUN/results/NAME.json)")
     fraction = check_fraction(positive_fraction, paper_ratio)
-    model = checkpoint.read_config(runs.checkpoint_path(run)).model
+    dev = runs.device(device)
+    model = checkpoint.read_config(runs.chosen_checkpoint(run, checkpoint_choice)).model
     checks.run_outputs(run)
     for name, _ in concepts:
         _keeps_other_results(run, name)
@@ -69,10 +73,11 @@ def evaluate(
         inputs = {"positives": str(Path(folders[name]).resolve()), "negatives": str(Path(negatives).resolve()),
                   "positive_fraction_requested": fraction}
         results.append(evaluate_run(run, test, name, linear_filters, training_data, json_file, inputs,
-                                    null_seeds=null_seeds, probe=probe))
+                                    null_seeds=null_seeds, probe=probe, checkpoint=checkpoint_choice, device=dev))
     print_table(results, Console())
     for result in results:
-        print(f"results: {runs.results_dir(run) / (concept_slug(result['concept']) + '.json')}")
+        print(f"results: {runs.results_dir(run) / (concept_slug(result['concept']) + '.json')}, every unit's "
+              f"scores in {run / result['unit_scores']['file']}")
 
 
 def check_fraction(positive_fraction: float | None, paper_ratio: bool) -> float | None:

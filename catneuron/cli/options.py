@@ -22,6 +22,9 @@ def resolve_config(preset: str | None, config_file: str | None) -> configs.Confi
     return configs.preset(preset or "small")
 
 
+CHECKPOINT = typer.Option("last", "--checkpoint", help="Which weights: last (the run's checkpoint), best (the "
+                          "watch's best trained point, checkpoint-best) or the path of a checkpoint file.")
+DEVICE = typer.Option("cpu", help="cpu, cuda, cuda:N or auto.")
 SEED = typer.Option(None, help="Training seed: the initial weights and the order of the training images (overrides "
                     "the config).")
 PRECISION = typer.Option(None, help="float32, bf16 or tf32: the locally connected products' operands (bf16 "

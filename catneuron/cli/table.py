@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import typer
@@ -13,7 +14,8 @@ from catneuron.analysis.null import check_null_seeds
 from catneuron.analysis.table import print_full_table
 from catneuron.cli import checks
 from catneuron.cli.app import app
-from catneuron.cli.options import resolve_config
+from catneuron.cli.options import DEVICE, resolve_config
+from catneuron.store import runs
 from catneuron.train.trainer import train_run
 
 
@@ -31,11 +33,13 @@ def table(
     centroids: int = typer.Option(1000, help="K-means centroids."),
     null_seeds: int = typer.Option(5, help="Random-weights networks scanned for the null of each stage's best unit "
                                            "(0: none)."),
+    device: str = DEVICE,
 ) -> None:
     """Train the network, its no-LCN and sigmoid-autoencoder variants and the no-face control; scan them all."""
     checks.step_count("--steps", steps)
     for flag, value in (("--linear-filters", linear_filters), ("--centroids", centroids)):
         checks.at_least(flag, value, 1)
+    dev = runs.device(device)
     checks.data_exists(data, "--data")
     if control_data is not None:
         checks.data_exists(control_data, "--control-data")
@@ -43,7 +47,7 @@ def table(
     check_null_seeds(null_seeds)
     cfg = resolve_config(preset, config)
     sets = concept_sets(parse_concepts(positives, "faces"), negatives, cfg.model.input_size, cfg.model.channels)
-    summary = build_table(out, cfg, data, control_data, sets, steps, train_run, linear_filters, centroids,
-                          null_seeds=null_seeds)
+    summary = build_table(out, cfg, data, control_data, sets, steps, partial(train_run, device=dev), linear_filters,
+                          centroids, null_seeds=null_seeds, device=dev)
     print_full_table(summary, Console())
     print(f"table: {out / 'table.json'}")

@@ -21,6 +21,7 @@ from catneuron.parallel.grid import parse_grid
 from catneuron.parallel.launch import leads
 from catneuron.store import checkpoint, runs
 from catneuron.store import lock as runs_lock
+from catneuron.train.events import check_wandb
 from catneuron.train.loop import TrainResult
 from catneuron.train.signals import Interrupted
 from catneuron.train.trainer import Trainer
@@ -55,6 +56,7 @@ def make_watch(concepts: list[str] | None, negatives: str | None, config: config
 
 
 @app.command()
+@checks.out_removed_if_refused
 def train(
     data: str = typer.Option(None, help="Image folder (recursive), WebDataset shards, or 'embedded'. With "
                              "--resume, the run's own (config.json) when not given."),
@@ -93,6 +95,11 @@ def train(
     watch_images: int = typer.Option(1000, help="Watch: at most this many images per concept (a stratified subset)."),
     watch_budget: float = typer.Option(0.1, help="Watch: the largest share of the run's time the scans may take "
                                                  "(1: never widen the interval)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override any config field: FIELD=VALUE, e.g. "
+                                   "model.sparsity=0.2, model.stages[0].maps=16, train.lr=0.01 (repeat; checked "
+                                   "as the YAML file is, docs/config.md)."),
+    wandb: str = typer.Option(None, help="Also log the metrics to W&B, in this project (needs catneuron[wandb]; "
+                                         "off unless given: nothing is sent otherwise)."),
 ) -> None:
     """Train the network on unlabeled images."""
     dev = runs.device(device)
@@ -113,7 +120,7 @@ def train(
     with runs_lock.writing(out) if leads() else nullcontext():
         resume = resume or (auto_resume and runs.checkpoint_path(out).is_file())
         given = {"--preset": preset, "--config": config, "--lr": lr, "--optimizer": optimizer, "--seed": seed,
-                 "--precision": precision, "--no-lcn": no_lcn or None}
+                 "--precision": precision, "--no-lcn": no_lcn or None, "--set": set_ or None}
         if resume:
             if auto_resume:
                 checks.same_config(new_config(given), checkpoint.read_config(runs.checkpoint_path(out)), out)
@@ -130,6 +137,8 @@ def train(
             cfg = new_config(given)
             if runs.checkpoint_path(out).is_file():
                 raise UserError(f"--out {out}: already holds a run (use --resume, or another --out)")
+        if wandb is not None:
+            check_wandb()
         watcher = None
         if watch or watch_negatives:
             watcher = make_watch(watch, watch_negatives, cfg, WatchOptions(
@@ -142,7 +151,7 @@ def train(
                                        ps_snapshot_minutes * 60, partitions=grid, device=dev)
         elif (ps_shards, fetch_every, push_every) != (1, 1, 1):
             raise UserError("--ps-shards, --fetch-every and --push-every need --replicas > 1 or --address")
-        runner, what = make_runner(cfg, data, out, resume, grid, threads, dev, watcher, downpour)
+        runner, what = make_runner(cfg, data, out, resume, grid, threads, dev, watcher, downpour, wandb)
         if runner.leader:
             print(f"training {cfg.preset} on {what}")
         try:
@@ -158,11 +167,13 @@ def new_config(given: dict[str, Any]) -> configs.Config:
     cfg = resolve_config(given["--preset"], given["--config"])
     overrides = train_overrides(lr=given["--lr"], optimizer=given["--optimizer"], seed=given["--seed"],
                                 precision=given["--precision"])
-    return configs.replace(cfg, train=overrides, model={"lcn": False} if given["--no-lcn"] else {})
+    cfg = configs.replace(cfg, train=overrides, model={"lcn": False} if given["--no-lcn"] else {})
+    return configs.with_sets(cfg, given["--set"] or [])
 
 
 def make_runner(cfg: configs.Config, data: str, out: Path, resume: bool, grid: tuple[int, int], threads: int | None,
-                dev: torch.device, watch: Watch | None, downpour: DownpourOptions | None) -> tuple[Runner, str]:
+                dev: torch.device, watch: Watch | None, downpour: DownpourOptions | None,
+                wandb: str | None = None) -> tuple[Runner, str]:
     """What `train` runs, built one way for the three ways of training, and what it trains on and into: one
     process (a Trainer), one replica as R*C ranks on this machine or the rank torchrun started this process as
     (ModelParallel; docs/distributed.md), or Downpour SGD on Ray over Trainer's model, data and run folder."""
@@ -174,13 +185,15 @@ def make_runner(cfg: configs.Config, data: str, out: Path, resume: bool, grid: t
         threads = threads or 1
         each = "a GPU and " if dev.type == "cuda" else ""
         blocks = f"{grid[0]}x{grid[1]} blocks ({grid[0] * grid[1]} processes, {each}{threads} thread(s) each)"
-        return ModelParallel(cfg, data, out, grid, threads, resume, watch, dev), f"{data} into {out} as {blocks}"
+        parallel = ModelParallel(cfg, data, out, grid, threads, resume, watch, dev)
+        parallel.wandb = wandb
+        return parallel, f"{data} into {out} as {blocks}"
     if threads is not None:
         torch.set_num_threads(threads)
     source = open_source(data, cfg.model.input_size, cfg.model.channels)
     here = torch.device("cpu") if downpour else dev  # Downpour's driver only maps rows: the replicas compute
     trainer = Trainer.resume(out, source, here) if resume else Trainer(cfg, source, out, here, data_spec=data)
-    trainer.watch = watch
+    trainer.watch, trainer.wandb = watch, wandb
     if downpour is None:
         return trainer, f"{source.description} into {out}"
     from catneuron.downpour.driver import Downpour

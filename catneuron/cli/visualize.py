@@ -11,7 +11,7 @@ from catneuron.analysis.concepts import concept_slug
 from catneuron.analysis.neuron_figures import TOLERANCE, Stimuli, optimal_figure
 from catneuron.cli import checks
 from catneuron.cli.app import app
-from catneuron.cli.options import parse_neuron
+from catneuron.cli.options import CHECKPOINT, DEVICE, parse_neuron
 from catneuron.data.images import read_folder
 from catneuron.errors import UserError
 from catneuron.store import runs
@@ -49,7 +49,8 @@ def visualize(
     tolerance: float = typer.Option(TOLERANCE, help="A start has converged when f gains less than this times "
                                                     "max(1, |f|) over 10 iterations."),
     seed: int = typer.Option(0, help="Seed of the random starts."),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto."),
+    device: str = DEVICE,
+    checkpoint_choice: str = CHECKPOINT,
 ) -> None:
     """Find x* = argmax f(x) subject to ||x||_2 = 1 for one neuron, and show it beside its top stimuli."""
     if (neuron is None) == (concept is None):
@@ -61,7 +62,7 @@ def visualize(
     checks.positive("--minutes", minutes)
     checks.positive("--tolerance", tolerance)
     text = neuron if neuron is not None else concept_neuron(run, concept, stage)
-    network, _ = runs.load_network(run, runs.device(device))
+    network, ckpt = runs.load_network(run, runs.device(device), checkpoint_choice)
     checks.run_outputs(run)
     nid = parse_neuron(network, text, "--neuron" if neuron is not None else f"--concept {concept}: neuron")
     stimuli = None
@@ -71,7 +72,8 @@ def visualize(
     budget = f"{steps} iterations" + (f" or {minutes:g} min" if minutes else "")
     print(f"{nid}: optimal stimulus from {starts} random starts, until f gains less than {tolerance:g} x max(1, |f|) "
           f"over 10 iterations or {budget}")
-    extra = {"from_concept": concept} if concept is not None else {}
+    extra = {"checkpoint": str(runs.chosen_checkpoint(run, checkpoint_choice)), "checkpoint_step": ckpt.step}
+    extra |= {"from_concept": concept} if concept is not None else {}
     record = optimal_figure(run, network, nid, stimuli, top, starts, steps, seed, tolerance,
                             minutes * 60 if minutes else None, extra=extra)
     values = [s["value"] for s in record["all_starts"]]

@@ -35,6 +35,10 @@ class ArraySource:
             raise UserError(f"{description}: no images to train on")
         self.images, self.description, self.flip = images, description, flip
 
+    def __len__(self) -> int:
+        """How many distinct images the batches cycle through."""
+        return len(self.images)
+
     def batches(self, batch_size: int, seed: int, start_step: int = 0) -> Iterator[torch.Tensor]:
         n = len(self.images)
         step = start_step

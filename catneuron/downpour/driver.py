@@ -173,7 +173,7 @@ class Downpour:
         t = self.trainer
         with ray_session(self.options.address):
             try:
-                with Session(t, steps, max_seconds, progress, save=self.save) as session:
+                with Session(t, steps, max_seconds, progress, save=self.save, device=self.options.device) as session:
                     self._start()
                     self._loop(session)
                     if t.watch and session.signum is None:

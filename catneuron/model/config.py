@@ -267,6 +267,44 @@ def load(path: str | Path) -> Config:
     return from_dict(data if data is not None else {}, source=str(path))
 
 
+def _assign(data: dict, text: str) -> None:
+    """One `--set FIELD=VALUE` into the config's mapping: FIELD is section.name, stages[i].name for a stage
+    (from 0), VALUE a YAML scalar or flow value (0.2, true, adagrad, [..])."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text}: give FIELD=VALUE, e.g. model.sparsity=0.2 or train.lr=0.01")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise UserError(f"--set {text}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+    parts = key.strip().split(".")
+    if parts[0] not in ("model", "train") or len(parts) < 2:
+        raise UserError(f"--set {text}: FIELD must start with model. or train. (e.g. model.sparsity, "
+                        "model.stages[0].maps, train.lr)")
+    node: dict = data[parts[0]]
+    for part in parts[1:-1]:
+        name, bracket, index = part.partition("[")
+        if name != "stages" or not bracket or not index.endswith("]") or not index[:-1].isdigit():
+            raise UserError(f"--set {text}: {part!r} is not a section; stage fields are model.stages[i].name")
+        if int(index[:-1]) >= len(node["stages"]):
+            raise UserError(f"--set {text}: the config has stages[0] to stages[{len(node['stages']) - 1}]")
+        node = node["stages"][int(index[:-1])]
+    node[parts[-1]] = value
+
+
+def with_sets(config: Config, assignments: list[str]) -> Config:
+    """The config with `--set FIELD=VALUE` overrides, each checked as the YAML file's fields are (unknown
+    fields, types, bounds), the message naming --set."""
+    if not assignments:
+        return config
+    data = to_dict(config)
+    for text in assignments:
+        _assign(data, text)
+    source = f"--set {' '.join(assignments)}"
+    return validate(Config(model=_build(ModelConfig, data["model"], f"{source}: model"),
+                           train=_build(TrainConfig, data["train"], f"{source}: train"), preset=config.preset), source)
+
+
 def replace(config: Config, **sections: dict) -> Config:
     """A copy with some fields of `model` / `train` replaced, validated."""
     model = dataclasses.replace(config.model, **sections.get("model", {}))

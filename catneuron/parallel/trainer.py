@@ -122,10 +122,12 @@ class Job:
     steps: int | None
     max_seconds: float | None
     watch: Watch | None = None
+    wandb: str | None = None  # `--wandb PROJECT`: rank 0 logs there too
 
 
 def _train_rank(rank: int, world: int, job: Job) -> dict | None:
     trainer = BlockTrainer(job.config, job.data, job.run, job.grid, rank, job.resume, job.watch)
+    trainer.wandb = job.wandb
     result = trainer.fit(job.steps, job.max_seconds)
     return dataclasses.asdict(result) if rank == 0 else None
 
@@ -141,6 +143,7 @@ class ModelParallel:
         self.config, self.data, self.run, self.grid, self.threads, self.resume = (
             config, data, str(run), grid, threads, resume)
         self.watch, self.device = watch, device
+        self.wandb: str | None = None  # `--wandb PROJECT`
 
     @property
     def leader(self) -> bool:
@@ -149,7 +152,7 @@ class ModelParallel:
 
     def fit(self, steps: int | None, max_seconds: float | None = None) -> TrainResult | None:
         """Train; the result on the leader, None on torchrun's other ranks."""
-        job = Job(self.config, self.data, self.run, self.grid, self.resume, steps, max_seconds, self.watch)
+        job = Job(self.config, self.data, self.run, self.grid, self.resume, steps, max_seconds, self.watch, self.wandb)
         world = self.grid[0] * self.grid[1]
         if torchrun_rank() is not None:
             result = run_this_rank(_train_rank, world, (job,), self.threads, self.device)

@@ -61,5 +61,5 @@ class BlockWatch:
         if rank0_decides(self.watch is not None and images > self.watch.last_images):
             self.observe(network, images, step)
 
-    def fields(self) -> dict[str, float]:
-        return self.watch.fields() if self.watch is not None else {}
+    def fields(self, images: int | None = None) -> dict[str, str]:
+        return self.watch.fields(images) if self.watch is not None else {}

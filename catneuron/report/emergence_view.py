@@ -3,7 +3,15 @@ emergence figure, and the curve's points."""
 
 from __future__ import annotations
 
-from catneuron.analysis.emergence import concepts_of, curve, emergence_verdict, latest_baselines, watch_records
+from catneuron.analysis.emergence import (
+    concepts_of,
+    curve,
+    emergence_verdict,
+    latest_baselines,
+    set_size,
+    watch_records,
+    wilson,
+)
 from catneuron.report.collect import RunView
 from catneuron.report.html import Html, el, join, percent
 
@@ -15,16 +23,30 @@ def watch_summary(view: RunView) -> Html:
     return join(el("p", v["text"], class_="watch-verdict") for v in verdicts if v)
 
 
-def points_table(records: list[dict], concept: str) -> Html:
+def watched_concepts(view: RunView) -> list[str]:
+    return concepts_of(watch_records(view.watch))
+
+
+def with_interval(value: float | None, n: int | None) -> str:
+    """'52.3 (44.1-60.2)': a held-out accuracy in percent with its 95% Wilson interval on n images."""
+    if value is None or not n:
+        return percent(value)
+    low, high = wilson(value, n)
+    return f"{percent(value)} ({percent(low)}-{percent(high)})"
+
+
+def points_table(records: list[dict], concept: str, n: int | None = None) -> Html:
+    """The curve's points: per stage, the held-out accuracy and, with the watch set's size n, its interval."""
     stages = curve(records, concept)
     by_images: dict[int, dict[int, float]] = {}
     for stage, (xs, ys) in stages.items():
         for x, y in zip(xs, ys, strict=True):
             by_images.setdefault(x, {})[stage] = y
+    what = " (95% interval)" if n else ""
     head = el("tr", el("th", "images seen", class_="num"),
-              join(el("th", f"stage {s} held-out (%)", class_="num") for s in sorted(stages)))
+              join(el("th", f"stage {s} held-out (%){what}", class_="num") for s in sorted(stages)))
     rows = [el("tr", el("td", f"{images:,}", class_="num"),
-               join(el("td", percent(values.get(s)), class_="num") for s in sorted(stages)))
+               join(el("td", with_interval(values.get(s), n), class_="num") for s in sorted(stages)))
             for images, values in sorted(by_images.items())]
     return el("table", el("thead", head), el("tbody", join(rows)))
 
@@ -49,9 +71,10 @@ def watch_section(view: RunView, emergence: str | None) -> Html:
     parts: list[object] = [el("h2", "Watched during training")]
     if emergence:
         parts.append(el("figure", el("img", src=emergence, alt="held-out accuracy per stage against images seen"),
-                        el("figcaption", "best unit per stage, held-out accuracy on the watch set while training")))
+                        el("figcaption", "best unit per stage, held-out accuracy on the watch set while training; "
+                                         "bands: 95% Wilson interval on the watch set's size")))
     for concept in concepts_of(records):
         verdict = emergence_verdict(records, baselines, concept)
         parts += [el("h3", concept), el("p", verdict["text"]) if verdict else Html(""),
-                  baselines_line(baselines, concept), points_table(records, concept)]
+                  baselines_line(baselines, concept), points_table(records, concept, set_size(baselines, concept))]
     return el("section", *parts, class_="card", id="watch")

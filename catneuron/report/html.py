@@ -106,6 +106,8 @@ figure img { display: block; max-width: 100%; height: auto; image-rendering: aut
 figure img.small { width: 420px; }
 figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; word-break: break-all; }
 .headline { font-size: 17px; }
+.controls { font-size: 15px; }
+table.evidence th { white-space: normal; }
 .pager { display: flex; justify-content: space-between; gap: 12px; margin-top: 8px; word-break: break-all; }
 details summary { cursor: pointer; color: var(--accent); }
 pre { background: #f0f3f6; padding: 8px; overflow-x: auto; }

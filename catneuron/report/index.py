@@ -6,7 +6,8 @@ from pathlib import Path
 
 from catneuron.paper import PAPER, paper_concept
 from catneuron.report.collect import Concept, Neuron, RunView
-from catneuron.report.emergence_view import watch_section, watch_summary
+from catneuron.report.emergence_view import watch_section, watch_summary, watched_concepts
+from catneuron.report.evidence import controls_line, evidence_table
 from catneuron.report.html import Html, el, fixed, join, page, percent
 from catneuron.report.parts import Assets, code, figure, missing, num_cell, record_cells, roles, value_html
 from catneuron.store.runs import number
@@ -95,7 +96,8 @@ def headline(concept: Concept, neurons: dict[str, Neuron]) -> Html:
     """The verdict first; then the best neuron of any stage, with its stage and the baselines beside it, and
     the paper's top-layer neuron last."""
     d = concept.data
-    parts: list[object] = [el("a", concept.name, href=f"#{concept.anchor}"), ": ", *_verdict_line(concept, neurons)]
+    parts: list[object] = [el("a", concept.name, href=f"#{concept.anchor}"), ": ", *_verdict_line(concept, neurons),
+                           controls_line(concept)]
     best = d.get("best_neuron")
     if isinstance(best, dict) and best.get("id") not in (None, ""):
         stage = best.get("stage")
@@ -163,7 +165,19 @@ def best_neurons(concept: Concept, neurons: dict[str, Neuron]) -> Html:
     return el("table", el("thead", head), el("tbody", join(rows)))
 
 
-def concept_section(concept: Concept, neurons: dict[str, Neuron], assets: Assets, run: Path) -> Html:
+def evidence(concept: Concept, emergence: str | None) -> Html:
+    """The evidence table, with the emergence curve beside it where the run watched this concept."""
+    table = evidence_table(concept)
+    if not emergence:
+        return table
+    curve = el("figure", el("a", el("img", src=emergence, alt="held-out accuracy per stage against images seen",
+                                    class_="small"), href=emergence),
+               el("figcaption", "emergence while training (", el("a", "watch", href="#watch"), ")"))
+    return join([table, curve])
+
+
+def concept_section(concept: Concept, neurons: dict[str, Neuron], assets: Assets, run: Path,
+                    emergence: str | None = None) -> Html:
     d = concept.data
     counts = [f"{k.replace('_', ' ')} {d[k]}" for k in ("n_positive", "n_negative") if k in d]
     if number(d.get("positive_fraction")) is not None:
@@ -180,6 +194,8 @@ def concept_section(concept: Concept, neurons: dict[str, Neuron], assets: Assets
               el("p", "test set: ", ", ".join(counts) or "sizes not recorded", " — from ",
                  code(f"results/{concept.file}"), class_="sub"),
               el("h3", "Table 1: classification accuracy"), table1(concept),
+              el("h3", "Evidence: the best unit per stage against random networks, and the probe"),
+              evidence(concept, emergence),
               el("h3", "Best neurons"), best_neurons(concept, neurons),
               el("h3", "Figures"), figures, el("h3", "Inputs"), recorded, class_="card", id=concept.anchor)
 
@@ -268,6 +284,7 @@ def status(view: RunView) -> Html:
 def index_page(view: RunView, assets: Assets, curves: str | None, emergence: str | None = None) -> Html:
     neurons = {n.id: n for n in view.neurons}
     title = view.run.resolve().name
+    watched = watched_concepts(view)
     lines = [headline(c, neurons) for c in view.concepts]
     intro = el("section", el("h2", "Summary"), el("ul", join(lines), class_="headline") if lines else Html(""),
                watch_summary(view), status(view), class_="card", id="summary")
@@ -277,7 +294,8 @@ def index_page(view: RunView, assets: Assets, curves: str | None, emergence: str
     nav += [("training", "#training")] + ([("figures", "#figures")] if view.other_figures else [])
     nav += [("config", "#config")]
     body = join([el("h1", "Run ", title), el("p", code(str(view.run.resolve())), class_="sub"), intro,
-                 join(concept_section(c, neurons, assets, view.run) for c in view.concepts),
+                 join(concept_section(c, neurons, assets, view.run, emergence if c.name in watched else None)
+                      for c in view.concepts),
                  neuron_table(view), watch_section(view, emergence), training_section(view, curves),
                  other_figures(view, assets),
                  config_section(view)])

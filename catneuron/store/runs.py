@@ -3,7 +3,9 @@
     RUN/config.json             the full config and the data it was trained on
     RUN/checkpoint.safetensors  weights, optimizer state, RNG (see catneuron.store.checkpoint)
     RUN/metrics.jsonl           one JSON object per logged training step, and the `--watch` records
-    RUN/checkpoint-best.safetensors  with `--watch`: the weights at the watch's best point
+    RUN/checkpoint-best.safetensors  with `--watch`: the weights at the watch's best trained point
+    RUN/provenance.json         per training session: versions, git commit, device, command line
+    RUN/events.out.tfevents.*   the metrics rows for TensorBoard
     RUN/results/                analysis outputs: <concept>.json from `evaluate`, CSVs
     RUN/figures/                PNG pictures
     RUN/report/                 the HTML report
@@ -23,6 +25,7 @@ from catneuron.model.network import Network
 from catneuron.store import checkpoint, files
 
 CHECKPOINT = "checkpoint.safetensors"
+BEST_CHECKPOINT = "checkpoint-best.safetensors"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 
@@ -43,12 +46,30 @@ def figures_dir(run: str | Path) -> Path:
     return path
 
 
-def load_network(run: str | Path, device: str | torch.device = "cpu") -> tuple[Network, checkpoint.Checkpoint]:
-    """The trained network of a run (eval mode), and its checkpoint record."""
+def chosen_checkpoint(run: str | Path, choice: str | Path = "last") -> Path:
+    """`--checkpoint`: "last" (the run's checkpoint), "best" (the watch's best trained point), or a path."""
+    run = Path(run)
+    if str(choice) == "last":
+        return checkpoint_path(run)
+    if str(choice) == "best":
+        path = run / BEST_CHECKPOINT
+        if not path.is_file():
+            raise UserError(f"--checkpoint best: {run} has no {BEST_CHECKPOINT} (it is written by `train --watch`)")
+        return path
+    path = Path(choice)
+    if not path.is_file():
+        raise UserError(f"--checkpoint {choice}: no such file (best, last, or the path of a checkpoint)")
+    return path
+
+
+def load_network(run: str | Path, device: str | torch.device = "cpu", choice: str | Path = "last"
+                 ) -> tuple[Network, checkpoint.Checkpoint]:
+    """The trained network of a run (eval mode) from the checkpoint `choice` names (`chosen_checkpoint`), and
+    its checkpoint record."""
     run = Path(run)
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder")
-    path = checkpoint_path(run)
+    path = chosen_checkpoint(run, choice)
     budget.check_fits(budget.weight_bytes(checkpoint.read_config(path).model), f"the network of {run}")
     ckpt = checkpoint.load(path)
     net = Network(ckpt.config.model)

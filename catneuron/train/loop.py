@@ -27,13 +27,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
+import torch
 import torch.distributed as dist
 
 from catneuron.data.sources import BatchSource
 from catneuron.errors import UserError
 from catneuron.model.config import Config, to_dict
 from catneuron.progress import Progress
-from catneuron.store import files, runs
+from catneuron.store import files, provenance, runs
+from catneuron.train.events import Events
 from catneuron.train.metrics import MetricsLog
 from catneuron.train.signals import Interrupted, StopSignals
 
@@ -56,7 +58,7 @@ class Watcher(Protocol):
 
     def ensure(self, network, images: int, step: int) -> None: ...
 
-    def fields(self) -> dict[str, float]: ...
+    def fields(self, images: int | None = None) -> dict[str, str]: ...
 
 
 @dataclass
@@ -97,10 +99,12 @@ class Session:
     continue and raises Interrupted; a non-finite objective keeps the last finite checkpoint and raises Diverged."""
 
     def __init__(self, trainer: Trainer, steps: int | None, max_seconds: float | None = None, progress: bool = True,
-                 save: Callable[[], None] | None = None, say: Callable[[str], None] = log.warning) -> None:
+                 save: Callable[[], None] | None = None, say: Callable[[str], None] = log.warning,
+                 device: torch.device | None = None) -> None:
         if steps is not None and steps < trainer.step:
             raise UserError(f"--steps {steps}: the run is already at step {trainer.step}")
         self.trainer, self.max_seconds, self.say = trainer, max_seconds, say
+        self.device = device or trainer.device  # where the steps compute (Downpour's replicas, not its driver)
         self.steps = steps if steps is not None else UNLIMITED
         self.save = save or trainer.save
         self.bar = Progress(steps, "step", enabled=progress and trainer.leader)
@@ -113,9 +117,11 @@ class Session:
         t = self.trainer
         t.run.mkdir(parents=True, exist_ok=True)
         if t.leader:
-            files.write_json(t.run / runs.CONFIG, {"config": to_dict(t.config), "data": t.data_spec})
+            config = {"config": to_dict(t.config), "data": t.data_spec}
+            files.write_json(t.run / runs.CONFIG, config)
+            provenance.record_session(t.run, self.device, t.step)
             runs.truncate_metrics(t.run, t.step)
-            self.metrics = MetricsLog(t.run)
+            self.metrics = MetricsLog(t.run, Events(t.run, t.wandb, config))
         self.start, self.start_step = time.monotonic(), t.step
         self.signals.__enter__()
         try:
@@ -167,7 +173,8 @@ class Session:
         remaining = (self.steps - t.step) * t.config.train.batch_size / max(rate, 1e-9)
         if self.max_seconds is not None:
             remaining = min(remaining, self.max_seconds - self.last["elapsed_s"])
-        self.bar.update(t.step, rate, "img", fields | (t.watch.fields() if t.watch else {}), eta=remaining)
+        watched = t.watch.fields(self.images) if t.watch else {}
+        self.bar.update(t.step, rate, "img", fields | watched, eta=remaining)
 
     def time_up(self) -> bool:
         return self.max_seconds is not None and time.monotonic() - self.start >= self.max_seconds

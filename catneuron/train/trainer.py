@@ -74,6 +74,7 @@ class Trainer:
 
     leader = True  # writes the run folder (of a model-parallel replica, only rank 0 does: catneuron.parallel)
     resume_flags = ""  # what `train --resume` needs besides --out and --data to go on as this run did
+    wandb: str | None = None  # `--wandb PROJECT`: the metrics rows also go to W&B (train/events.py)
 
     def __init__(self, config: Config, source: BatchSource, run: str | Path, device: str | torch.device = "cpu",
                  data_spec: str = "") -> None:
@@ -193,10 +194,10 @@ class Trainer:
         return session.result()
 
 
-def train_run(config: Config, data: str, out: Path, steps: int) -> Path:
+def train_run(config: Config, data: str, out: Path, steps: int, device: str | torch.device = "cpu") -> Path:
     """Train a run folder to `steps` steps, resuming it if it has a checkpoint (how `table` trains its models)."""
     source = open_source(data, config.model.input_size, config.model.channels)
-    trainer = Trainer.resume(out, source) if runs.checkpoint_path(out).is_file() else Trainer(
-        config, source, out, data_spec=data)
+    trainer = Trainer.resume(out, source, device) if runs.checkpoint_path(out).is_file() else Trainer(
+        config, source, out, device, data_spec=data)
     trainer.fit(steps)
     return out

@@ -3,7 +3,8 @@
 Every neuron is scanned on a fixed labelled watch set with `evaluate`'s code and held-out protocol; each scan
 is a `watch` record in metrics.jsonl (catneuron.analysis.emergence reads them), the baselines (random guess,
 the random-weights network, the best linear filter) one `watch_baselines` record at the start. The weights of
-the record with the best stage-2/3 held-out accuracy (the first concept's) are kept in checkpoint-best. By
+the record with the best stage-2/3 held-out accuracy (the first concept's) are kept in checkpoint-best, trained
+records only (the untrained network at 0 images is no training's best point). By
 default the watch takes at most 10% of the run's wall time, its baselines included: it widens the interval when a
 scan costs more, and a scan waits while the watch's time so far is over its share.
 """
@@ -21,6 +22,8 @@ import numpy as np
 
 from catneuron.analysis.emergence import (
     BASELINES,
+    MIN_IMAGES,
+    SE_BOUND,
     WATCH,
     baselines,
     fingerprint,
@@ -38,12 +41,10 @@ from catneuron.store import checkpoint, runs
 from catneuron.train.metrics import MetricsLog
 
 log = logging.getLogger(__name__)
-BEST_CHECKPOINT = "checkpoint-best.safetensors"
-MIN_IMAGES = 100  # a smaller watch set gives held-out accuracies too coarse to follow
 
 
 def best_checkpoint_path(run: str | Path) -> Path:
-    return Path(run) / BEST_CHECKPOINT
+    return Path(run) / runs.BEST_CHECKPOINT
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Watch:
             self.last_images = history[-1]["images"]
             self.latest = history[-1]
             self.best = max((r["concepts"][self.concept]["upper_heldout"] for r in history
-                             if self.concept in r["concepts"]), default=-math.inf)
+                             if self.concept in r["concepts"] and r["images"] > 0), default=-math.inf)
         if known is not None and known.get("fingerprint") == stamp:
             self.base = known["concepts"]
         else:
@@ -152,11 +153,15 @@ class Watch:
             per_image = seconds / len(probe.labels)
             total = sum(len(test.labels) for _, test in self.sets)
             allowed = int(self.options.budget * max_seconds / 2 / (4 * per_image))
-            if allowed < total:
-                sizes = {name: max(MIN_IMAGES, len(test.labels) * allowed // total) for name, test in self.sets}
+            wanted = {name: len(test.labels) * allowed // total for name, test in self.sets}
+            sizes = {name: max(min(MIN_IMAGES, len(test.labels)), wanted[name]) for name, test in self.sets}
+            if any(sizes[name] < len(test.labels) for name, test in self.sets):
+                floor = any(wanted[name] < sizes[name] for name in sizes)
+                keep = (f"; no fewer than {MIN_IMAGES} images, for a standard error under {100 * SE_BOUND:g} "
+                        "points, even where that takes more than the budget" if floor else "")
                 self.say(f"watch: a scan takes {1000 * per_image:.0f} ms per image here: scanning "
                          f"{', '.join(f'{n:,} {name}' for name, n in sizes.items())} images, to keep the watch "
-                         f"under {100 * self.options.budget:g}% of the run's time (--watch-budget)")
+                         f"under {100 * self.options.budget:g}% of the run's time (--watch-budget){keep}")
                 self.widened = True  # said once
         self.sets = [(name, subsample(test, sizes.get(name, len(test.labels)))) for name, test in self.sets]
 
@@ -179,7 +184,7 @@ class Watch:
         self.scan_seconds.append(record["scan_s"])
         self.spent += record["scan_s"]
         value = record["concepts"][self.concept]["upper_heldout"]
-        if value > self.best:
+        if record["images"] > 0 and value > self.best:
             self.best = value
             checkpoint.save(best_checkpoint_path(self.run), self.config, record["step"], network,
                             extra={"data": self.data_spec, "watch": record})
@@ -194,12 +199,17 @@ class Watch:
         if images > self.last_images:
             self.observe(network, images, step)
 
-    def fields(self) -> dict[str, float]:
-        """For the progress line: the best stage-2/3 held-out accuracy of the first concept, and its bar."""
+    def fields(self, images: int | None = None) -> dict[str, str]:
+        """For the progress line, e.g. "faces s2/3 61.2% (bar 64.0%)": the best stage-2/3 held-out accuracy of
+        the first concept against its bar, in percent; "@1,200" once training (`images`) has gone past the
+        scan, which was at 1,200 images."""
         if self.latest is None or self.concept not in self.latest["concepts"]:
             return {}
-        return {f"{self.concept} s2/3 held-out": self.latest["concepts"][self.concept]["upper_heldout"],
-                "bar": self.base[self.concept]["bar"]}
+        value = self.latest["concepts"][self.concept]["upper_heldout"]
+        text = f"{100 * value:.1f}% (bar {100 * self.base[self.concept]['bar']:.1f}%)"
+        if images is not None and images > self.latest["images"]:
+            text += f" @{self.latest['images']:,}"
+        return {f"{self.concept} s2/3": text}
 
     # -- the budget ----------------------------------------------------------------------------------------------
 

@@ -161,7 +161,9 @@ def test_torchrun_on_two_nodes_starts_the_ranks_as_on_a_cluster(tmp_path):
     assert "step 4/4" in leader[1].decode()
     assert other[0].decode() == "" and "step" not in other[1].decode()  # the other rank reports nothing
     run = nodes[written[0]] / "run"
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.safetensors", "config.json", "metrics.jsonl"]
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events.out.tfevents.")) == [
+        "checkpoint.safetensors", "config.json", "metrics.jsonl", "provenance.json"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0's TensorBoard events only
     single = Trainer(PRESETS["tiny"], open_source("embedded", 16, 1), tmp_path / "single", data_spec="embedded")
     single.fit(4, progress=False)
     assert _losses(run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-5)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from catneuron.analysis.emergence import emergence_verdict, latest_baselines, subsample, watch_records
+from catneuron.analysis.emergence import emergence_verdict, latest_baselines, subsample, watch_records, wilson
 from catneuron.analysis.plots import emergence_curves
 from catneuron.analysis.run_evaluation import evaluate_run
 from catneuron.data.embedded import EmbeddedCorpus
@@ -42,6 +42,11 @@ def test_the_figure_draws_the_records_numbers(run, tmp_path):
         assert list(xs) == [r["images"] for r in records]
         assert list(ys) == pytest.approx([100 * r["concepts"]["faces"]["stages"][stage - 1]["heldout_accuracy"]
                                           for r in records])
+        bands = drawn[f"stage {stage} 95% interval"]
+        assert [x for x, _, _ in bands] == list(xs)
+        heldout = [r["concepts"]["faces"]["stages"][stage - 1]["heldout_accuracy"] for r in records]
+        assert [v for _, low, high in bands for v in (low, high)] == pytest.approx(
+            [100 * bound for v in heldout for bound in wilson(v, 80)], abs=1e-3)
     for key, label in (("random_weights", "random weights"), ("linear_filter", "best linear filter"),
                        ("bar", "bar (better baseline + 3 points)"), ("random_guess", "random guess")):
         assert [y for _, y in drawn[label]] == pytest.approx([100 * base[key]] * 2)
@@ -54,11 +59,15 @@ def test_the_verdict_at_the_best_point_and_at_the_end(run):
     records = watch_records(rows)
     verdict = emergence_verdict(records, latest_baselines(rows), "faces")
     values = [r["concepts"]["faces"]["upper_heldout"] for r in records]
-    assert verdict["best"]["upper_heldout"] == max(values)
-    assert verdict["best"]["images"] == records[values.index(max(values))]["images"]
+    trained = values[1:]  # the untrained network (0 images) is never the best point
+    assert verdict["best"]["upper_heldout"] == max(trained)
+    assert verdict["best"]["images"] == records[1 + trained.index(max(trained))]["images"]
+    assert ("the untrained network (0 images) scored higher" in verdict["text"]) == (values[0] > max(trained))
     assert verdict["end"]["images"] == 120 and verdict["end"]["upper_heldout"] == values[-1]
     assert verdict["end"]["above_bar"] == (values[-1] >= verdict["bar"])
-    assert f"at the end (120 images) the best stage-2/3 unit reaches {100 * values[-1]:.1f}%" in verdict["text"]
+    low, high = wilson(values[-1], 80)
+    assert (f"(120 images) the best stage-2/3 unit reaches {100 * values[-1]:.1f}% held-out (95% "
+            f"interval {100 * low:.1f}-{100 * high:.1f}% on 80 images)") in verdict["text"]
     assert emergence_verdict(records, None, "cats") is None
 
 
@@ -72,5 +81,5 @@ def test_report_and_evaluate_show_the_watch(run):
     assert "Watched during training" in html and 'id="watch"' in html
     assert (index.parent / "emergence.png").is_file() and 'src="emergence.png"' in html
     summary = html[html.index('id="summary"'):html.index("</section>", html.index('id="summary"'))]
-    assert "at its best point" in summary and "at the end (120 images)" in summary
+    assert "at its best point" in summary and "(120 images)" in summary
     assert "figures/emergence.png" not in html  # drawn afresh, not repeated among the run's other figures

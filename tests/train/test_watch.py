@@ -4,7 +4,8 @@ the budget that widens the interval."""
 import numpy as np
 import pytest
 
-from catneuron.analysis.emergence import scan_network, subsample, watch_records
+from catneuron.analysis import emergence
+from catneuron.analysis.emergence import MIN_IMAGES, scan_network, subsample, watch_records
 from catneuron.data.embedded import EmbeddedCorpus
 from catneuron.data.labelled import LabelledImages
 from catneuron.errors import UserError
@@ -155,18 +156,20 @@ def test_subsample_keeps_the_class_fraction():
     assert len(cut.labels) == 20 and cut.labels.sum() == 6
 
 
-def test_a_time_limit_cuts_the_watch_set_and_a_resume_keeps_it(corpus, tmp_path):
-    full = [("faces", corpus.test_set())]  # 284 images
+def test_a_time_limit_cuts_the_watch_set_no_lower_than_the_minimum_and_a_resume_keeps_it(corpus, tmp_path):
+    test = corpus.test_set()  # 284 images, three times over: 852
+    full = [("faces", LabelledImages(np.concatenate([test.images] * 3), np.concatenate([test.labels] * 3)))]
     said = []
     trainer = Trainer(PRESETS["tiny"], corpus, tmp_path)
     trainer.watch = Watch(full, WatchOptions(every_images=40, n_filters=200), say=said.append)
     trainer.fit(3, max_seconds=0.5, progress=False)
     base = next(r for r in runs.read_rows(tmp_path) if r.get("record") == "watch_baselines")["concepts"]["faces"]
-    assert base["n_positive"] + base["n_negative"] == 100 and len(said) == 1 and "scanning 100 faces" in said[0]
+    assert base["n_positive"] + base["n_negative"] == MIN_IMAGES == 400
+    assert len(said) == 1 and "scanning 400 faces" in said[0] and "no fewer than 400 images" in said[0]
     resumed = Trainer.resume(tmp_path, corpus)
     resumed.watch = Watch(full, WatchOptions(every_images=40, n_filters=200), say=said.append)
     resumed.fit(4, max_seconds=600, progress=False)
-    assert len(resumed.watch.sets[0][1].labels) == 100
+    assert len(resumed.watch.sets[0][1].labels) == 400
     assert sum(r.get("record") == "watch_baselines" for r in runs.read_rows(tmp_path)) == 1
 
 
@@ -182,3 +185,45 @@ def test_resuming_with_another_watch_set_is_refused(corpus, sets, tmp_path):
     assert (tmp_path / runs.METRICS).read_text() == before and resumed.step == 2
     watched(Trainer.resume(tmp_path, corpus), sets, every_images=40, budget=1.0).fit(4, progress=False)
     assert [r["images"] for r in watch_records(runs.read_rows(tmp_path))] == [0, 40, 80]
+
+
+def test_a_watch_set_below_the_minimum_says_its_standard_error(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr(emergence, "concept_sets", lambda *_: [("faces", corpus.test_set())])
+    said = []
+    sets = emergence.watch_sets([("faces", "F")], "N", 16, 1, limit=112, say=said.append)
+    assert len(sets[0][1].labels) == 112 and len(said) == 2 and "scanning 112 of 284 images" in said[0]
+    assert "faces: 112 images give the held-out accuracy a standard error of up to 4.7 points, over the " \
+        "2.5-point bound (400 images)" in said[1]
+    said.clear()
+    emergence.watch_sets([("faces", "F")], "N", 16, 1, limit=1000, say=said.append)
+    assert "284 images give" in said[0] and len(said) == 1
+
+
+def test_the_untrained_network_is_never_the_best_checkpoint(corpus, sets, tmp_path, monkeypatch):
+    """A watch set on which the start scores highest (as noise on 112 images made it today): checkpoint-best
+    holds the best trained point, not step 0."""
+    real, calls = watch_module.scan_network, []
+
+    def falling(network, watch_sets, seed=0):
+        concepts = real(network, watch_sets, seed)
+        concepts["faces"]["upper_heldout"] = [0.9, 0.6, 0.7, 0.65][len(calls)]
+        calls.append(1)
+        return concepts
+
+    monkeypatch.setattr(watch_module, "scan_network", falling)
+    trainer = watched(Trainer(PRESETS["tiny"], corpus, tmp_path), sets, every_images=40, budget=1.0)
+    trainer.fit(6, progress=False)
+    records = watch_records(runs.read_rows(tmp_path))
+    assert [r["images"] for r in records] == [0, 40, 80, 120]
+    ckpt = checkpoint.load(best_checkpoint_path(tmp_path))
+    assert ckpt.step == 4 and ckpt.extra["watch"]["images"] == 80
+
+
+def test_the_progress_field_is_percent_and_marked_stale_between_scans(corpus, sets, tmp_path):
+    trainer = watched(Trainer(PRESETS["tiny"], corpus, tmp_path), sets, every_images=40, budget=1.0)
+    trainer.fit(2, progress=False)  # scans at 0 and 40 images
+    watch = trainer.watch
+    value = watch.latest["concepts"]["faces"]["upper_heldout"]
+    fresh = f"{100 * value:.1f}% (bar {100 * watch.base['faces']['bar']:.1f}%)"
+    assert watch.fields(40) == {"faces s2/3": fresh}
+    assert watch.fields(60) == {"faces s2/3": fresh + " @40"}

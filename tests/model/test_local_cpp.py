@@ -5,7 +5,7 @@ import warnings
 
 import pytest
 import torch
-from test_local import SHAPES, loop_decode, loop_encode
+from localkit import SHAPES, loop_decode, loop_encode
 
 from catneuron.model import local_cpp, local_functional, local_reference
 from catneuron.model.local import LocalDecoder, LocallyConnected2d

@@ -136,11 +136,12 @@ class Cluster:
             "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
             "RAY_health_check_timeout_ms": "1000"}
         self.nodes: list[Node] = []
+        self.head = HEAD_IP
         self.namespace: Namespace | None = None
 
     @property
     def address(self) -> str:
-        return f"{HEAD_IP}:{PORT}"
+        return f"{self.head}:{PORT}"
 
     def __enter__(self) -> Cluster:
         self.namespace = Namespace()
@@ -159,7 +160,8 @@ class Cluster:
     def start_node(self, ip: str, head: bool = False, timeout: float = 90) -> Node:
         """`ray start` on `ip` (the head, or a node joining it), returned once Ray says it runs."""
         log = self.temp / f"node-{ip}.log"
-        if head:
+        if head:  # the first, or a new cluster's after the last head died
+            self.head = ip
             args = ["--head", "--port", str(PORT), "--num-cpus", str(self.head_cpus), "--include-dashboard=false",
                     "--disable-usage-stats"]
         else:

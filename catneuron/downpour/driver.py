@@ -35,6 +35,7 @@ from safetensors.torch import safe_open
 from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.downpour.blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
 from catneuron.downpour.ray_env import ray_session
+from catneuron.downpour.recovery import Placements, ShardRestarts, node_addresses
 from catneuron.downpour.replica import Replica
 from catneuron.downpour.shards import ParameterShard, RowShards, snapshot_name
 from catneuron.errors import UserError
@@ -46,6 +47,7 @@ from catneuron.store import checkpoint, files, runs
 from catneuron.train.trainer import Diverged, Trainer, TrainResult, check_finite, interrupted, stopped
 
 PS_DIR = "ps"
+RAY_LOG = "ray.log"  # Ray's messages to the driver, and where its own logs are
 FAILURE_POLICIES = ("replace", "drop", "stop")
 # A replica that dies this many times within this many seconds is not unlucky: its error stops the run.
 DEATHS, DEATH_WINDOW = 3, 60.0
@@ -65,6 +67,10 @@ class DownpourOptions:
     chunk_seconds: float = 1.0
     partitions: tuple[int, int] = (1, 1)  # each replica as R x C ranks (model parallelism)
     device: torch.device = CPU  # where replicas (ranks) compute: cpu, or cuda for a GPU each; shards stay on CPU
+    # A chunk is about `chunk_seconds` of work: one not back after this long (its node cut off, a shard it waits on
+    # not coming back) is stuck, and its replica is replaced. Longer than Ray takes to declare a lost node dead
+    # and restart its shards (about 30 s).
+    stall_seconds: float = 120.0
 
     @property
     def ranks(self) -> int:
@@ -81,6 +87,11 @@ class DownpourOptions:
         if self.on_failure not in FAILURE_POLICIES:
             raise UserError(f"--on-replica-failure {self.on_failure}: choose {', '.join(FAILURE_POLICIES)}")
         return self
+
+
+def say(line: str) -> None:
+    """A line about the run's replicas and shards, on stderr beside the progress line."""
+    print(f"catneuron: {line}", file=sys.stderr)
 
 
 def check_feeds(source: BatchSource, replicas: int) -> None:
@@ -150,6 +161,9 @@ class Downpour:
         self.replicas: dict[int, ReplicaRanks] = {}
         self.shard_states: list[dict] = []
         self.interrupted = False
+        self.placements = Placements(say)
+        self.shard_restarts: ShardRestarts | None = None
+        self.stalled: dict[int, str] = {}  # replica -> why it was killed as stuck
         self.scanner: ThreadPoolExecutor | None = None  # the watch's thread, for the length of a fit
         self.scanning: tuple[Future, Network] | None = None  # the watch's scan in flight, and its network
 
@@ -172,12 +186,15 @@ class Downpour:
         ps_dir.mkdir(exist_ok=True)
         for old in ps_dir.glob("shard-*.safetensors"):
             old.unlink()  # the checkpoint is where a new session starts from
-        with ray_session(self.options.address):
+        with ray_session(self.options.address, t.run / RAY_LOG):
             import ray
 
             self.cpus, self.threads = self._replica_resources()
-            shards, loaded = zip(*(self._start_shard(k) for k in range(len(self.shard_map.pieces))), strict=True)
+            nodes = sorted(node_addresses(), key=node_addresses().get)
+            shards, loaded = zip(*(self._start_shard(k, nodes[k % len(nodes)])
+                                   for k in range(len(self.shard_map.pieces))), strict=True)
             self.shards = list(shards)
+            self.shard_restarts = ShardRestarts(self.shards, say)
             ray.get(list(loaded))  # every shard holds its rows before the first fetch
             self.source = ray.put(t.source)
             self.replicas = {i: self._start_replica(i) for i in range(self.options.replicas)}
@@ -223,8 +240,11 @@ class Downpour:
         finally:
             signal.signal(signal.SIGINT, previous)
 
-    def _start_shard(self, k: int) -> tuple:
+    def _start_shard(self, k: int, node: str) -> tuple:
+        """Shard k on `node` where it can (round robin over the nodes: K links and memories, not one; Ray's SPREAD
+        leaves actors of 0 CPUs together), anywhere else when Ray restarts it after that node is lost."""
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         t = self.trainer
         params = list(t.network.parameters())
@@ -237,7 +257,7 @@ class Downpour:
                 state[key] = value.detach().cpu().numpy().copy()
         actor = ray.remote(ParameterShard).options(
             name=self.actor_name("ps", k), num_cpus=0, max_restarts=-1, max_task_retries=-1,
-            scheduling_strategy="SPREAD")  # over the nodes: K links and memories, not one
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
         path = t.run.resolve() / PS_DIR / snapshot_name(k, len(self.shard_map.pieces))
         shard = actor.remote(t.config, self.shard_map.pieces[k], str(path), self.options.snapshot_seconds)
         return shard, shard.load.remote(self.shard_map.gather(params, k), state)
@@ -282,7 +302,9 @@ class Downpour:
         """Replace a dead replica after a backoff (1 s, 2 s, ...), drop it, or stop the run, per the policy;
         a replica that dies DEATHS times within DEATH_WINDOW seconds stops the run with its error."""
         del self.replicas[i]
-        reason, now, policy = death_reason(error), time.monotonic(), self.options.on_failure
+        self.placements.forget(i)
+        reason = self.stalled.pop(i, None) or death_reason(error)
+        now, policy = time.monotonic(), self.options.on_failure
         deaths = self.deaths[i]
         deaths.append(now)
         while deaths and now - deaths[0] > DEATH_WINDOW:
@@ -294,10 +316,9 @@ class Downpour:
         elif policy == "replace":
             delay = 2.0 ** (len(deaths) - 1)
             self.restarts[i] = now + delay
-            print(f"catneuron: replica {i} died ({reason}): replaced in {delay:g} s", file=sys.stderr)
+            say(f"replica {i} died ({reason}): replaced in {delay:g} s")
         elif self.replicas:
-            print(f"catneuron: replica {i} died ({reason}): going on with {len(self.replicas)} replica(s)",
-                  file=sys.stderr)
+            say(f"replica {i} died ({reason}): going on with {len(self.replicas)} replica(s)")
         else:
             self.failure = f"every replica died (the last: replica {i}, {reason})"
 
@@ -305,9 +326,39 @@ class Downpour:
         """Start the replacements whose backoff is over, and give them work."""
         for i in [i for i, when in self.restarts.items() if when <= time.monotonic()]:
             del self.restarts[i]
-            self.incarnations[i] += 1
-            self.replicas[i] = self._start_replica(i)
+            self._replace(i)
             grant(i)
+
+    def _replace(self, i: int) -> None:
+        """A new incarnation of replica i, wherever Ray finds room for it: on a cluster that lost a node, one
+        with the CPUs (GPUs) it needs free; until one has, it waits, and `_recover` says so."""
+        self.incarnations[i] += 1
+        self.replicas[i] = self._start_replica(i)
+        need = {"CPU": self.cpus} | ({"GPU": 1.0} if gpus_per_rank(self.options.device) else {})
+        self.placements.started(i, self.replicas[i].actors, need)
+
+    def _recover(self, busy: set[int]) -> int:
+        """Once a loop: note replacements placed (or say what they wait for), shards Ray restarted (and the pushes
+        they lost), and kill the replicas whose chunk is stuck (their death replaces them); returns how many
+        replicas wait to be placed."""
+        import ray
+
+        waiting_before = set(self.placements.waiting)
+        waiting = self.placements.check()
+        now = time.monotonic()
+        for i in waiting_before - set(self.placements.waiting):
+            if i in self.replicas:
+                self.replicas[i].since = now  # its chunk starts now
+        self.shard_restarts.check()
+        for i in busy:
+            replica = self.replicas.get(i)
+            if replica is None or self.placements.placing(i) or i in self.stalled:
+                continue
+            if now - replica.since > self.options.stall_seconds:
+                self.stalled[i] = f"stuck: no chunk back in {self.options.stall_seconds:g} s"
+                for actor in replica.actors:
+                    ray.kill(actor)  # its chunk fails, and the loop replaces it as a dead replica
+        return waiting
 
     def _loop(self, steps: int, max_seconds: float | None, progress: bool) -> TrainResult:
         import ray
@@ -339,6 +390,7 @@ class Downpour:
                 grant(i)
             while (pending or (self.restarts and t.step < steps)) and not self.interrupted and self.failure is None:
                 self._restart_due(grant)
+                waiting = self._recover(set(chunks))
                 if not pending:
                     time.sleep(0.1)
                     continue
@@ -372,7 +424,8 @@ class Downpour:
                 elapsed = time.monotonic() - start
                 images = (t.step + len(report["terms"]) - start_step) * cfg.batch_size
                 stats = {"images_per_s": images / max(elapsed, 1e-9), "elapsed_s": elapsed,
-                         "replicas": len(self.replicas),
+                         "replicas": len(self.replicas) - waiting, "replicas_waiting": waiting,
+                         "shard_pushes_lost": self.shard_restarts.lost,
                          "replica_steps_per_s": {str(k): rates[k] for k in sorted(rates)},
                          "staleness_mean": float(np.mean(stale)) if stale else 0.0,
                          "staleness_max": int(max(stale, default=0)),
@@ -434,6 +487,8 @@ class Downpour:
             shown |= {f"r{k} st/s": v for k, v in rates.items()}
         else:
             shown |= {"min st/s": min(rates.values()), "max st/s": max(rates.values())}
+        if last["replicas_waiting"]:
+            shown["waiting"] = last["replicas_waiting"]
         bar.update(last["step"], last["images_per_s"], "img", shown | watch, eta=eta)
 
     def save(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -35,7 +36,7 @@ from safetensors.torch import safe_open
 from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.downpour.blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
 from catneuron.downpour.ray_env import ray_session
-from catneuron.downpour.recovery import Placements, ShardRestarts, node_addresses
+from catneuron.downpour.recovery import HeadLost, HeadWatch, Placements, ShardRestarts, node_addresses
 from catneuron.downpour.replica import Replica
 from catneuron.downpour.shards import ParameterShard, RowShards, snapshot_name
 from catneuron.errors import UserError
@@ -195,6 +196,7 @@ class Downpour:
                                    for k in range(len(self.shard_map.pieces))), strict=True)
             self.shards = list(shards)
             self.shard_restarts = ShardRestarts(self.shards, say)
+            self.head = HeadWatch(ray.get_runtime_context().gcs_address)
             ray.get(list(loaded))  # every shard holds its rows before the first fetch
             self.source = ray.put(t.source)
             self.replicas = {i: self._start_replica(i) for i in range(self.options.replicas)}
@@ -203,6 +205,8 @@ class Downpour:
                 with self._ctrl_c():
                     result = self._loop(steps, max_seconds, progress)
                 self.save()
+            except HeadLost as e:
+                self._head_lost(e)
             except Diverged as e:
                 with suppress(Diverged):  # weights gone bad: the checkpoint on disk is the last finite one
                     self.save()
@@ -219,6 +223,17 @@ class Downpour:
         if self.interrupted:
             raise interrupted(t.run, t.step, t.data_spec)
         return result
+
+    def _head_lost(self, error: HeadLost) -> None:
+        """One line, and the process ends at once: Ray's core cannot be shut down without its head (it would wait
+        a minute, printing), and the checkpoint on disk (written whole, then renamed) is where `--resume` goes on."""
+        t = self.trainer
+        path = runs.checkpoint_path(t.run)
+        saved = (f"the checkpoint {path}" + (f" holds step {t.saved_step}" if t.saved_step is not None else "")
+                 if path.is_file() else "no checkpoint yet")
+        say(f"{error}: stopped at step {t.step}; {saved}; --resume on a new cluster goes on from it")
+        sys.stderr.flush()
+        os._exit(1)
 
     @contextmanager
     def _ctrl_c(self) -> Iterator[None]:
@@ -323,8 +338,12 @@ class Downpour:
             self.failure = f"every replica died (the last: replica {i}, {reason})"
 
     def _restart_due(self, grant) -> None:
-        """Start the replacements whose backoff is over, and give them work."""
-        for i in [i for i, when in self.restarts.items() if when <= time.monotonic()]:
+        """Start the replacements whose backoff is over, and give them work (not while the head does not answer:
+        starting an actor would wait for it)."""
+        due = [i for i, when in self.restarts.items() if when <= time.monotonic()]
+        if due and not self.head.answers():
+            return
+        for i in due:
             del self.restarts[i]
             self._replace(i)
             grant(i)
@@ -343,6 +362,7 @@ class Downpour:
         replicas wait to be placed."""
         import ray
 
+        self.head.check()
         waiting_before = set(self.placements.waiting)
         waiting = self.placements.check()
         now = time.monotonic()

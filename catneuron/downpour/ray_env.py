@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -131,8 +132,10 @@ def _messages_to(log: Path | None) -> Iterator[None]:
 
     `log_to_driver=False` keeps the workers' output in Ray's session folder, but the driver still prints the
     cluster's error messages (`(raylet) The node ... has been marked dead ...`, a task retried on a restarting
-    actor, ...) through `ray._private.worker.print_to_stdstream`: 15 to 21 lines when a node dies. The run
-    reports what it does about a death in its own words; Ray's are kept here."""
+    actor, ...) through `ray._private.worker.print_to_stdstream`: 15 to 21 lines when a node dies; and its C++
+    core writes its errors to the process's stderr (a line a second once the head is gone). The run reports what
+    it does about a death in its own words; Ray's are kept here: file descriptor 2 goes to `log`, and Python's
+    `sys.stderr` (the progress line, the run's messages) stays on the terminal."""
     if log is None:
         yield
         return
@@ -143,6 +146,11 @@ def _messages_to(log: Path | None) -> Iterator[None]:
     with open(log, "a") as out:
         out.write(f"Ray's logs: {session}/logs (on each node of the cluster)\n")
         out.flush()
+        terminal = os.dup(2)
+        stream = sys.stderr
+        if stream is sys.__stderr__:  # not a test's capture: keep Python's writes where they went
+            sys.stderr = open(terminal, "w", buffering=1, closefd=False)  # noqa: SIM115 (restored below)
+        os.dup2(out.fileno(), 2)
 
         def keep(data: dict, ignore_prefix: bool) -> None:
             for line in data.get("lines", []):
@@ -154,3 +162,7 @@ def _messages_to(log: Path | None) -> Iterator[None]:
             yield
         finally:
             ray_worker.print_to_stdstream = shown
+            sys.stderr.flush()
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            sys.stderr = stream

@@ -9,6 +9,7 @@ node dead only when its health checks fail (about 30 s by default), a replacemen
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 
@@ -17,6 +18,8 @@ SAY_WAITING_AFTER = 5.0
 # How often the driver asks each shard its version: a restarted shard lost the pushes since its snapshot, counted
 # from the last version the driver saw (so at least that many; at most this long's worth more).
 PROBE_SECONDS = 0.2
+# How long the head (its GCS) may not answer before the run stops: Ray's own driver would wait 60 s, printing.
+HEAD_GRACE = 10.0
 
 
 def node_addresses() -> dict[str, str]:
@@ -117,3 +120,38 @@ class ShardRestarts:
                          f"push(es) it had applied since are lost (at least: counted to version {last}, the last "
                          f"seen)")
             self.seen[k] = (version, restored)
+
+
+class HeadLost(Exception):
+    """The Ray head stopped answering: nothing more can be asked of the cluster, nor Ray shut down cleanly."""
+
+
+class HeadWatch:
+    """Connects to the head's GCS port once a second; raises HeadLost when it has not answered for HEAD_GRACE s."""
+
+    def __init__(self, address: str) -> None:
+        host, port = address.rsplit(":", 1)
+        self.address, self.target = address, (host, int(port))
+        self.answered = self.asked = time.monotonic()
+        self.error: OSError | None = None
+
+    def answers(self) -> bool:
+        """Whether the head answers now (before anything that needs it and would block without it: starting an
+        actor)."""
+        self.asked = time.monotonic()
+        try:
+            socket.create_connection(self.target, timeout=1.0).close()
+        except OSError as e:
+            self.error = e
+            return False
+        self.answered = self.asked
+        return True
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if now - self.asked >= 1.0:
+            self.answers()
+        if now - self.answered >= HEAD_GRACE:
+            e = self.error
+            raise HeadLost(f"the Ray head at {self.address} has not answered for {now - self.answered:.0f} s "
+                           f"({e.strerror or e})")

@@ -30,7 +30,7 @@ from catneuron.train.trainer import Trainer  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ENTRY = "from catneuron.cli import main; main()"
-HEAD_LOST = 60  # seconds from the head's death to the driver's exit
+HEAD_LOST = 30  # seconds from the head's death to the driver's exit (HEAD_GRACE 10 s, and the load)
 # What Ray prints when it prints: `(raylet) ...`, `(pid=123) ...`, `(ParameterShard pid=123, ip=...) ...`, its
 # log lines (`2026-12-07 19:24:52,529 INFO ...`, `[2026-...] [...] ...`) and its warnings.
 RAY_LINE = re.compile(r"^\s*(\x1b\[[0-9;]*m)?\((raylet|pid=|\w+ pid=)|^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d|\[state-dump\]|"
@@ -124,11 +124,11 @@ def test_a_client_without_the_token_is_refused_across_nodes(cluster):
 
 
 def test_a_worker_node_dies_its_replica_waits_for_room_and_its_shard_comes_back(cluster, fixed, tmp_path):
-    """Three replicas fill the three 1-CPU nodes, three shards sit one a node; a worker node is killed (every
-    process of it, by pid): its replica's replacement cannot be placed and says so once, counted in the metrics;
-    its shard comes back on a surviving node from its snapshot, and the run says how many pushes it lost; a new
-    node joins, the replacement lands there and steps; the run completes (its time limit) with no line of Ray's
-    in its output, and its checkpoint has learnt."""
+    """Three replicas fill the three 1-CPU nodes (one each, from Ray's actor table), three shards; a worker node
+    is killed (every process of it, by pid): its replica's replacement cannot be placed and says so once,
+    counted in the metrics; its shard comes back on a surviving node from its snapshot, and the run says how many
+    pushes it lost; a new node joins, the replacement lands there and steps; the run completes (its time limit)
+    with no line of Ray's in its output, and its checkpoint has learnt."""
     run = tmp_path / "run"
     # Shards snapshot every 5 minutes (the default): the one a lost shard comes back from is its first, so it has
     # certainly lost pushes.
@@ -137,8 +137,10 @@ def test_a_worker_node_dies_its_replica_waits_for_room_and_its_shard_comes_back(
              "three replicas stepping", process)
     replicas, shards = actors(cluster, "replica"), actors(cluster, "ps")
     assert sorted(replicas.values()) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"], replicas
-    assert len(set(shards.values())) >= 2, shards  # the driver asks for one a node; Ray has the last word
-    lost_node = next(ip for ip in ("127.0.0.3", "127.0.0.4") if ip in shards.values())
+    # The driver asks for the shards one a node, softly (so Ray can restart them elsewhere); Ray 2.60 takes a soft
+    # node affinity as a hint it often ignores: the node to lose is a worker holding a replica and a shard.
+    lost_node = next((ip for ip in ("127.0.0.3", "127.0.0.4") if ip in shards.values()), None)
+    assert lost_node, f"Ray put every shard on the head: {shards}"
     index = next(int(name.split("-replica-")[1].split("-")[0]) for name, ip in replicas.items() if ip == lost_node)
     shard = int(next(name for name, ip in shards.items() if ip == lost_node).split("-ps-")[1].split("-")[0])
     before = metrics(run)[-1]["step"]
@@ -167,26 +169,28 @@ def test_a_worker_node_dies_its_replica_waits_for_room_and_its_shard_comes_back(
     assert "marked dead" in (run / "ray.log").read_text()  # what Ray said went there, not to the terminal
     network, _ = runs.load_network(run)
     assert objective(network, fixed) < 0.8 * initial_objective(fixed, tmp_path / "init")
-    assert metrics(run)[-1]["step"] > back[-1]["step"]
 
 
 def test_the_head_dies_the_driver_stops_and_a_new_cluster_resumes(cluster, tmp_path):
-    """The head node (its GCS, raylet and the driver's own node) killed mid-run: the driver stops with one line
-    within HEAD_LOST seconds, the checkpoint on disk is whole, and `--resume` on a new cluster goes on from it."""
+    """The head node (its GCS, its raylet: the driver's own node) killed mid-run: the driver stops (Ray ends a
+    driver whose raylet is gone, status 1) within HEAD_LOST seconds with no line of Ray's, the checkpoint on disk
+    is whole, and `--resume` on a new cluster (a head on another address) goes on from it."""
     run = tmp_path / "run"
     process = train(cluster, run, "--replicas", "2", "--ps-shards", "2", "--steps", "1000000")
     wait_for(lambda: runs.checkpoint_path(run).is_file() and metrics(run)[-1]["step"] >= 60, 120,
              "a checkpoint", process)
     cluster.kill_node(HEAD_IP)
     lost = time.monotonic()
-    output = finish(process, HEAD_LOST + 30)
-    print(output)
+    output = finish(process, HEAD_LOST + 60)
     assert time.monotonic() - lost < HEAD_LOST, output[-3000:]
     assert process.returncode == 1, output[-3000:]
-    saved = checkpoint.load(runs.checkpoint_path(run)).step
+    assert not ray_lines(output), ray_lines(output)
+    saved = checkpoint.load(runs.checkpoint_path(run)).step  # whole: it loads
     assert saved >= 50
     cluster.start_node("127.0.0.6", head=True)
-    resumed = train(cluster, run, "--resume", "--replicas", "1", "--steps", str(saved + 20))
+    resumed = cluster.popen([sys.executable, "-c", ENTRY, "train", "--address", cluster.address, "--out", str(run),
+                             "--resume", "--replicas", "1", "--steps", str(saved + 20)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = finish(resumed, 240)
     assert resumed.returncode == 0, output[-3000:]
     assert checkpoint.load(runs.checkpoint_path(run)).step == saved + 20

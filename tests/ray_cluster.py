@@ -5,8 +5,7 @@ The namespace is held open by a sleeping process made with `unshare -n` (only `l
 nothing else); every command runs in it through `nsenter`, and everything is stopped by process id: each
 process whose network namespace is this one. Never `ray stop`, which kills every Ray of the machine.
 Token authentication is on (a fresh token per cluster, in the nodes' and the driver's environment only),
-usage stats and the dashboard off, so a node asks nothing of the world. The link's latency and bandwidth are
-`tc qdisc ... netem` on the namespace's `lo` (`Cluster.wire`).
+usage stats and the dashboard off, so a node asks nothing of the world.
 
     with Cluster(workers=2) as cluster:
         cluster.run([sys.executable, "-m", "catneuron.cli", "train", "--address", cluster.address, ...])
@@ -208,13 +207,6 @@ class Cluster:
         if out.returncode:
             raise RuntimeError(f"reading Ray's actor table failed:\n{out.stderr[-3000:]}")
         return json.loads(out.stdout.strip().splitlines()[-1])
-
-    def wire(self, delay_ms: float, rate: str | None = None) -> None:
-        """Latency (and a bandwidth limit, e.g. "100mbit") on every link of the cluster: netem on `lo`."""
-        spec = ["delay", f"{delay_ms}ms"] + (["rate", rate] if rate else [])
-        done = self.run(["tc", "qdisc", "replace", "dev", "lo", "root", "netem", *spec], timeout=30)
-        if done.returncode:
-            raise RuntimeError(f"tc netem: {done.stderr.strip()}")
 
     def close(self) -> None:
         if self.namespace is not None:

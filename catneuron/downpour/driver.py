@@ -256,8 +256,8 @@ class Downpour:
             signal.signal(signal.SIGINT, previous)
 
     def _start_shard(self, k: int, node: str) -> tuple:
-        """Shard k on `node` where it can (round robin over the nodes: K links and memories, not one; Ray's SPREAD
-        leaves actors of 0 CPUs together), anywhere else when Ray restarts it after that node is lost."""
+        """Shard k asked for on `node` (round robin over the nodes: K links and memories, not one), softly, so that
+        Ray can restart it elsewhere when that node is lost. Ray 2.60 takes it as a hint (docs/distributed.md)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 

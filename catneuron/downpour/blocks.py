@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,9 +79,11 @@ class ReplicaRanks:
     actors: list
     group: object | None = None  # the placement group of a replica's ranks
     folder: str | None = None  # the rendezvous folder of a local replica's ranks
+    since: float = 0.0  # when its last chunk was asked for (time.monotonic)
 
     def work(self, steps: int, seconds: float) -> list:
         """Every actor's next chunk: the ranks of a replica compute it together."""
+        self.since = time.monotonic()
         return [actor.work.remote(steps, seconds) for actor in self.actors]
 
     def kill(self) -> None:

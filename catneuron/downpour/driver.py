@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -32,6 +33,7 @@ from catneuron.data.shards import ShardSource
 from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.downpour.blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
 from catneuron.downpour.ray_env import ray_session
+from catneuron.downpour.recovery import HeadLost, HeadWatch, Placements, ShardRestarts, node_addresses
 from catneuron.downpour.replica import Replica
 from catneuron.downpour.shards import ParameterShard, RowShards, snapshot_name
 from catneuron.errors import UserError
@@ -43,6 +45,7 @@ from catneuron.train.trainer import Trainer, check_finite
 from catneuron.train.watch import Watch
 
 PS_DIR = "ps"
+RAY_LOG = "ray.log"  # Ray's messages to the driver, and where its own logs are
 FAILURE_POLICIES = ("replace", "drop", "stop")
 # A replica that dies this many times within this many seconds is not unlucky: its error stops the run.
 DEATHS, DEATH_WINDOW = 3, 60.0
@@ -62,6 +65,10 @@ class DownpourOptions:
     chunk_seconds: float = 1.0
     partitions: tuple[int, int] = (1, 1)  # each replica as R x C ranks (model parallelism)
     device: torch.device = CPU  # where replicas (ranks) compute: cpu, or cuda for a GPU each; shards stay on CPU
+    # A chunk is about `chunk_seconds` of work: one not back after this long (its node cut off, a shard it waits on
+    # not coming back) is stuck, and its replica is replaced. Longer than Ray takes to declare a lost node dead
+    # and restart its shards (about 30 s).
+    stall_seconds: float = 120.0
 
     @property
     def ranks(self) -> int:
@@ -78,6 +85,11 @@ class DownpourOptions:
         if self.on_failure not in FAILURE_POLICIES:
             raise UserError(f"--on-replica-failure {self.on_failure}: choose {', '.join(FAILURE_POLICIES)}")
         return self
+
+
+def say(line: str) -> None:
+    """A line about the run's replicas and shards, on stderr beside the progress line."""
+    print(f"catneuron: {line}", file=sys.stderr)
 
 
 def check_feeds(source: BatchSource, replicas: int) -> None:
@@ -157,6 +169,10 @@ class Downpour:
         self.granted: int = 0  # steps handed out and not yet done
         self.rates: dict[int, float] = {}  # replica -> its steps per second in its last chunk
         self.moved: dict[str, int] = {"fetched": 0, "pushed": 0}  # bytes between replicas and shards
+        self.placements: Placements = Placements(say)
+        self.shard_restarts: ShardRestarts | None = None
+        self.stalled: dict[int, str] = {}  # replica -> why it was killed as stuck
+        self.waiting: int = 0  # replacements Ray has not placed yet
         self.scanner: ThreadPoolExecutor | None = None  # the watch's thread, for the length of a fit
         self.scanning: tuple[Future, Network] | None = None  # the watch's scan in flight, and its network
 
@@ -171,13 +187,15 @@ class Downpour:
         A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the loop; the checkpoint is written from the shards, then
         Interrupted is raised. It is taken after Ray starts, in place of Ray's own handler (a native dump)."""
         t = self.trainer
-        with ray_session(self.options.address):
+        with ray_session(self.options.address, t.run / RAY_LOG):
             try:
                 with Session(t, steps, max_seconds, progress, save=self.save, device=self.options.device) as session:
                     self._start()
                     self._loop(session)
                     if t.watch and session.signum is None:
                         self._watch(session.images, final=True)
+            except HeadLost as e:
+                self._head_lost(e)
             finally:
                 self._stop()
         if self.failure is not None:
@@ -193,8 +211,13 @@ class Downpour:
         for old in ps_dir.glob("shard-*.safetensors"):
             old.unlink()  # the checkpoint is where a new session starts from
         self.cpus, self.threads = self._replica_resources()
-        shards, loaded = zip(*(self._start_shard(k) for k in range(len(self.shard_map.pieces))), strict=True)
+        addresses = node_addresses()
+        nodes = sorted(addresses, key=lambda node: addresses[node])
+        shards, loaded = zip(*(self._start_shard(k, nodes[k % len(nodes)])
+                               for k in range(len(self.shard_map.pieces))), strict=True)
         self.shards = list(shards)
+        self.shard_restarts = ShardRestarts(self.shards, say)
+        self.head = HeadWatch(ray.get_runtime_context().gcs_address)
         ray.get(list(loaded))  # every shard holds its rows before the first fetch
         self.source = ray.put(self.trainer.source)
         self.replicas = {i: self._start_replica(i) for i in range(self.options.replicas)}
@@ -212,8 +235,22 @@ class Downpour:
         for shard in self.shards:
             ray.kill(shard)
 
-    def _start_shard(self, k: int) -> tuple:
+    def _head_lost(self, error: HeadLost) -> None:
+        """One line, and the process ends at once: Ray's core cannot be shut down without its head (it would wait
+        a minute, printing), and the checkpoint on disk (written whole, then renamed) is where `--resume` goes on."""
+        t = self.trainer
+        path = runs.checkpoint_path(t.run)
+        saved = (f"the checkpoint {path}" + (f" holds step {t.saved_step}" if t.saved_step is not None else "")
+                 if path.is_file() else "no checkpoint yet")
+        say(f"{error}: stopped at step {t.step}; {saved}; --resume on a new cluster goes on from it")
+        sys.stderr.flush()
+        os._exit(1)
+
+    def _start_shard(self, k: int, node: str) -> tuple:
+        """Shard k asked for on `node` (round robin over the nodes: K links and memories, not one), softly, so that
+        Ray can restart it elsewhere when that node is lost. Ray 2.60 takes it as a hint (docs/distributed.md)."""
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         t = self.trainer
         params = list(t.network.parameters())
@@ -226,7 +263,7 @@ class Downpour:
                 state[key] = value.detach().cpu().numpy().copy()
         actor = ray.remote(ParameterShard).options(
             name=self.actor_name("ps", k), num_cpus=0, max_restarts=-1, max_task_retries=-1,
-            scheduling_strategy="SPREAD")  # over the nodes: K links and memories, not one
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=True))
         path = t.run.resolve() / PS_DIR / snapshot_name(k, len(self.shard_map.pieces))
         shard = actor.remote(t.config, self.shard_map.pieces[k], str(path), self.options.snapshot_seconds)
         return shard, shard.load.remote(self.shard_map.gather(params, k), state)  # type: ignore[attr-defined]
@@ -272,7 +309,9 @@ class Downpour:
         """Replace a dead replica after a backoff (1 s, 2 s, ...), drop it, or stop the run, per the policy;
         a replica that dies DEATHS times within DEATH_WINDOW seconds stops the run with its error."""
         del self.replicas[i]
-        reason, now, policy = death_reason(error), time.monotonic(), self.options.on_failure
+        self.placements.forget(i)
+        reason = self.stalled.pop(i, None) or death_reason(error)
+        now, policy = time.monotonic(), self.options.on_failure
         deaths = self.deaths[i]
         deaths.append(now)
         while deaths and now - deaths[0] > DEATH_WINDOW:
@@ -284,20 +323,54 @@ class Downpour:
         elif policy == "replace":
             delay = 2.0 ** (len(deaths) - 1)
             self.restarts[i] = now + delay
-            print(f"catneuron: replica {i} died ({reason}): replaced in {delay:g} s", file=sys.stderr)
+            say(f"replica {i} died ({reason}): replaced in {delay:g} s")
         elif self.replicas:
-            print(f"catneuron: replica {i} died ({reason}): going on with {len(self.replicas)} replica(s)",
-                  file=sys.stderr)
+            say(f"replica {i} died ({reason}): going on with {len(self.replicas)} replica(s)")
         else:
             self.failure = f"every replica died (the last: replica {i}, {reason})"
 
     def _restart_due(self, session: Session) -> None:
         """Start the replacements whose backoff is over, and give them work."""
-        for i in [i for i, when in self.restarts.items() if when <= time.monotonic()]:
+        due = [i for i, when in self.restarts.items() if when <= time.monotonic()]
+        if due and not self.head.answers():
+            return  # starting an actor would wait for the head
+        for i in due:
             del self.restarts[i]
-            self.incarnations[i] += 1
-            self.replicas[i] = self._start_replica(i)
+            self._replace(i)
             self._grant(i, session)
+
+    def _replace(self, i: int) -> None:
+        """A new incarnation of replica i, wherever Ray finds room for it: on a cluster that lost a node, one
+        with the CPUs (GPUs) it needs free; until one has, it waits, and `_recover` says so."""
+        self.incarnations[i] += 1
+        self.replicas[i] = self._start_replica(i)
+        need = {"CPU": self.cpus} | ({"GPU": 1.0} if gpus_per_rank(self.options.device) else {})
+        self.placements.started(i, self.replicas[i].actors, need)
+
+    def _recover(self, busy: set[int]) -> int:
+        """Once a loop: note replacements placed (or say what they wait for), shards Ray restarted (and the pushes
+        they lost), and kill the replicas whose chunk is stuck (their death replaces them); returns how many
+        replicas wait to be placed."""
+        import ray
+
+        self.head.check()
+        waiting_before = set(self.placements.waiting)
+        waiting = self.placements.check()
+        now = time.monotonic()
+        for i in waiting_before - set(self.placements.waiting):
+            if i in self.replicas:
+                self.replicas[i].since = now  # its chunk starts now
+        if self.shard_restarts is not None:
+            self.shard_restarts.check()
+        for i in busy:
+            replica = self.replicas.get(i)
+            if replica is None or self.placements.placing(i) or i in self.stalled:
+                continue
+            if now - replica.since > self.options.stall_seconds:
+                self.stalled[i] = f"stuck: no chunk back in {self.options.stall_seconds:g} s"
+                for actor in replica.actors:
+                    ray.kill(actor)  # its chunk fails, and the loop replaces it as a dead replica
+        return waiting
 
     # -- the driver: wait for a chunk, record it, give that replica the next --------------------------------------
 
@@ -307,6 +380,7 @@ class Downpour:
             self._grant(i, session)
         while self._working(session):
             self._restart_due(session)
+            self.waiting = self._recover(set(self.chunks))
             done = self._next_chunk()
             if done is not None:
                 self._record(session, *done)
@@ -375,7 +449,8 @@ class Downpour:
         stale = report["staleness"]
         stats: dict[str, object] = dict(session.rates(t.step + done))
         images = (t.step + done - session.start_step) * t.config.train.batch_size
-        stats |= {"replicas": len(self.replicas),
+        stats |= {"replicas": len(self.replicas) - self.waiting, "replicas_waiting": self.waiting,
+                  "shard_pushes_lost": self.shard_restarts.lost if self.shard_restarts else 0,
                   "replica_steps_per_s": {str(k): self.rates[k] for k in sorted(self.rates)},
                   "staleness_mean": float(np.mean(stale)) if stale else 0.0,
                   "staleness_max": int(max(stale, default=0)),
@@ -419,6 +494,8 @@ class Downpour:
         """Loss, staleness, traffic per image and each replica's step rate (the slowest and fastest beyond 4)."""
         rates = last["replica_steps_per_s"]
         shown = {"loss": last["loss"], "stale": last["staleness_mean"], "KB/img": last["bytes_per_image"] / 1024}
+        if last["replicas_waiting"]:
+            shown["waiting"] = last["replicas_waiting"]
         if len(rates) <= 4:
             return shown | {f"r{k} st/s": v for k, v in rates.items()}
         return shown | {"min st/s": min(rates.values()), "max st/s": max(rates.values())}

@@ -27,6 +27,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
 # Port 9 (discard) on loopback: nothing listens there, so a metadata request fails at once, locally.
@@ -137,22 +138,67 @@ def local_ray(num_cpus: int | None = None) -> Iterator[None]:
 
 
 @contextmanager
-def ray_session(address: str | None) -> Iterator[None]:
+def ray_session(address: str | None, log: Path | None = None) -> Iterator[None]:
     """Ray for one run: the instance already running in this process (left running), the cluster at
     `address` (disconnected after; its authentication is the cluster's: RAY_AUTH_MODE and the token as Ray
-    finds them), or a private local one (stopped after)."""
+    finds them), or a private local one (stopped after). `log`: where Ray's messages to the driver go (see
+    `_messages_to`) rather than the user's terminal."""
     import ray
 
     if ray.is_initialized():
-        yield
+        with _messages_to(log):
+            yield
     elif address:
         if address.rsplit(":", 1)[0] in (LOOPBACK, "localhost"):
             _keep_loopback()  # a head started on loopback listens there only
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         try:
-            yield
+            with _messages_to(log):
+                yield
         finally:
             ray.shutdown()
     else:
-        with local_ray():
+        with local_ray(), _messages_to(log):
             yield
+
+
+@contextmanager
+def _messages_to(log: Path | None) -> Iterator[None]:
+    """Ray's messages to the driver into `log`, which starts with where Ray's own logs are.
+
+    `log_to_driver=False` keeps the workers' output in Ray's session folder, but the driver still prints the
+    cluster's error messages (`(raylet) The node ... has been marked dead ...`, a task retried on a restarting
+    actor, ...) through `ray._private.worker.print_to_stdstream`: 15 to 21 lines when a node dies; and its C++
+    core writes its errors to the process's stderr (a line a second once the head is gone). The run reports what
+    it does about a death in its own words; Ray's are kept here: file descriptor 2 goes to `log`, and Python's
+    `sys.stderr` (the progress line, the run's messages) stays on the terminal."""
+    if log is None:
+        yield
+        return
+    import ray._private.worker as ray_worker
+
+    node = ray_worker.global_worker.node
+    session = node.get_session_dir_path() if node is not None else "unknown"
+    with open(log, "a") as out:
+        out.write(f"Ray's logs: {session}/logs (on each node of the cluster)\n")
+        out.flush()
+        terminal = os.dup(2)
+        stream = sys.stderr
+        if stream is sys.__stderr__:  # not a test's capture: keep Python's writes where they went
+            sys.stderr = open(terminal, "w", buffering=1, closefd=False)  # noqa: SIM115 (restored below)
+        os.dup2(out.fileno(), 2)
+
+        def keep(data: dict, ignore_prefix: bool) -> None:
+            for line in data.get("lines", []):
+                out.write(f"({data.get('pid', '?')}) {line}\n")
+            out.flush()
+
+        shown, ray_worker.print_to_stdstream = ray_worker.print_to_stdstream, keep
+        try:
+            yield
+        finally:
+            ray_worker.print_to_stdstream = shown
+            sys.stderr.flush()
+            os.dup2(terminal, 2)
+            os.close(terminal)
+            sys.stderr = stream

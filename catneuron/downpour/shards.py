@@ -146,6 +146,13 @@ class ParameterShard:
             setattr(stages.setdefault(prefix, SimpleNamespace()), module, SimpleNamespace(weight=view))
         return list(stages.values())
 
+    def progress(self) -> tuple[int, int | None, str]:
+        """(pushes applied, the snapshot version this shard was restored from, its node's address): the driver's
+        probe for restarts."""
+        import ray
+
+        return self.version, self.restored_from, ray.util.get_node_ip_address()
+
     def fetch(self) -> tuple[int, np.ndarray]:
         """(version, rows): Ray copies the array out when the call returns, before any later push runs."""
         return self.version, self.param.numpy()

@@ -342,6 +342,16 @@ def test_a_replica_that_always_dies_stops_the_run_with_its_error(private_ray, tm
     assert runs.checkpoint_path(tmp_path / "run").is_file()
 
 
+def test_a_replica_whose_chunk_does_not_come_back_is_replaced_as_stuck(private_ray, corpus, tmp_path, capsys):
+    """Chunks of ~3 s against a stall limit of 0.5 s: every chunk is 'stuck', its replica killed and replaced, and
+    the third such death within a minute stops the run with the reason."""
+    downpour = Downpour(Trainer(tiny(), corpus, tmp_path / "run"),
+                        DownpourOptions(replicas=1, chunk_seconds=3.0, stall_seconds=0.5))
+    with pytest.raises(UserError, match=r"replica 0 died 3 times within 60 s \(stuck: no chunk back in 0.5 s\)"):
+        downpour.fit(100_000, progress=False)
+    assert "replica 0 died (stuck: no chunk back in 0.5 s): replaced in 1 s" in capsys.readouterr().err
+
+
 def test_more_replicas_than_the_data_or_the_cluster_can_hold_are_refused(private_ray, corpus, tmp_path):
     two = ArraySource(np.zeros((2, 1, 16, 16), np.uint8), "folder two (2 images)")
     with pytest.raises(UserError, match=r"--replicas 3: folder two \(2 images\) has 2 image\(s\).*at most 2"):

@@ -1,0 +1,196 @@
+"""Downpour on a real Ray cluster on this machine: a head on 127.0.0.2 and workers on 127.0.0.3 and .4, each its own
+`ray start`, in a network namespace of the test's own (tests/ray_cluster.py), the driver joining with `--address`
+as a user would (`catneuron train`). Where the actors sit is read from Ray's actor table, not assumed.
+
+One cluster serves the module (starting three nodes costs half a minute on two loaded cores); a node killed by a
+test is started again on a new address by that test. The cluster's nodes have 1 CPU each.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("ray")
+
+from ray_cluster import HEAD_IP, Cluster, Unavailable  # noqa: E402
+
+from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
+from catneuron.model.config import PRESETS  # noqa: E402
+from catneuron.model.network import Network  # noqa: E402
+from catneuron.store import checkpoint, runs  # noqa: E402
+from catneuron.train.trainer import Trainer  # noqa: E402
+
+pytestmark = pytest.mark.slow
+ENTRY = "from catneuron.cli import main; main()"
+HEAD_LOST = 30  # seconds from the head's death to the driver's exit (HEAD_GRACE 10 s, and the load)
+# What Ray prints when it prints: `(raylet) ...`, `(pid=123) ...`, `(ParameterShard pid=123, ip=...) ...`, its
+# log lines (`2026-12-07 19:24:52,529 INFO ...`, `[2026-...] [...] ...`) and its warnings.
+RAY_LINE = re.compile(r"^\s*(\x1b\[[0-9;]*m)?\((raylet|pid=|\w+ pid=)|^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d|\[state-dump\]|"
+                      r"Ray deduplicates|ray\._private|RayActorError|core_worker|gcs_")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    try:
+        with Cluster(workers=2, cpus=1) as running:
+            yield running
+    except Unavailable as e:
+        pytest.skip(f"no network namespace can be made here: {e}")
+
+
+@pytest.fixture(scope="module")
+def fixed() -> torch.Tensor:
+    return next(EmbeddedCorpus(size=16).batches(200, seed=99))
+
+
+def objective(network: Network, images: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(network.loss(network(images)))
+
+
+def initial_objective(images: torch.Tensor, folder: Path) -> float:
+    """The objective of the network `catneuron train --preset tiny` starts from."""
+    return objective(Trainer(PRESETS["tiny"], EmbeddedCorpus(size=16), folder).network, images)
+
+
+def train(cluster: Cluster, run: Path, *args: str) -> subprocess.Popen:
+    """`catneuron train --address HEAD` on the head's machine (in the namespace), output merged."""
+    return cluster.popen([sys.executable, "-c", ENTRY, "train", "--address", cluster.address, "--data", "embedded",
+                          "--preset", "tiny", "--out", str(run), *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float) -> str:
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        pytest.fail("the run did not end:\n" + process.communicate()[0][-3000:])
+    return output
+
+
+def ray_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if RAY_LINE.search(line)]
+
+
+def wait_for(condition, seconds: float, what: str, process: subprocess.Popen):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process.poll() is not None:
+            pytest.fail(f"the run ended waiting for {what}:\n{process.communicate()[0][-3000:]}")
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    pytest.fail(f"no {what} in {seconds:g} s:\n{process.communicate()[0][-3000:]}")
+
+
+def metrics(run: Path) -> list[dict]:
+    return runs.read_metrics(run) if (run / runs.METRICS).is_file() else []
+
+
+def actors(cluster: Cluster, kind: str) -> dict[str, str]:
+    """Live catneuron actors of `kind` ("replica", "ps") -> their node's address, from Ray's actor table."""
+    return {name: ip for name, ip in cluster.placement("catneuron-").items() if f"-{kind}-" in name}
+
+
+def test_a_client_without_the_token_is_refused_across_nodes(cluster):
+    """From the node addresses' namespace: no token, or a wrong one, and the head refuses; the token admits, and
+    the work it submits runs on the other nodes too."""
+    code = ("import logging, sys, ray; ray.init(address=sys.argv[1], log_to_driver=False, logging_level=40); "
+            "from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On; "
+            "f = ray.remote(num_cpus=1)(lambda: ray.util.get_node_ip_address()); "
+            "print('answer', sorted(ray.get([f.options(scheduling_strategy=On(n['NodeID'], soft=False)).remote() "
+            "for n in ray.nodes() if n['Alive']])))")
+    argv = [sys.executable, "-c", code, cluster.address]
+    quick = {"RAY_gcs_server_port_wait_time_s": "2"}
+    refused = cluster.run(argv, env=quick | {"RAY_AUTH_MODE": "disabled", "RAY_AUTH_TOKEN": ""}, timeout=120)
+    assert refused.returncode != 0 and "answer" not in refused.stdout
+    assert "Authentication token is missing or incorrect" in refused.stderr
+    wrong = cluster.run(argv, env=quick | {"RAY_AUTH_TOKEN": "0" * 64}, timeout=120)
+    assert wrong.returncode != 0 and "Authentication token is missing or incorrect" in wrong.stderr
+    admitted = cluster.run(argv, timeout=120)
+    assert admitted.returncode == 0, admitted.stderr[-2000:]
+    assert "answer ['127.0.0.2', '127.0.0.3', '127.0.0.4']" in admitted.stdout
+
+
+def test_a_worker_node_dies_its_replica_waits_for_room_and_its_shard_comes_back(cluster, fixed, tmp_path):
+    """Three replicas fill the three 1-CPU nodes (one each, from Ray's actor table), three shards; a worker node
+    is killed (every process of it, by pid): its replica's replacement cannot be placed and says so once,
+    counted in the metrics; its shard comes back on a surviving node from its snapshot, and the run says how many
+    pushes it lost; a new node joins, the replacement lands there and steps; the run completes (its time limit)
+    with no line of Ray's in its output, and its checkpoint has learnt."""
+    run = tmp_path / "run"
+    # Shards snapshot every 5 minutes (the default): the one a lost shard comes back from is its first, so it has
+    # certainly lost pushes.
+    process = train(cluster, run, "--replicas", "3", "--ps-shards", "3", "--steps", "1000000", "--minutes", "1.5")
+    wait_for(lambda: len(metrics(run)[-1:]) and len(metrics(run)[-1]["replica_steps_per_s"]) == 3, 120,
+             "three replicas stepping", process)
+    replicas, shards = actors(cluster, "replica"), actors(cluster, "ps")
+    assert sorted(replicas.values()) == ["127.0.0.2", "127.0.0.3", "127.0.0.4"], replicas
+    # The driver asks for the shards one a node, softly (so Ray can restart them elsewhere); Ray 2.60 takes a soft
+    # node affinity as a hint it often ignores: the node to lose is a worker holding a replica and a shard.
+    lost_node = next((ip for ip in ("127.0.0.3", "127.0.0.4") if ip in shards.values()), None)
+    assert lost_node, f"Ray put every shard on the head: {shards}"
+    index = next(int(name.split("-replica-")[1].split("-")[0]) for name, ip in replicas.items() if ip == lost_node)
+    shard = int(next(name for name, ip in shards.items() if ip == lost_node).split("-ps-")[1].split("-")[0])
+    before = metrics(run)[-1]["step"]
+    assert cluster.kill_node(lost_node)
+    waiting = wait_for(lambda: [r for r in metrics(run) if r["step"] > before and r["replicas_waiting"] == 1], 90,
+                       "a replacement counted as waiting", process)
+    assert waiting[-1]["replicas"] == 2 and str(index) not in waiting[-1]["replica_steps_per_s"]
+    cluster.start_node("127.0.0.5")
+    back = wait_for(lambda: [r for r in metrics(run) if r["step"] > waiting[-1]["step"]
+                             and r["replicas_waiting"] == 0 and str(index) in r["replica_steps_per_s"]], 120,
+                    "the replacement stepping", process)
+    output = finish(process, 180)
+    assert process.returncode == 0, output[-3000:]
+    lines = output.splitlines()
+    assert back[-1]["replicas"] == 3 and back[-1]["shard_pushes_lost"] > 0, output[-3000:]
+    assert sum(f"replica {index} died" in line for line in lines) == 1, output[-3000:]
+    assert sum(f"replica {index} waits to be placed" in line and "1 CPU free" in line for line in lines) == 1
+    assert sum(re.search(rf"replica {index} runs on 127.0.0.5 after waiting \d+ s", line) is not None
+               for line in lines) == 1, output[-3000:]
+    lost = [line for line in lines if re.search(rf"parameter shard {shard} restarted on 127.0.0.[2-4] from its "
+                                                r"snapshot at version 0: the [1-9]\d* push\(es\) it had applied "
+                                                r"since are lost", line)]
+    assert len(lost) == 1, output[-3000:]
+    assert not ray_lines(output), ray_lines(output)
+    assert (run / "ray.log").read_text().startswith("Ray's logs: /tmp/cnray-")
+    assert "marked dead" in (run / "ray.log").read_text()  # what Ray said went there, not to the terminal
+    network, _ = runs.load_network(run)
+    assert objective(network, fixed) < 0.8 * initial_objective(fixed, tmp_path / "init")
+
+
+def test_the_head_dies_the_driver_stops_and_a_new_cluster_resumes(cluster, tmp_path):
+    """The head node (its GCS, its raylet: the driver's own node) killed mid-run: the driver stops (Ray ends a
+    driver whose raylet is gone, status 1) within HEAD_LOST seconds with no line of Ray's, the checkpoint on disk
+    is whole, and `--resume` on a new cluster (a head on another address) goes on from it."""
+    run = tmp_path / "run"
+    process = train(cluster, run, "--replicas", "2", "--ps-shards", "2", "--steps", "1000000")
+    wait_for(lambda: runs.checkpoint_path(run).is_file() and metrics(run)[-1]["step"] >= 60, 120,
+             "a checkpoint", process)
+    cluster.kill_node(HEAD_IP)
+    lost = time.monotonic()
+    output = finish(process, HEAD_LOST + 60)
+    assert time.monotonic() - lost < HEAD_LOST, output[-3000:]
+    assert process.returncode == 1, output[-3000:]
+    assert not ray_lines(output), ray_lines(output)
+    saved = checkpoint.load(runs.checkpoint_path(run)).step  # whole: it loads
+    assert saved >= 50
+    cluster.start_node("127.0.0.6", head=True)
+    resumed = cluster.popen([sys.executable, "-c", ENTRY, "train", "--address", cluster.address, "--out", str(run),
+                             "--resume", "--replicas", "1", "--steps", str(saved + 20)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = finish(resumed, 240)
+    assert resumed.returncode == 0, output[-3000:]
+    assert checkpoint.load(runs.checkpoint_path(run)).step == saved + 20

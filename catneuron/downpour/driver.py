@@ -15,6 +15,7 @@ the shards of its block, and a dead rank takes its replica down (catneuron.downp
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -45,6 +46,7 @@ from catneuron.train.trainer import Trainer, check_finite
 from catneuron.train.watch import Watch
 
 PS_DIR = "ps"
+log = logging.getLogger(__name__)
 RAY_LOG = "ray.log"  # Ray's messages to the driver, and where its own logs are
 FAILURE_POLICIES = ("replace", "drop", "stop")
 # A replica that dies this many times within this many seconds is not unlucky: its error stops the run.
@@ -88,8 +90,9 @@ class DownpourOptions:
 
 
 def say(line: str) -> None:
-    """A line about the run's replicas and shards, on stderr beside the progress line."""
-    print(f"catneuron: {line}", file=sys.stderr)
+    """A line about the run's replicas and shards: a warning, which the command shows on stderr beside the progress
+    line (catneuron.cli.logs)."""
+    log.warning(f"catneuron: {line}")
 
 
 def check_feeds(source: BatchSource, replicas: int) -> None:

@@ -331,25 +331,25 @@ def test_the_driver_stops_on_sigterm_as_on_ctrl_c_and_ray_dies_with_it(tmp_path,
     assert checkpoint.load(runs.checkpoint_path(run)).step == int(said.group(1)) > 0
 
 
-def test_a_replica_that_always_dies_stops_the_run_with_its_error(private_ray, tmp_path, capsys):
+def test_a_replica_that_always_dies_stops_the_run_with_its_error(private_ray, tmp_path, caplog):
     (tmp_path / "broken.tar").write_bytes(b"not a tar file" * 100)
     source = ShardSource([tmp_path / "broken.tar"], 16, 1, workers=0)
     downpour = Downpour(Trainer(tiny(), source, tmp_path / "run"), DownpourOptions(replicas=1))
     with pytest.raises(UserError, match=r"replica 0 died 3 times within 60 s \(.*no readable images\); stopped"):
         downpour.fit(50, progress=False)
-    err = capsys.readouterr().err
+    err = caplog.text
     assert "replaced in 1 s" in err and "replaced in 2 s" in err  # the backoff
     assert runs.checkpoint_path(tmp_path / "run").is_file()
 
 
-def test_a_replica_whose_chunk_does_not_come_back_is_replaced_as_stuck(private_ray, corpus, tmp_path, capsys):
+def test_a_replica_whose_chunk_does_not_come_back_is_replaced_as_stuck(private_ray, corpus, tmp_path, caplog):
     """Chunks of ~3 s against a stall limit of 0.5 s: every chunk is 'stuck', its replica killed and replaced, and
     the third such death within a minute stops the run with the reason."""
     downpour = Downpour(Trainer(tiny(), corpus, tmp_path / "run"),
                         DownpourOptions(replicas=1, chunk_seconds=3.0, stall_seconds=0.5))
     with pytest.raises(UserError, match=r"replica 0 died 3 times within 60 s \(stuck: no chunk back in 0.5 s\)"):
         downpour.fit(100_000, progress=False)
-    assert "replica 0 died (stuck: no chunk back in 0.5 s): replaced in 1 s" in capsys.readouterr().err
+    assert "replica 0 died (stuck: no chunk back in 0.5 s): replaced in 1 s" in caplog.text
 
 
 def test_more_replicas_than_the_data_or_the_cluster_can_hold_are_refused(private_ray, corpus, tmp_path):

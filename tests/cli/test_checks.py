@@ -198,7 +198,6 @@ def test_names_and_outputs_that_are_not_utf8_are_refused_before_anything_is_writ
         code, _, err = run(monkeypatch, capsys, *args)
         assert code == 2 and message in err and err.count("\n") == 1, (args, err)
     assert list(tmp_path.iterdir()) == []  # nothing written: an --out made to check it is removed on refusal
-    assert list((tmp_path / "watched").iterdir()) == []  # before config.json and metrics.jsonl
 
 
 def test_weights_far_too_large_are_one_line(monkeypatch, capsys, world, tmp_path):

@@ -188,7 +188,7 @@ def test_resuming_with_another_watch_set_is_refused(corpus, sets, tmp_path):
 
 
 def test_a_watch_set_below_the_minimum_says_its_standard_error(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr(emergence, "concept_sets", lambda *_: [("faces", corpus.test_set())])
+    monkeypatch.setattr(emergence, "concept_sets", lambda *_, **__: [("faces", corpus.test_set())])
     said = []
     sets = emergence.watch_sets([("faces", "F")], "N", 16, 1, limit=112, say=said.append)
     assert len(sets[0][1].labels) == 112 and len(said) == 2 and "scanning 112 of 284 images" in said[0]

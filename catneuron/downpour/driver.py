@@ -190,6 +190,7 @@ class Downpour:
         A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the loop; the checkpoint is written from the shards, then
         Interrupted is raised. It is taken after Ray starts, in place of Ray's own handler (a native dump)."""
         t = self.trainer
+        t.run.mkdir(parents=True, exist_ok=True)  # Ray's own messages go to a file in it from the start
         with ray_session(self.options.address, t.run / RAY_LOG):
             try:
                 with Session(t, steps, max_seconds, progress, save=self.save, device=self.options.device) as session:

@@ -82,12 +82,17 @@ def _ranks_of(parent: int) -> list[int]:
     return sorted(found)
 
 
-def test_a_killed_rank_stops_the_run_with_one_line_and_an_intact_checkpoint(tmp_path):
-    run = tmp_path / "run"
+def launch_1x2(run: Path) -> subprocess.Popen:
+    """`catneuron train --partitions 1x2` on `tiny` into `run`, in a process of its own (a launcher and two ranks)."""
     command = [sys.executable, "-c", "from catneuron.cli import main; main()", "train", "--data", "embedded",
                "--preset", "tiny", "--partitions", "1x2", "--steps", "100000", "--out", str(run)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {
         "PYTHONPATH": str(Path(__file__).parents[2])})
+
+
+def test_a_killed_rank_stops_the_run_with_one_line_and_an_intact_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    process = launch_1x2(run)
     try:
         deadline = time.monotonic() + 120
         while not runs.checkpoint_path(run).is_file() and time.monotonic() < deadline:
@@ -194,10 +199,7 @@ def test_the_ranks_stop_with_their_launcher(tmp_path, stop):
     every rank stopped at and says how to continue, as the single-process trainer does; a launcher killed outright
     takes its ranks with it within seconds (none goes on training into the run folder)."""
     run = tmp_path / "run"
-    command = [sys.executable, "-c", "from catneuron.cli import main; main()", "train", "--data", "embedded",
-               "--preset", "tiny", "--partitions", "1x2", "--steps", "100000", "--out", str(run)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ | {
-        "PYTHONPATH": str(Path(__file__).parents[2])})
+    process = launch_1x2(run)
     try:
         deadline = time.monotonic() + 120
         while not runs.read_metrics(run) and time.monotonic() < deadline:

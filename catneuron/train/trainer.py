@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,10 +129,14 @@ class Trainer:
         self.step += 1
         return terms
 
+    @functools.cached_property
+    def flops_per_image(self) -> int:
+        """A training step's FLOPs per image: a constant of the run, counted once, not at every step."""
+        return budget.training_flops(self.config.model)
+
     def utilisation(self, images_per_s: float) -> float | None:
         """The progress line's model FLOPs utilisation on a known GPU (percent of its peak), else None."""
-        flops = budget.training_flops(self.config.model)
-        return gpu_plan.utilisation(images_per_s, flops, self.device, self.config.train.precision)
+        return gpu_plan.utilisation(images_per_s, self.flops_per_image, self.device, self.config.train.precision)
 
     def terms(self, outputs: list[StageOutput]) -> dict[str, float]:
         """The logged objective's terms (a model-parallel rank's are its share: they are summed over ranks)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -86,6 +87,26 @@ class Namespace:
 
     def command(self, argv: Sequence[str]) -> list[str]:
         return ["nsenter", f"--net={self.path}", "--", *argv]
+
+    def interface(self, ip: str) -> str:
+        """An interface of node `ip`'s own that carries its address (a bridge with no ports, up), as a machine's
+        network card does: `GLOO_SOCKET_IFNAME` set to it makes that node's gloo bind its address, not lo's
+        127.0.0.1 (packets between the nodes' addresses still go through lo)."""
+        name = "node" + ip.rsplit(".", 1)[1]
+        if not Path(f"/proc/{self.holder.pid}/net/dev").read_text().count(f"{name}:"):
+            for step in (["link", "add", name, "type", "bridge"], ["addr", "add", f"{ip}/32", "dev", name],
+                         ["link", "set", name, "up"]):
+                subprocess.run(self.command(["ip", *step]), check=True, capture_output=True)
+        return name
+
+    def sockets(self, state: str = "established") -> list[tuple[str, str, int]]:
+        """The namespace's TCP sockets in `state` now ("established", "listening"): (local address:port, peer
+        address:port, pid), from `ss -tnp` (one row per process holding the socket)."""
+        out = subprocess.run(self.command(["ss", "-tnpH", "state", state]), capture_output=True, text=True,
+                             check=True).stdout
+        return [(local, peer, int(pid)) for local, peer, users in
+                (line.split(None, 4)[2:] for line in out.splitlines() if len(line.split(None, 4)) == 5)
+                for pid in re.findall(r"pid=(\d+)", users)]
 
     def pids(self) -> list[int]:
         """Every process in this namespace but its holder."""
@@ -165,10 +186,12 @@ class Cluster:
                     "--disable-usage-stats"]
         else:
             args = ["--address", self.address, "--num-cpus", str(self.cpus)]
+        # Its processes (the ranks of model-parallel replicas among them) inherit its gloo interface.
+        env = self.env | {"GLOO_SOCKET_IFNAME": self.namespace.interface(ip)}
         with open(log, "w") as out:
             process = subprocess.Popen(
                 self.namespace.command([RAY, "start", "--block", "--node-ip-address", ip, *args]),
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         node = Node(ip, process, log)
         self.nodes.append(node)
         deadline = time.monotonic() + timeout

@@ -8,10 +8,13 @@ test is started again on a new address by that test. The cluster's nodes have 1 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,6 +26,7 @@ pytest.importorskip("ray")
 from ray_cluster import HEAD_IP, Cluster, Unavailable  # noqa: E402
 
 from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
+from catneuron.data.sources import open_source  # noqa: E402
 from catneuron.model.config import PRESETS  # noqa: E402
 from catneuron.model.network import Network  # noqa: E402
 from catneuron.store import checkpoint, runs  # noqa: E402
@@ -167,6 +171,108 @@ def test_a_worker_node_dies_its_replica_waits_for_room_and_its_shard_comes_back(
     assert not ray_lines(output), ray_lines(output)
     assert (run / "ray.log").read_text().startswith("Ray's logs: /tmp/cnray-")
     assert "marked dead" in (run / "ray.log").read_text()  # what Ray said went there, not to the terminal
+    network, _ = runs.load_network(run)
+    assert objective(network, fixed) < 0.8 * initial_objective(fixed, tmp_path / "init")
+
+
+RANKS = """
+import json, logging, sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False, logging_level=logging.ERROR)
+nodes = {n["NodeID"]: n["NodeManagerAddress"] for n in ray.nodes()}
+print(json.dumps({a["Name"]: [nodes.get(a["Address"]["NodeID"], "?"), a["Pid"]]
+                  for a in ray._private.state.actors().values()
+                  if a["State"] == sys.argv[2] and "-rank-" in a["Name"]}))
+"""
+
+
+def ranks(cluster: Cluster, state: str) -> dict[tuple[int, int], tuple[str, int]]:
+    """The ranks of model-parallel replicas in `state`, from Ray's actor table: (incarnation, rank) -> (its node's
+    address, its pid)."""
+    out = cluster.python(RANKS, cluster.address, state)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1]).items()
+    return {tuple(map(int, re.search(r"-(\d+)-rank-(\d+)$", name).groups())): (ip, pid) for name, (ip, pid) in found}
+
+
+Sockets = list[tuple[str, str, int]]
+
+
+def sample_sockets(cluster: Cluster, process: subprocess.Popen) -> list[tuple[Sockets, Sockets]]:
+    """The namespace's listening and established TCP sockets, snapshots every 0.2 s until `process` ends (filled
+    in by a thread of its own)."""
+    snapshots: list[tuple[Sockets, Sockets]] = []
+
+    def sample() -> None:
+        while process.poll() is None:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                snapshots.append((cluster.namespace.sockets("listening"), cluster.namespace.sockets()))
+            time.sleep(0.2)
+
+    threading.Thread(target=sample, daemon=True).start()
+    return snapshots
+
+
+def command_line(pid: int) -> str:
+    """A process's command line (a Ray worker's shows the actor it runs: `ray::BlockRank`), "" once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+def host(endpoint: str) -> str:
+    """The address of `ss`'s `127.0.0.3:41229` or `[::ffff:127.0.0.3]:41229`."""
+    return endpoint.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
+
+
+def gloo_on_the_nodes(placed: dict[int, tuple[str, int]], listening: Sockets, established: Sockets) -> bool:
+    """Whether, in one snapshot, each rank's gloo listens on its own node's address only (not lo's 127.0.0.1), and
+    rank 1 is connected to rank 0 at rank 0's node's address (gloo's pair, and rank 0's TCP store). On one machine
+    the kernel gives a connection to a local address that same address as its source, so the connecting side's
+    own end says nothing; on real machines it is the card's."""
+    (ip0, pid0), (_, pid1) = placed[0], placed[1]
+    for ip, pid in placed.values():
+        bound = {host(local) for local, _, p in listening if p == pid}
+        # Rank 0's TCP store listens on every address (`*`, `::`); the gloo of either, on its node's only.
+        if ip not in bound or not bound <= {ip, "*", "::", "0.0.0.0"}:
+            return False
+    ports0 = {local.rsplit(":", 1)[1] for local, _, p in listening if p == pid0}
+    to_rank0 = {peer for _, peer, p in established if p == pid1 and peer.rsplit(":", 1)[1] in ports0}
+    return len(to_rank0) >= 2 and {host(peer) for peer in to_rank0} == {ip0}
+
+
+def test_a_1x2_replica_spans_two_nodes_equals_one_process_and_is_replaced_when_a_node_dies(cluster, fixed, tmp_path):
+    """`--replicas 1 --partitions 1x2` on 1-CPU nodes: no node holds both ranks, so Ray's placement group puts
+    them on two nodes (from Ray's actor table); they meet at rank 0's TCP store on its node's address and talk
+    gloo over the nodes' addresses (each node's GLOO_SOCKET_IFNAME names its own interface, as on real machines:
+    `ss` in the namespace shows it); up to the kill the objectives equal the single-process trainer's within
+    float32 rounding (the blocks sum them in another order). Then the worker node of one of its ranks is killed:
+    the replica dies once, is rebuilt on the two nodes left, steps again, the run completes and its checkpoint has
+    learnt."""
+    run = tmp_path / "run"
+    process = train(cluster, run, "--replicas", "1", "--partitions", "1x2", "--steps", "120")
+    snapshots = sample_sockets(cluster, process)
+    wait_for(lambda: metrics(run)[-1:] and metrics(run)[-1]["step"] >= 20, 120, "the ranks stepping", process)
+    lost_node = next(node.ip for node in cluster.nodes if node.ip != cluster.head and any(
+        "ray::BlockRank" in command_line(pid) for pid in node.pids()))  # Ray's table says more, slowly: below
+    before = metrics(run)[-1]["step"]
+    assert cluster.kill_node(lost_node)
+    output = finish(process, 180)
+    assert process.returncode == 0, output[-3000:]
+    assert sum("replica 0 died" in line for line in output.splitlines()) == 1, output[-3000:]
+    assert not ray_lines(output), ray_lines(output)
+    assert metrics(run)[-1]["step"] == 120 and before < 100
+    placed = ranks(cluster, "DEAD")  # the run is over: its actors are gone, Ray's table remembers them
+    assert sorted(placed) == [(0, 0), (0, 1), (1, 0), (1, 1)], placed
+    first, again = ({rank: placed[n, rank] for rank in (0, 1)} for n in (0, 1))
+    assert first[0][0] != first[1][0] and lost_node in {first[0][0], first[1][0]}, placed  # spanning two nodes
+    assert again[0][0] != again[1][0] and lost_node not in {again[0][0], again[1][0]}, placed  # the two left
+    assert any(gloo_on_the_nodes(first, *snapshot) for snapshot in snapshots), (placed, snapshots[-3:])
+    single = Trainer(PRESETS["tiny"], open_source("embedded", 16, 1), tmp_path / "single", data_spec="embedded")
+    single.fit(before, progress=False)
+    ours, theirs = ([r["loss"] for r in metrics(folder) if r["step"] <= before]
+                    for folder in (run, tmp_path / "single"))
+    assert len(ours) == before // 5 and ours == pytest.approx(theirs, rel=1e-3), (ours, theirs)
     network, _ = runs.load_network(run)
     assert objective(network, fixed) < 0.8 * initial_objective(fixed, tmp_path / "init")
 

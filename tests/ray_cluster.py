@@ -99,7 +99,7 @@ class Namespace:
                 subprocess.run(self.command(["ip", *step]), check=True, capture_output=True)
         return name
 
-    def sockets(self, state: str = "established") -> list[tuple[str, str, int]]:
+    def sockets(self, state: str = "established") -> Sockets:
         """The namespace's TCP sockets in `state` now ("established", "listening"): (local address:port, peer
         address:port, pid), from `ss -tnp` (one row per process holding the socket)."""
         out = subprocess.run(self.command(["ss", "-tnpH", "state", state]), capture_output=True, text=True,
@@ -123,6 +123,31 @@ class Namespace:
         self.holder.wait()
         if left:
             raise RuntimeError(f"processes outlived the cluster: {left}")
+
+
+Sockets = list[tuple[str, str, int]]  # `Namespace.sockets`: (local address:port, peer address:port, pid)
+EVERY_ADDRESS = {"*", "::", "0.0.0.0"}
+
+
+def host(endpoint: str) -> str:
+    """The address of `ss`'s `127.0.0.3:41229` or `[::ffff:127.0.0.3]:41229`."""
+    return endpoint.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
+
+
+def gloo_on_the_nodes(listening: Sockets, established: Sockets, ranks: dict[int, str], rank0: int) -> bool:
+    """Whether, in one snapshot of a namespace's sockets, each rank (pid -> its node's address) listens on its own
+    node's address (gloo's device) and on no other but every address (a TCP store), and every other rank is
+    connected to rank 0 (pid `rank0`) at rank 0's node's address. On one machine the kernel gives a connection to
+    a local address that same address as its source, so the connecting side's own end says nothing; on real
+    machines it is the card's."""
+    for pid, ip in ranks.items():
+        bound = {host(local) for local, _, p in listening if p == pid}
+        if ip not in bound or not bound <= {ip} | EVERY_ADDRESS:
+            return False
+    ports = {local.rsplit(":", 1)[1] for local, _, p in listening if p == rank0}
+    to_rank0 = {(p, host(peer)) for _, peer, p in established
+                if p in ranks and p != rank0 and peer.rsplit(":", 1)[1] in ports}
+    return {p for p, _ in to_rank0} == set(ranks) - {rank0} and {ip for _, ip in to_rank0} == {ranks[rank0]}
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch
 
 pytest.importorskip("ray")
 
-from ray_cluster import HEAD_IP, Cluster, Unavailable  # noqa: E402
+from ray_cluster import HEAD_IP, Cluster, Sockets, Unavailable, gloo_on_the_nodes  # noqa: E402
 
 from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
 from catneuron.data.sources import open_source  # noqa: E402
@@ -194,9 +194,6 @@ def ranks(cluster: Cluster, state: str) -> dict[tuple[int, int], tuple[str, int]
     return {tuple(map(int, re.search(r"-(\d+)-rank-(\d+)$", name).groups())): (ip, pid) for name, (ip, pid) in found}
 
 
-Sockets = list[tuple[str, str, int]]
-
-
 def sample_sockets(cluster: Cluster, process: subprocess.Popen) -> list[tuple[Sockets, Sockets]]:
     """The namespace's listening and established TCP sockets, snapshots every 0.2 s until `process` ends (filled
     in by a thread of its own)."""
@@ -218,27 +215,6 @@ def command_line(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
         return ""
-
-
-def host(endpoint: str) -> str:
-    """The address of `ss`'s `127.0.0.3:41229` or `[::ffff:127.0.0.3]:41229`."""
-    return endpoint.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
-
-
-def gloo_on_the_nodes(placed: dict[int, tuple[str, int]], listening: Sockets, established: Sockets) -> bool:
-    """Whether, in one snapshot, each rank's gloo listens on its own node's address only (not lo's 127.0.0.1), and
-    rank 1 is connected to rank 0 at rank 0's node's address (gloo's pair, and rank 0's TCP store). On one machine
-    the kernel gives a connection to a local address that same address as its source, so the connecting side's
-    own end says nothing; on real machines it is the card's."""
-    (ip0, pid0), (_, pid1) = placed[0], placed[1]
-    for ip, pid in placed.values():
-        bound = {host(local) for local, _, p in listening if p == pid}
-        # Rank 0's TCP store listens on every address (`*`, `::`); the gloo of either, on its node's only.
-        if ip not in bound or not bound <= {ip, "*", "::", "0.0.0.0"}:
-            return False
-    ports0 = {local.rsplit(":", 1)[1] for local, _, p in listening if p == pid0}
-    to_rank0 = {peer for _, peer, p in established if p == pid1 and peer.rsplit(":", 1)[1] in ports0}
-    return len(to_rank0) >= 2 and {host(peer) for peer in to_rank0} == {ip0}
 
 
 def test_a_1x2_replica_spans_two_nodes_equals_one_process_and_is_replaced_when_a_node_dies(cluster, fixed, tmp_path):
@@ -267,7 +243,8 @@ def test_a_1x2_replica_spans_two_nodes_equals_one_process_and_is_replaced_when_a
     first, again = ({rank: placed[n, rank] for rank in (0, 1)} for n in (0, 1))
     assert first[0][0] != first[1][0] and lost_node in {first[0][0], first[1][0]}, placed  # spanning two nodes
     assert again[0][0] != again[1][0] and lost_node not in {again[0][0], again[1][0]}, placed  # the two left
-    assert any(gloo_on_the_nodes(first, *snapshot) for snapshot in snapshots), (placed, snapshots[-3:])
+    on_nodes = {pid: ip for ip, pid in first.values()}
+    assert any(gloo_on_the_nodes(*snapshot, on_nodes, first[0][1]) for snapshot in snapshots), placed
     single = Trainer(PRESETS["tiny"], open_source("embedded", 16, 1), tmp_path / "single", data_spec="embedded")
     single.fit(before, progress=False)
     ours, theirs = ([r["loss"] for r in metrics(folder) if r["step"] <= before]

@@ -3,7 +3,8 @@
 as a user would (`catneuron train`). Where the actors sit is read from Ray's actor table, not assumed.
 
 One cluster serves the module (starting three nodes costs half a minute on two loaded cores); a node killed by a
-test is started again on a new address by that test. The cluster's nodes have 1 CPU each.
+test is started again on a new address by that test, but for the model-parallel replica's (the head's test after
+it needs two nodes, not three). The cluster's nodes have 1 CPU each.
 """
 
 from __future__ import annotations

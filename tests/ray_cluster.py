@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -87,6 +88,26 @@ class Namespace:
     def command(self, argv: Sequence[str]) -> list[str]:
         return ["nsenter", f"--net={self.path}", "--", *argv]
 
+    def interface(self, ip: str) -> str:
+        """An interface of node `ip`'s own that carries its address (a bridge with no ports, up), as a machine's
+        network card does: `GLOO_SOCKET_IFNAME` set to it makes that node's gloo bind its address, not lo's
+        127.0.0.1 (packets between the nodes' addresses still go through lo)."""
+        name = "node" + ip.rsplit(".", 1)[1]
+        if not Path(f"/proc/{self.holder.pid}/net/dev").read_text().count(f"{name}:"):
+            for step in (["link", "add", name, "type", "bridge"], ["addr", "add", f"{ip}/32", "dev", name],
+                         ["link", "set", name, "up"]):
+                subprocess.run(self.command(["ip", *step]), check=True, capture_output=True)
+        return name
+
+    def sockets(self, state: str = "established") -> Sockets:
+        """The namespace's TCP sockets in `state` now ("established", "listening"): (local address:port, peer
+        address:port, pid), from `ss -tnp` (one row per process holding the socket)."""
+        out = subprocess.run(self.command(["ss", "-tnpH", "state", state]), capture_output=True, text=True,
+                             check=True).stdout
+        return [(local, peer, int(pid)) for local, peer, users in
+                (line.split(None, 4)[2:] for line in out.splitlines() if len(line.split(None, 4)) == 5)
+                for pid in re.findall(r"pid=(\d+)", users)]
+
     def pids(self) -> list[int]:
         """Every process in this namespace but its holder."""
         return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and int(p.name) != self.holder.pid
@@ -102,6 +123,31 @@ class Namespace:
         self.holder.wait()
         if left:
             raise RuntimeError(f"processes outlived the cluster: {left}")
+
+
+Sockets = list[tuple[str, str, int]]  # `Namespace.sockets`: (local address:port, peer address:port, pid)
+EVERY_ADDRESS = {"*", "::", "0.0.0.0"}
+
+
+def host(endpoint: str) -> str:
+    """The address of `ss`'s `127.0.0.3:41229` or `[::ffff:127.0.0.3]:41229`."""
+    return endpoint.rsplit(":", 1)[0].strip("[]").removeprefix("::ffff:")
+
+
+def gloo_on_the_nodes(listening: Sockets, established: Sockets, ranks: dict[int, str], rank0: int) -> bool:
+    """Whether, in one snapshot of a namespace's sockets, each rank (pid -> its node's address) listens on its own
+    node's address (gloo's device) and on no other but every address (a TCP store), and every other rank is
+    connected to rank 0 (pid `rank0`) at rank 0's node's address. On one machine the kernel gives a connection to
+    a local address that same address as its source, so the connecting side's own end says nothing; on real
+    machines it is the card's."""
+    for pid, ip in ranks.items():
+        bound = {host(local) for local, _, p in listening if p == pid}
+        if ip not in bound or not bound <= {ip} | EVERY_ADDRESS:
+            return False
+    ports = {local.rsplit(":", 1)[1] for local, _, p in listening if p == rank0}
+    to_rank0 = {(p, host(peer)) for _, peer, p in established
+                if p in ranks and p != rank0 and peer.rsplit(":", 1)[1] in ports}
+    return {p for p, _ in to_rank0} == set(ranks) - {rank0} and {ip for _, ip in to_rank0} == {ranks[rank0]}
 
 
 @dataclass
@@ -165,10 +211,12 @@ class Cluster:
                     "--disable-usage-stats"]
         else:
             args = ["--address", self.address, "--num-cpus", str(self.cpus)]
+        # Its processes (the ranks of model-parallel replicas among them) inherit its gloo interface.
+        env = self.env | {"GLOO_SOCKET_IFNAME": self.namespace.interface(ip)}
         with open(log, "w") as out:
             process = subprocess.Popen(
                 self.namespace.command([RAY, "start", "--block", "--node-ip-address", ip, *args]),
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         node = Node(ip, process, log)
         self.nodes.append(node)
         deadline = time.monotonic() + timeout

@@ -3,6 +3,7 @@ a killed rank stops the run with one line and an intact checkpoint, and nothing 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -11,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -175,6 +177,60 @@ def test_torchrun_on_two_nodes_starts_the_ranks_as_on_a_cluster(tmp_path):
     kept = checkpoint.load(runs.checkpoint_path(run))
     for name, weight in single.network.state_dict().items():
         torch.testing.assert_close(kept.model[name], weight, rtol=1e-4, atol=1e-6)
+
+
+def test_torchrun_on_two_nodes_of_their_own_addresses_equals_one_process(tmp_path):
+    """Two nodes as on a cluster, in a network namespace of the test's own (tests/ray_cluster.py): each its own
+    address on an interface of its own (127.0.0.3, .4), a torchrun agent on each (`--nnodes 2 --nproc-per-node 1
+    --local-addr NODE`, c10d rendezvous at the first node's address) with `GLOO_SOCKET_IFNAME` naming its
+    interface, each starting one rank of `train --partitions 1x2`. `ss` in the namespace shows each rank's gloo
+    listening on its own node's address only, and the other rank connected to rank 0 at rank 0's node's address;
+    the objectives equal the single-process trainer's within float32 rounding."""
+    from ray_cluster import Namespace, Unavailable, children, gloo_on_the_nodes
+
+    try:
+        namespace = Namespace()
+    except Unavailable as e:
+        pytest.skip(f"no network namespace can be made here: {e}")
+    script = tmp_path / "catneuron_cli.py"
+    script.write_text("from catneuron.cli import main\nmain()\n")
+    nodes = ["127.0.0.3", "127.0.0.4"]
+    snapshots: list[tuple[list, list, dict[int, str]]] = []
+    try:
+        agents = [subprocess.Popen(namespace.command(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"{nodes[0]}:29400", "--rdzv-id", "two-nodes",
+             "--local-addr", ip, str(script), "train", "--data", "embedded", "--preset", "tiny", "--partitions",
+             "1x2", "--steps", "40", "--out", str(tmp_path / ip / "run")]), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2]),
+                                                       "GLOO_SOCKET_IFNAME": namespace.interface(ip)})
+            for ip in nodes]
+
+        def sample() -> None:
+            while any(agent.poll() is None for agent in agents):
+                workers = {pid: ip for agent, ip in zip(agents, nodes, strict=True)
+                           for pid in children(agent.pid)[1:]}
+                with contextlib.suppress(subprocess.CalledProcessError):
+                    snapshots.append((namespace.sockets("listening"), namespace.sockets(), workers))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        done = [agent.communicate(timeout=300) for agent in agents]
+        sampler.join()
+    finally:
+        namespace.close()
+    for agent, (_, err) in zip(agents, done, strict=True):
+        assert agent.returncode == 0, err.decode()[-2000:]
+    leader = next(ip for ip in nodes if list((tmp_path / ip / "run").glob("*")))  # rank 0's node: it writes
+
+    rank0 = [(listening, established, workers, next(pid for pid, ip in workers.items() if ip == leader))
+             for listening, established, workers in snapshots if sorted(workers.values()) == nodes]
+    assert any(gloo_on_the_nodes(*snapshot) for snapshot in rank0), rank0[-1:]
+    single = Trainer(PRESETS["tiny"], open_source("embedded", 16, 1), tmp_path / "single", data_spec="embedded")
+    single.fit(40, progress=False)
+    ours = _losses(tmp_path / leader / "run")
+    assert len(ours) == 8 and ours == pytest.approx(_losses(tmp_path / "single"), rel=1e-3)
 
 
 def test_more_ranks_than_gpus_is_refused_before_any_rank_starts(tmp_path, monkeypatch, capsys):

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -136,56 +135,15 @@ def test_a_local_run_binds_and_connects_only_on_loopback(tmp_path, isolate):
     assert {a for a in addresses if not ipaddress.ip_address(a).is_loopback} == set()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_on_two_nodes_starts_the_ranks_as_on_a_cluster(tmp_path):
-    """Two nodes on loopback: two torchrun agents (`--nnodes 2 --nproc-per-node 1`, c10d rendezvous on 127.0.0.1),
-    each starting one rank of `train --partitions 1x2`, so one rank's RANK is 1 and its LOCAL_RANK 0 (which
-    agent's worker becomes rank 0 is the rendezvous's choice). The run equals the single-process trainer's. Each
-    node is given an --out of its own: only one process reports and writes, and a fresh run needs no folder the
-    nodes share (a resumed one does: every rank reads its rows)."""
-    script = tmp_path / "catneuron_cli.py"
-    script.write_text("from catneuron.cli import main\nmain()\n")
-    port, nodes = _free_port(), [tmp_path / "node-a", tmp_path / "node-b"]
-    agents = [subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend",
-         "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes", "--local-addr", "127.0.0.1",
-         str(script), "train", "--data", "embedded", "--preset", "tiny", "--partitions", "1x2", "--steps", "4",
-         "--out", str(node / "run")], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[2]), "GLOO_SOCKET_IFNAME": "lo"})
-        for node in nodes]
-    done = [agent.communicate(timeout=300) for agent in agents]
-    for agent, (_, err) in zip(agents, done, strict=True):
-        assert agent.returncode == 0, err.decode()[-2000:]
-    written = [i for i, node in enumerate(nodes) if list((node / "run").glob("*"))]
-    assert len(written) == 1, "exactly one node's run folder holds the run"
-    leader, other = done[written[0]], done[1 - written[0]]
-    assert leader[0].decode().count("step 4: checkpoint") == leader[0].decode().count("training tiny") == 1
-    assert "step 4/4" in leader[1].decode()
-    assert other[0].decode() == "" and "step" not in other[1].decode()  # the other rank reports nothing
-    run = nodes[written[0]] / "run"
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events.out.tfevents.")) == [
-        "checkpoint.safetensors", "config.json", "metrics.jsonl", "provenance.json"]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0's TensorBoard events only
-    single = Trainer(PRESETS["tiny"], open_source("embedded", 16, 1), tmp_path / "single", data_spec="embedded")
-    single.fit(4, progress=False)
-    assert _losses(run) == pytest.approx(_losses(tmp_path / "single"), rel=1e-5)
-    kept = checkpoint.load(runs.checkpoint_path(run))
-    for name, weight in single.network.state_dict().items():
-        torch.testing.assert_close(kept.model[name], weight, rtol=1e-4, atol=1e-6)
-
-
 def test_torchrun_on_two_nodes_of_their_own_addresses_equals_one_process(tmp_path):
     """Two nodes as on a cluster, in a network namespace of the test's own (tests/ray_cluster.py): each its own
     address on an interface of its own (127.0.0.3, .4), a torchrun agent on each (`--nnodes 2 --nproc-per-node 1
     --local-addr NODE`, c10d rendezvous at the first node's address) with `GLOO_SOCKET_IFNAME` naming its
     interface, each starting one rank of `train --partitions 1x2`. `ss` in the namespace shows each rank's gloo
     listening on its own node's address only, and the other rank connected to rank 0 at rank 0's node's address;
-    the objectives equal the single-process trainer's within float32 rounding."""
+    the objectives equal the single-process trainer's within float32 rounding. Which agent's worker becomes rank 0
+    is the rendezvous's choice; each node is given an --out of its own: only rank 0 reports and writes, and a fresh
+    run needs no folder the nodes share (a resumed one does: every rank reads its rows)."""
     from ray_cluster import Namespace, Unavailable, children, gloo_on_the_nodes
 
     try:
@@ -222,15 +180,27 @@ def test_torchrun_on_two_nodes_of_their_own_addresses_equals_one_process(tmp_pat
         namespace.close()
     for agent, (_, err) in zip(agents, done, strict=True):
         assert agent.returncode == 0, err.decode()[-2000:]
-    leader = next(ip for ip in nodes if list((tmp_path / ip / "run").glob("*")))  # rank 0's node: it writes
+    written = [ip for ip in nodes if list((tmp_path / ip / "run").glob("*"))]
+    assert len(written) == 1, "exactly one node's run folder holds the run"
+    leader = written[0]  # rank 0's node
+    (out, err), (other_out, other_err) = done[nodes.index(leader)], done[1 - nodes.index(leader)]
+    assert out.decode().count("training tiny") == 1 and "step 40/40" in err.decode()
+    assert other_out.decode() == "" and "step" not in other_err.decode()  # the other rank reports nothing
+    run = tmp_path / leader / "run"
+    assert sorted(p.name for p in run.iterdir() if not p.name.startswith("events.out.tfevents.")) == [
+        "checkpoint.safetensors", "config.json", "metrics.jsonl", "provenance.json"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1  # rank 0's TensorBoard events only
 
     rank0 = [(listening, established, workers, next(pid for pid, ip in workers.items() if ip == leader))
              for listening, established, workers in snapshots if sorted(workers.values()) == nodes]
     assert any(gloo_on_the_nodes(*snapshot) for snapshot in rank0), rank0[-1:]
     single = Trainer(PRESETS["tiny"], open_source("embedded", 16, 1), tmp_path / "single", data_spec="embedded")
     single.fit(40, progress=False)
-    ours = _losses(tmp_path / leader / "run")
+    ours = _losses(run)
     assert len(ours) == 8 and ours == pytest.approx(_losses(tmp_path / "single"), rel=1e-3)
+    kept = checkpoint.load(runs.checkpoint_path(run))
+    for name, weight in single.network.state_dict().items():
+        torch.testing.assert_close(kept.model[name], weight, rtol=1e-4, atol=1e-6)
 
 
 def test_more_ranks_than_gpus_is_refused_before_any_rank_starts(tmp_path, monkeypatch, capsys):

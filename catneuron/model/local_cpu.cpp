@@ -200,60 +200,58 @@ void contract(const T* image, const T* weight, T* codes, const Geo& g, int threa
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// spread: image[Y, q, b] = sum over positions l covering (Y, q) and maps o of weight[l, o, (Y - y s, q - x s C)]
-// * codes[l, o, b], with q = X * C + c.
+// spread: image row Y = sum over the columns x of positions of the block painted there, block[e, b] =
+// sum over the covering output rows y and maps o of weight[y ow + x, o, (Y - y s) kC + e] * codes[y ow + x, o, b].
+// A tile is EB entries e of one position column's window row x NV vectors of the batch, summed in registers over
+// every (covering row, map) pair (k/s * 8 terms: 64 at `small`, 144 at `paper`) and then added into the image row
+// once: no window edge cuts a tile, and each image row is written by one task in a fixed order.
 
-template <typename T, int L, int NV, int QB>
-void spread_tile(const T* weight, const T* codes, T* out, const Geo& g, i64 Y, i64 q0, i64 b0) {
+template <typename T, int L, int NV, int EB>
+void spread_tile(const T* __restrict w, i64 w_step, const T* __restrict c, i64 c_step, i64 cover, i64 O, i64 P,
+                 i64 B, T* __restrict row) {
     using V = typename Lanes<T, L>::type;
-    V acc[QB * NV] = {};
-    const i64 kC = g.kC(), P = g.P(), ow = g.ow(), sC = g.s * g.C;
-    const i64 y_first = std::max<i64>(0, (Y - g.k + g.s) / g.s), y_last = std::min(g.oh() - 1, Y / g.s);
-    // windows [x sC, x sC + kC) that meet [q0, q0 + QB)
-    const i64 x_first = std::max<i64>(0, (q0 - kC + sC) / sC), x_last = std::min(ow - 1, (q0 + QB - 1) / sC);
-    for (i64 y = y_first; y <= y_last; ++y) {
-        const i64 dy = Y - y * g.s;
-        if (dy >= g.k) continue;  // y_first rounds toward zero where Y - k + s is negative
-        for (i64 x = x_first; x <= x_last; ++x) {
-            const i64 l = y * ow + x, off = q0 - x * sC;
-            if (off + QB <= 0 || off >= kC) continue;
-            const T* wr = weight + l * g.O * P + dy * kC;
-            const T* cr = codes + l * g.O * g.B + b0;
-            const bool whole = off >= 0 && off + QB <= kC;
-            for (i64 o = 0; o < g.O; ++o) {
-                V cv[NV];
-                unroll<NV>([&](auto j) { cv[j] = load<V>(cr + o * g.B + j * L); });
-                // the weights of entries q0.. broadcast straight from memory (a broadcast from a register would take
-                // an FMA port): the window row itself, or where the block runs past it, a copy with zeros outside
-                auto add = [&](const T* wv) __attribute__((always_inline)) {
-                    unroll<QB>([&](auto i) { unroll<NV>([&](auto j) { acc[i * NV + j] += cv[j] * wv[i]; }); });
-                };
-                if (whole) {
-                    add(wr + o * P + off);
-                } else {
-                    T part[QB];
-                    unroll<QB>([&](auto i) { part[i] = (off + i >= 0 && off + i < kC) ? wr[o * P + off + i] : T(0); });
-                    add(part);
-                }
-            }
+    V acc[EB * NV] = {};
+    for (i64 j = 0; j < cover; ++j) {
+        const T* wj = w + j * w_step;
+        const T* cj = c + j * c_step;
+        for (i64 o = 0; o < O; ++o) {
+            V cv[NV];
+            unroll<NV>([&](auto v) { cv[v] = load<V>(cj + o * B + v * L); });
+            unroll<EB>([&](auto e) {
+                const T wv = wj[o * P + e];
+                unroll<NV>([&](auto v) { acc[e * NV + v] += cv[v] * wv; });
+            });
         }
     }
-    T* o = out + (Y * g.W * g.C + q0) * g.B + b0;
-    unroll<QB>([&](auto i) { unroll<NV>([&](auto j) { store(o + i * g.B + j * L, acc[i * NV + j]); }); });
+    unroll<EB>([&](auto e) {
+        unroll<NV>([&](auto v) { store(row + e * B + v * L, load<V>(row + e * B + v * L) + acc[e * NV + v]); });
+    });
 }
 
 template <typename T>
 void spread(const T* codes, const T* weight, T* image, const Geo& g, int threads) {
-    const i64 WC = g.W * g.C, block = 8 * 16;  // blocks of (column, channel) entries: a few windows' codes in cache
-    const i64 blocks = (WC + block - 1) / block;
-    run_ranges(g.H * blocks, 4 * g.H, threads, [&](i64 first, i64 last) {
-        for (i64 t = first; t < last; ++t) {
-            const i64 Y = t / blocks, q0 = (t % blocks) * block, q1 = std::min(WC, q0 + block);
-            map_blocks(q1 - q0, [&](auto entries, i64 q) {
+    const i64 ow = g.ow(), kC = g.kC(), P = g.P(), sC = g.s * g.C, row_size = g.W * g.C * g.B;
+    // from one covering output row to the next: the position one row down, its window one stride up
+    const i64 w_step = ow * g.O * P - g.s * kC, c_step = ow * g.O * g.B;
+    run_ranges(g.H, g.H, threads, [&](i64 first, i64 last) {
+        for (i64 Y = first; Y < last; ++Y) {
+            T* row = image + Y * row_size;
+            std::fill(row, row + row_size, T(0));
+            const i64 y_first = std::max<i64>(0, (Y - g.k + g.s) / g.s), y_last = std::min(g.oh() - 1, Y / g.s);
+            const i64 y0 = (Y - y_first * g.s >= g.k) ? y_first + 1 : y_first;  // (Y - k + s) / s rounds toward 0
+            if (y0 > y_last) continue;  // a row in no window
+            const i64 cover = y_last - y0 + 1, dy = Y - y0 * g.s;
+            for (i64 x = 0; x < ow; ++x) {
+                const T* w = weight + (y0 * ow + x) * g.O * P + dy * kC;
+                const T* c = codes + (y0 * ow + x) * g.O * g.B;
+                T* out = row + x * sC * g.B;
                 batch_tiles<T>(g.B, [&](auto lanes, auto vectors, i64 b) {
-                    spread_tile<T, lanes, vectors, entries>(weight, codes, image, g, Y, q0 + q, b);
+                    map_blocks(kC, [&](auto entries, i64 e) {
+                        spread_tile<T, lanes, vectors, entries>(w + e, w_step, c + b, c_step, cover, g.O, P, g.B,
+                                                                 out + e * g.B + b);
+                    });
                 });
-            });
+            }
         }
     });
 }

@@ -228,6 +228,15 @@ void spread_tile(const T* __restrict w, i64 w_step, const T* __restrict c, i64 c
     });
 }
 
+// The weights a later position column will read: cover x maps window-row segments, each a few cache lines far from
+// the last (a stride no hardware prefetcher follows), fetched while this column's tiles compute.
+template <typename T> void prefetch(const T* w, i64 w_step, i64 cover, i64 O, i64 P, i64 kC) {
+    constexpr i64 line = 64 / i64(sizeof(T));
+    for (i64 j = 0; j < cover; ++j)
+        for (i64 o = 0; o < O; ++o)
+            for (i64 e = 0; e < kC + line - 1; e += line) __builtin_prefetch(w + j * w_step + o * P + std::min(e, kC - 1));
+}
+
 template <typename T>
 void spread(const T* codes, const T* weight, T* image, const Geo& g, int threads) {
     const i64 ow = g.ow(), kC = g.kC(), P = g.P(), sC = g.s * g.C, row_size = g.W * g.C * g.B;
@@ -245,6 +254,7 @@ void spread(const T* codes, const T* weight, T* image, const Geo& g, int threads
                 const T* w = weight + (y0 * ow + x) * g.O * P + dy * kC;
                 const T* c = codes + (y0 * ow + x) * g.O * g.B;
                 T* out = row + x * sC * g.B;
+                if (x + 2 < ow) prefetch(w + 2 * g.O * P, w_step, cover, g.O, P, kC);
                 batch_tiles<T>(g.B, [&](auto lanes, auto vectors, i64 b) {
                     map_blocks(kC, [&](auto entries, i64 e) {
                         spread_tile<T, lanes, vectors, entries>(w + e, w_step, c + b, c_step, cover, g.O, P, g.B,
@@ -301,6 +311,56 @@ void correlate_position(const T* xt, const T* c, T* out, const Geo& g, i64 row_p
     });
 }
 
+// Window rows of at most half a vector (the `small` preset's 8 entries in 16 lanes): two rows per vector, lanes
+// [0, L/2) from row 2i and [L/2, L) from row 2i + 1, so no lane is spent on entries past a row. NV vectors: 2 NV rows.
+template <typename V, typename H, int... I> inline V join(H lo, H hi, std::integer_sequence<int, I...>) {
+    return __builtin_shufflevector(lo, hi, I...);
+}
+
+template <typename T, int OB, int NV>
+void correlate_tile_halves(const T* __restrict xt, i64 row_pitch, i64 b_pitch, const T* __restrict c, i64 B,
+                           T* __restrict out, i64 P, i64 kC) {
+    constexpr int L = LANES<T>, HL = L / 2;
+    using V = typename Lanes<T, L>::type;
+    using H = typename Lanes<T, HL>::type;
+    V acc[OB * NV] = {};
+    for (i64 b = 0; b < B; ++b) {
+        const T* xb = xt + b * b_pitch;
+        V xv[NV];
+        unroll<NV>([&](auto i) {
+            xv[i] = join<V>(load<H>(xb + 2 * i * row_pitch), load<H>(xb + (2 * i + 1) * row_pitch),
+                            std::make_integer_sequence<int, L>{});
+        });
+        unroll<OB>([&](auto o) {
+            const T cv = c[o * B + b];
+            unroll<NV>([&](auto i) { acc[o * NV + i] += xv[i] * cv; });
+        });
+    }
+    T row[L];
+    for (int o = 0; o < OB; ++o)
+        for (int i = 0; i < NV; ++i) {
+            store(row, acc[o * NV + i]);
+            std::memcpy(out + o * P + 2 * i * kC, row, size_t(kC) * sizeof(T));
+            std::memcpy(out + o * P + (2 * i + 1) * kC, row + HL, size_t(kC) * sizeof(T));
+        }
+}
+
+template <typename T>
+void correlate_position_halves(const T* xt, const T* c, T* out, const Geo& g, i64 row_pitch, i64 b_pitch) {
+    const i64 kC = g.kC(), P = g.P();
+    map_blocks(g.O, [&](auto maps, i64 o) {
+        const T* co = c + o * g.B;
+        T* oo = out + o * P;
+        i64 dy = 0;
+        for (; dy + 4 <= g.k; dy += 4)
+            correlate_tile_halves<T, maps, 2>(xt + dy * row_pitch, row_pitch, b_pitch, co, g.B, oo + dy * kC, P, kC);
+        for (; dy + 2 <= g.k; dy += 2)
+            correlate_tile_halves<T, maps, 1>(xt + dy * row_pitch, row_pitch, b_pitch, co, g.B, oo + dy * kC, P, kC);
+        if (dy < g.k)
+            correlate_tile<T, maps, 1, 1>(xt + dy * row_pitch, row_pitch, b_pitch, co, g.B, oo + dy * kC, P, kC, kC);
+    });
+}
+
 template <typename T>
 void correlate(const T* image, const T* codes, T* grad, const Geo& g, int threads) {
     constexpr int L = LANES<T>;
@@ -318,7 +378,9 @@ void correlate(const T* image, const T* codes, T* grad, const Geo& g, int thread
             const T* base = xt.data() + y * g.s * row_pitch + x * g.s * g.C;
             const T* c = codes + l * g.O * g.B;
             T* out = grad + l * g.O * g.P();
-            if (kC <= L)  // short window rows: several per tile
+            if (kC <= L / 2)
+                correlate_position_halves<T>(base, c, out, g, row_pitch, WCp);
+            else if (kC <= L)  // short window rows: several per tile
                 correlate_position<T, 2, 1>(base, c, out, g, row_pitch, WCp);
             else
                 correlate_position<T, 1, 2>(base, c, out, g, row_pitch, WCp);

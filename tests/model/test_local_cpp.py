@@ -74,7 +74,8 @@ def test_gradients_against_finite_differences_in_float64():
     assert torch.autograd.gradcheck(lambda x, w1, w2: dec(enc(x)), (x, enc.weight, dec.weight))
 
 
-@pytest.mark.parametrize("shape", [(3, (20, 21), 5, 1, 8, 100), (8, (17, 17), 6, 2, 5, 37)])
+@pytest.mark.parametrize("shape", [(3, (20, 21), 5, 1, 8, 100), (8, (17, 17), 6, 2, 5, 37),
+                                   (1, (32, 32), 8, 1, 8, 100)])  # the `small` preset: two window rows a vector
 def test_the_same_bits_on_any_number_of_threads(shape, threads):
     """Every output value is summed by one task in a fixed order: a resumed run equals an uninterrupted one."""
     torch.manual_seed(2)

@@ -140,10 +140,11 @@ template <int N, typename F> inline __attribute__((always_inline)) void unroll(F
         std::make_integer_sequence<int, N>{});
 }
 
-// The batch in tiles of two vectors, one vector, four lanes, one entry: f(lanes, vectors, first entry).
+// The batch in tiles of three vectors, two, one, four lanes, one entry: f(lanes, vectors, first entry).
 template <typename T, typename F> void batch_tiles(i64 B, F&& f) {
     constexpr int L = LANES<T>;
     i64 b = 0;
+    for (; b + 3 * L <= B; b += 3 * L) f(std::integral_constant<int, L>{}, std::integral_constant<int, 3>{}, b);
     for (; b + 2 * L <= B; b += 2 * L) f(std::integral_constant<int, L>{}, std::integral_constant<int, 2>{}, b);
     for (; b + L <= B; b += L) f(std::integral_constant<int, L>{}, std::integral_constant<int, 1>{}, b);
     for (; b + 4 <= B; b += 4) f(std::integral_constant<int, 4>{}, std::integral_constant<int, 1>{}, b);

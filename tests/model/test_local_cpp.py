@@ -37,7 +37,7 @@ def operands(c, size, k, s, maps, batch, dtype):
     return geo, {"contract": (image, weight, geo), "spread": (codes, weight, geo), "correlate": (image, codes, geo)}
 
 
-@pytest.mark.parametrize("batch", [3, 37])  # 37: whole vector tiles, a four-lane tile and single entries
+@pytest.mark.parametrize("batch", [3, 37, 69])  # 37, 69: tiles of two and of three vectors, four lanes, one entry
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
 def test_each_product_equals_the_sweeps_within_float32_rounding(c, size, k, s, maps, tile, batch):
     torch.manual_seed(0)

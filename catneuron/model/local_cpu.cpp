@@ -229,13 +229,30 @@ void spread_tile(const T* __restrict w, i64 w_step, const T* __restrict c, i64 c
     });
 }
 
-// The weights a later position column will read: cover x maps window-row segments, each a few cache lines far from
-// the last (a stride no hardware prefetcher follows), fetched while this column's tiles compute.
-template <typename T> void prefetch(const T* w, i64 w_step, i64 cover, i64 O, i64 P, i64 kC) {
+// Where an image row's covering positions lie: the first covering output row, their count, its window row.
+struct Cover {
+    i64 y0 = 0, count = 0, dy = 0;
+    Cover(const Geo& g, i64 Y) {
+        const i64 y_first = std::max<i64>(0, (Y - g.k + g.s) / g.s), y_last = std::min(g.oh() - 1, Y / g.s);
+        y0 = (Y - y_first * g.s >= g.k) ? y_first + 1 : y_first;  // (Y - k + s) / s rounds toward zero
+        count = std::max<i64>(0, y_last - y0 + 1);
+        dy = Y - y0 * g.s;
+    }
+};
+
+// The weights that image rows [Y0, Y1) read at position column x: for each covering output row and map, the window
+// rows those image rows meet, one contiguous run; fetched a few columns ahead (the runs lie a position apart, a
+// stride no hardware prefetcher follows, and waiting for them halved the rate at the `paper` shape).
+template <typename T> void prefetch(const T* weight, const Geo& g, i64 Y0, i64 Y1, i64 x) {
     constexpr i64 line = 64 / i64(sizeof(T));
-    for (i64 j = 0; j < cover; ++j)
-        for (i64 o = 0; o < O; ++o)
-            for (i64 e = 0; e < kC + line - 1; e += line) __builtin_prefetch(w + j * w_step + o * P + std::min(e, kC - 1));
+    const i64 kC = g.kC(), P = g.P();
+    const Cover top(g, Y0), bottom(g, Y1 - 1);
+    for (i64 y = top.y0; y < std::min(g.oh(), bottom.y0 + bottom.count); ++y) {
+        const i64 first = std::max<i64>(0, Y0 - y * g.s) * kC, last = std::min(g.k, Y1 - y * g.s) * kC;
+        const T* w = weight + (y * g.ow() + x) * g.O * P;
+        for (i64 o = 0; o < g.O; ++o)
+            for (i64 e = first; e < last + line - 1; e += line) __builtin_prefetch(w + o * P + std::min(e, last - 1));
+    }
 }
 
 template <typename T>
@@ -243,25 +260,29 @@ void spread(const T* codes, const T* weight, T* image, const Geo& g, int threads
     const i64 ow = g.ow(), kC = g.kC(), P = g.P(), sC = g.s * g.C, row_size = g.W * g.C * g.B;
     // from one covering output row to the next: the position one row down, its window one stride up
     const i64 w_step = ow * g.O * P - g.s * kC, c_step = ow * g.O * g.B;
-    run_ranges(g.H, g.H, threads, [&](i64 first, i64 last) {
-        for (i64 Y = first; Y < last; ++Y) {
-            T* row = image + Y * row_size;
-            std::fill(row, row + row_size, T(0));
-            const i64 y_first = std::max<i64>(0, (Y - g.k + g.s) / g.s), y_last = std::min(g.oh() - 1, Y / g.s);
-            const i64 y0 = (Y - y_first * g.s >= g.k) ? y_first + 1 : y_first;  // (Y - k + s) / s rounds toward 0
-            if (y0 > y_last) continue;  // a row in no window
-            const i64 cover = y_last - y0 + 1, dy = Y - y0 * g.s;
+    // a task paints `band` image rows column by column, so a position's weights are read in runs of window rows
+    // (up to 12; at least 16 tasks, so threads share the work evenly)
+    const i64 band = std::clamp<i64>(g.H / 16, 1, 12);
+    const i64 bands = (g.H + band - 1) / band;
+    run_ranges(bands, bands, threads, [&](i64 first, i64 last) {
+        for (i64 t = first; t < last; ++t) {
+            const i64 Y0 = t * band, Y1 = std::min(g.H, Y0 + band);
+            std::fill(image + Y0 * row_size, image + Y1 * row_size, T(0));
             for (i64 x = 0; x < ow; ++x) {
-                const T* w = weight + (y0 * ow + x) * g.O * P + dy * kC;
-                const T* c = codes + (y0 * ow + x) * g.O * g.B;
-                T* out = row + x * sC * g.B;
-                if (x + 2 < ow) prefetch(w + 2 * g.O * P, w_step, cover, g.O, P, kC);
-                batch_tiles<T>(g.B, [&](auto lanes, auto vectors, i64 b) {
-                    map_blocks(kC, [&](auto entries, i64 e) {
-                        spread_tile<T, lanes, vectors, entries>(w + e, w_step, c + b, c_step, cover, g.O, P, g.B,
-                                                                 out + e * g.B + b);
+                if (x + 2 < ow) prefetch(weight, g, Y0, Y1, x + 2);
+                for (i64 Y = Y0; Y < Y1; ++Y) {
+                    const Cover cover(g, Y);
+                    if (cover.count == 0) continue;  // a row in no window
+                    const T* w = weight + (cover.y0 * ow + x) * g.O * P + cover.dy * kC;
+                    const T* c = codes + (cover.y0 * ow + x) * g.O * g.B;
+                    T* out = image + Y * row_size + x * sC * g.B;
+                    batch_tiles<T>(g.B, [&](auto lanes, auto vectors, i64 b) {
+                        map_blocks(kC, [&](auto entries, i64 e) {
+                            spread_tile<T, lanes, vectors, entries>(w + e, w_step, c + b, c_step, cover.count, g.O,
+                                                                     P, g.B, out + e * g.B + b);
+                        });
                     });
-                });
+                }
             }
         }
     });

@@ -48,6 +48,16 @@ def test_each_product_equals_the_sweeps_within_float32_rounding(c, size, k, s, m
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("shape", [(2, (50, 9), 4, 3, 3, 5),  # bands of 3 image rows, the last short, one in none
+                                   (3, (40, 30), 9, 1, 8, 37)])  # bands of 2; window rows of 27: blocks of 8, 2, 1
+def test_spread_in_bands_of_image_rows_equals_the_sweeps(shape):
+    """Images of 32 rows or more are painted several rows a task (the layer's tests use smaller ones)."""
+    torch.manual_seed(5)
+    _, args = operands(*shape, torch.float32)
+    want = local_reference.spread(*args["spread"])
+    torch.testing.assert_close(local_cpp.spread(*args["spread"]), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
 def test_the_layer_on_the_kernels_equals_the_plain_loop_in_float64(c, size, k, s, maps, tile):
     torch.manual_seed(1)

@@ -264,8 +264,8 @@ void spread(const T* codes, const T* weight, T* image, const Geo& g, int threads
     // from one covering output row to the next: the position one row down, its window one stride up
     const i64 w_step = ow * g.O * P - g.s * kC, c_step = ow * g.O * g.B;
     // a task paints `band` image rows column by column, so a position's weights are read in runs of window rows
-    // (up to 12; at least 16 tasks, so threads share the work evenly)
-    const i64 band = std::clamp<i64>(g.H / 16, 1, 12);
+    // (up to 12; at least 8 tasks, so two threads share the work evenly)
+    const i64 band = std::clamp<i64>(g.H / 8, 1, 12);
     const i64 bands = (g.H + band - 1) / band;
     run_ranges(bands, bands, threads, [&](i64 first, i64 last) {
         for (i64 t = first; t < last; ++t) {

@@ -6,12 +6,14 @@
 // written by one task with a fixed order of summation, so the bits do not depend on the number of threads.
 //
 // Register tiles (the compiler vectorizes the innermost fixed-size loops):
-//   contract  codes[l, o, b]: 8 maps x 32 batch entries, summed over the position's window (batch-contiguous rows).
-//   spread    image[Y, q, b]: 8 entries q = (column, channel) of one image row x 32 batch entries, summed over every
-//             (covering position, map): gathered, so each image value is written once and no thread adds into
-//             another's.
-//   correlate grad[l, o, p]: 8 maps x 32 fan-in entries (or several short window rows), summed over the batch from
-//             a copy of the image transposed to (H, B, W*C + pad) so that a window row is contiguous per image.
+//   contract  codes[l, o, b]: 8 maps x 48 batch entries (then 32, 16, 4, 1), summed over the position's window
+//             (batch-contiguous rows).
+//   spread    image[Y, q, b]: 8 entries of one position column's window row x 48 batch entries, summed over every
+//             (covering output row, map) and added into the image row once: gathered, so each image row is written
+//             by one task and no thread adds into another's; a task paints a band of rows column by column.
+//   correlate grad[l, o, p]: 8 maps x 32 fan-in entries (or two window rows of at most half a vector in one), summed
+//             over the batch from a copy of the image transposed to (H, B, W*C + pad) so that a window row is
+//             contiguous per image; a position's gradient is summed in a buffer and streamed to memory.
 
 #include <algorithm>
 #include <atomic>

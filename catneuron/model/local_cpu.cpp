@@ -346,7 +346,7 @@ template <typename V, typename H, int... I> inline V join(H lo, H hi, std::integ
 
 template <typename T, int OB, int NV>
 void correlate_tile_halves(const T* __restrict xt, i64 row_pitch, i64 b_pitch, const T* __restrict c, i64 B,
-                           T* __restrict out, i64 P, i64 kC) {
+                           T* __restrict out, i64 P, i64 kC, i64 width) {
     constexpr int L = LANES<T>, HL = L / 2;
     using V = typename Lanes<T, L>::type;
     using H = typename Lanes<T, HL>::type;
@@ -367,24 +367,59 @@ void correlate_tile_halves(const T* __restrict xt, i64 row_pitch, i64 b_pitch, c
     for (int o = 0; o < OB; ++o)
         for (int i = 0; i < NV; ++i) {
             store(row, acc[o * NV + i]);
-            std::memcpy(out + o * P + 2 * i * kC, row, size_t(kC) * sizeof(T));
-            std::memcpy(out + o * P + (2 * i + 1) * kC, row + HL, size_t(kC) * sizeof(T));
+            std::memcpy(out + o * P + 2 * i * kC, row, size_t(width) * sizeof(T));
+            std::memcpy(out + o * P + (2 * i + 1) * kC, row + HL, size_t(width) * sizeof(T));
         }
+}
+
+// Entries [p, p + width) of every window row, width at most half a vector: two rows to a vector, a last odd row
+// alone.
+template <typename T, int OB>
+void correlate_halves(const T* xt, const T* c, T* out, const Geo& g, i64 row_pitch, i64 b_pitch, i64 p, i64 width) {
+    const i64 kC = g.kC(), P = g.P();
+    i64 dy = 0;
+    for (; dy + 4 <= g.k; dy += 4)
+        correlate_tile_halves<T, OB, 2>(xt + dy * row_pitch + p, row_pitch, b_pitch, c, g.B, out + dy * kC + p, P, kC,
+                                        width);
+    for (; dy + 2 <= g.k; dy += 2)
+        correlate_tile_halves<T, OB, 1>(xt + dy * row_pitch + p, row_pitch, b_pitch, c, g.B, out + dy * kC + p, P, kC,
+                                        width);
+    if (dy < g.k)
+        correlate_tile<T, OB, 1, 1>(xt + dy * row_pitch + p, row_pitch, b_pitch, c, g.B, out + dy * kC + p, P, kC,
+                                    width);
 }
 
 template <typename T>
 void correlate_position_halves(const T* xt, const T* c, T* out, const Geo& g, i64 row_pitch, i64 b_pitch) {
-    const i64 kC = g.kC(), P = g.P();
+    map_blocks(g.O, [&](auto maps, i64 o) {
+        correlate_halves<T, maps>(xt, c + o * g.B, out + o * g.P(), g, row_pitch, b_pitch, 0, g.kC());
+    });
+}
+
+// Window rows longer than a vector (the `paper` stage 1's 54 entries): whole vectors in tiles of three, two, one,
+// then the rest; a rest of at most half a vector two rows to a vector (54 = 48 + 6: 112 lanes for 108 entries of
+// two rows, where tiles of two vectors took 128).
+template <typename T>
+void correlate_position_long(const T* xt, const T* c, T* out, const Geo& g, i64 row_pitch, i64 b_pitch) {
+    constexpr int L = LANES<T>;
+    const i64 kC = g.kC(), P = g.P(), whole = kC / L * L, rest = kC - whole;
     map_blocks(g.O, [&](auto maps, i64 o) {
         const T* co = c + o * g.B;
         T* oo = out + o * P;
-        i64 dy = 0;
-        for (; dy + 4 <= g.k; dy += 4)
-            correlate_tile_halves<T, maps, 2>(xt + dy * row_pitch, row_pitch, b_pitch, co, g.B, oo + dy * kC, P, kC);
-        for (; dy + 2 <= g.k; dy += 2)
-            correlate_tile_halves<T, maps, 1>(xt + dy * row_pitch, row_pitch, b_pitch, co, g.B, oo + dy * kC, P, kC);
-        if (dy < g.k)
-            correlate_tile<T, maps, 1, 1>(xt + dy * row_pitch, row_pitch, b_pitch, co, g.B, oo + dy * kC, P, kC, kC);
+        for (i64 dy = 0; dy < g.k; ++dy) {
+            const T* x = xt + dy * row_pitch;
+            T* od = oo + dy * kC;
+            i64 p = 0;
+            for (; p + 3 * L <= whole; p += 3 * L)
+                correlate_tile<T, maps, 1, 3>(x + p, row_pitch, b_pitch, co, g.B, od + p, P, kC, 3 * L);
+            for (; p + 2 * L <= whole; p += 2 * L)
+                correlate_tile<T, maps, 1, 2>(x + p, row_pitch, b_pitch, co, g.B, od + p, P, kC, 2 * L);
+            for (; p < whole; p += L)
+                correlate_tile<T, maps, 1, 1>(x + p, row_pitch, b_pitch, co, g.B, od + p, P, kC, L);
+            if (rest > L / 2)
+                correlate_tile<T, maps, 1, 1>(x + whole, row_pitch, b_pitch, co, g.B, od + whole, P, kC, rest);
+        }
+        if (rest > 0 && rest <= L / 2) correlate_halves<T, maps>(xt, co, oo, g, row_pitch, b_pitch, whole, rest);
     });
 }
 
@@ -434,7 +469,7 @@ void correlate(const T* image, const T* codes, T* grad, const Geo& g, int thread
             else if (kC <= L)  // short window rows: several per tile
                 correlate_position<T, 2, 1>(base, c, out, g, row_pitch, WCp);
             else
-                correlate_position<T, 1, 2>(base, c, out, g, row_pitch, WCp);
+                correlate_position_long<T>(base, c, out, g, row_pitch, WCp);
             stream_copy(grad + l * g.O * g.P(), local.data(), g.O * g.P());
         }
         stream_fence();

@@ -58,6 +58,19 @@ def test_spread_in_bands_of_image_rows_equals_the_sweeps(shape):
     torch.testing.assert_close(local_cpp.spread(*args["spread"]), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
+@pytest.mark.parametrize("shape", [(3, (20, 40), 18, 1, 8, 37),  # the paper's window rows: 54 = 48 + 6, 6 paired
+                                   (3, (16, 24), 7, 1, 3, 5),  # 21 = 16 + 5: 5 paired, the odd last row alone
+                                   (4, (14, 30), 5, 2, 2, 5)])  # 20 = 16 + 4: 4 paired over rows 0-3, row 4 alone
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_correlate_of_window_rows_longer_than_a_vector_equals_the_sweeps(shape, dtype):
+    """Whole vectors of a window row in tiles of three, two, one, the rest of two rows in one vector."""
+    torch.manual_seed(6)
+    _, args = operands(*shape, dtype)
+    want = local_reference.correlate(*args["correlate"])
+    got = local_cpp.correlate(*args["correlate"], out=torch.full_like(want, float("nan")))  # every entry written
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
 def test_the_layer_on_the_kernels_equals_the_plain_loop_in_float64(c, size, k, s, maps, tile):
     torch.manual_seed(1)

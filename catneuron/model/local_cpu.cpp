@@ -316,6 +316,10 @@ void correlate_tile(const T* __restrict xt, i64 row_pitch, i64 b_pitch, const T*
     T row[NV * L];
     for (int o = 0; o < OB; ++o)
         for (int r = 0; r < R; ++r) {
+            if (width == NV * L) {  // whole vectors stored as they are (a memcpy of a variable size is a call)
+                for (int v = 0; v < NV; ++v) store(out + o * P + r * kC + v * L, acc[(o * R + r) * NV + v]);
+                continue;
+            }
             for (int v = 0; v < NV; ++v) store(row + v * L, acc[(o * R + r) * NV + v]);
             std::memcpy(out + o * P + r * kC, row, size_t(width) * sizeof(T));
         }
@@ -367,6 +371,11 @@ void correlate_tile_halves(const T* __restrict xt, i64 row_pitch, i64 b_pitch, c
     for (int o = 0; o < OB; ++o)
         for (int i = 0; i < NV; ++i) {
             store(row, acc[o * NV + i]);
+            if (width == HL) {  // the `small` stage 1: copies of a constant size, inlined
+                std::memcpy(out + o * P + 2 * i * kC, row, HL * sizeof(T));
+                std::memcpy(out + o * P + (2 * i + 1) * kC, row + HL, HL * sizeof(T));
+                continue;
+            }
             std::memcpy(out + o * P + 2 * i * kC, row, size_t(width) * sizeof(T));
             std::memcpy(out + o * P + (2 * i + 1) * kC, row + HL, size_t(width) * sizeof(T));
         }

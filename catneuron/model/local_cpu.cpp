@@ -345,7 +345,14 @@ void correlate_position(const T* xt, const T* c, T* out, const Geo& g, i64 row_p
 // Window rows of at most half a vector (the `small` preset's 8 entries in 16 lanes): two rows per vector, lanes
 // [0, L/2) from row 2i and [L/2, L) from row 2i + 1, so no lane is spent on entries past a row. NV vectors: 2 NV rows.
 template <typename V, typename H, int... I> inline V join(H lo, H hi, std::integer_sequence<int, I...>) {
+#if defined(__clang__) || __GNUC__ >= 12
     return __builtin_shufflevector(lo, hi, I...);
+#else  // older g++: through memory (slower, the same values)
+    V v;
+    std::memcpy(&v, &lo, sizeof(H));
+    std::memcpy(reinterpret_cast<char*>(&v) + sizeof(H), &hi, sizeof(H));
+    return v;
+#endif
 }
 
 template <typename T, int OB, int NV>

@@ -6,12 +6,14 @@
 // written by one task with a fixed order of summation, so the bits do not depend on the number of threads.
 //
 // Register tiles (the compiler vectorizes the innermost fixed-size loops):
-//   contract  codes[l, o, b]: 8 maps x 32 batch entries, summed over the position's window (batch-contiguous rows).
-//   spread    image[Y, q, b]: 8 entries q = (column, channel) of one image row x 32 batch entries, summed over every
-//             (covering position, map): gathered, so each image value is written once and no thread adds into
-//             another's.
-//   correlate grad[l, o, p]: 8 maps x 32 fan-in entries (or several short window rows), summed over the batch from
-//             a copy of the image transposed to (H, B, W*C + pad) so that a window row is contiguous per image.
+//   contract  codes[l, o, b]: 8 maps x 48 batch entries (then 32, 16, 4, 1), summed over the position's window
+//             (batch-contiguous rows).
+//   spread    image[Y, q, b]: 8 entries of one position column's window row x 48 batch entries, summed over every
+//             (covering output row, map) and added into the image row once: gathered, so each image row is written
+//             by one task and no thread adds into another's; a task paints a band of rows column by column.
+//   correlate grad[l, o, p]: 8 maps x 32 fan-in entries (or two window rows of at most half a vector in one), summed
+//             over the batch from a copy of the image transposed to (H, B, W*C + pad) so that a window row is
+//             contiguous per image; a position's gradient is summed in a buffer and streamed to memory.
 
 #include <algorithm>
 #include <atomic>
@@ -24,6 +26,9 @@
 #include <utility>
 #include <vector>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -140,10 +145,11 @@ template <int N, typename F> inline __attribute__((always_inline)) void unroll(F
         std::make_integer_sequence<int, N>{});
 }
 
-// The batch in tiles of two vectors, one vector, four lanes, one entry: f(lanes, vectors, first entry).
+// The batch in tiles of three vectors, two, one, four lanes, one entry: f(lanes, vectors, first entry).
 template <typename T, typename F> void batch_tiles(i64 B, F&& f) {
     constexpr int L = LANES<T>;
     i64 b = 0;
+    for (; b + 3 * L <= B; b += 3 * L) f(std::integral_constant<int, L>{}, std::integral_constant<int, 3>{}, b);
     for (; b + 2 * L <= B; b += 2 * L) f(std::integral_constant<int, L>{}, std::integral_constant<int, 2>{}, b);
     for (; b + L <= B; b += L) f(std::integral_constant<int, L>{}, std::integral_constant<int, 1>{}, b);
     for (; b + 4 <= B; b += 4) f(std::integral_constant<int, 4>{}, std::integral_constant<int, 1>{}, b);
@@ -200,60 +206,89 @@ void contract(const T* image, const T* weight, T* codes, const Geo& g, int threa
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// spread: image[Y, q, b] = sum over positions l covering (Y, q) and maps o of weight[l, o, (Y - y s, q - x s C)]
-// * codes[l, o, b], with q = X * C + c.
+// spread: image row Y = sum over the columns x of positions of the block painted there, block[e, b] =
+// sum over the covering output rows y and maps o of weight[y ow + x, o, (Y - y s) kC + e] * codes[y ow + x, o, b].
+// A tile is EB entries e of one position column's window row x NV vectors of the batch, summed in registers over
+// every (covering row, map) pair (k/s * 8 terms: 64 at `small`, 144 at `paper`) and then added into the image row
+// once: no window edge cuts a tile, and each image row is written by one task in a fixed order.
 
-template <typename T, int L, int NV, int QB>
-void spread_tile(const T* weight, const T* codes, T* out, const Geo& g, i64 Y, i64 q0, i64 b0) {
+template <typename T, int L, int NV, int EB>
+void spread_tile(const T* __restrict w, i64 w_step, const T* __restrict c, i64 c_step, i64 cover, i64 O, i64 P,
+                 i64 B, T* __restrict row) {
     using V = typename Lanes<T, L>::type;
-    V acc[QB * NV] = {};
-    const i64 kC = g.kC(), P = g.P(), ow = g.ow(), sC = g.s * g.C;
-    const i64 y_first = std::max<i64>(0, (Y - g.k + g.s) / g.s), y_last = std::min(g.oh() - 1, Y / g.s);
-    // windows [x sC, x sC + kC) that meet [q0, q0 + QB)
-    const i64 x_first = std::max<i64>(0, (q0 - kC + sC) / sC), x_last = std::min(ow - 1, (q0 + QB - 1) / sC);
-    for (i64 y = y_first; y <= y_last; ++y) {
-        const i64 dy = Y - y * g.s;
-        if (dy >= g.k) continue;  // y_first rounds toward zero where Y - k + s is negative
-        for (i64 x = x_first; x <= x_last; ++x) {
-            const i64 l = y * ow + x, off = q0 - x * sC;
-            if (off + QB <= 0 || off >= kC) continue;
-            const T* wr = weight + l * g.O * P + dy * kC;
-            const T* cr = codes + l * g.O * g.B + b0;
-            const bool whole = off >= 0 && off + QB <= kC;
-            for (i64 o = 0; o < g.O; ++o) {
-                V cv[NV];
-                unroll<NV>([&](auto j) { cv[j] = load<V>(cr + o * g.B + j * L); });
-                // the weights of entries q0.. broadcast straight from memory (a broadcast from a register would take
-                // an FMA port): the window row itself, or where the block runs past it, a copy with zeros outside
-                auto add = [&](const T* wv) __attribute__((always_inline)) {
-                    unroll<QB>([&](auto i) { unroll<NV>([&](auto j) { acc[i * NV + j] += cv[j] * wv[i]; }); });
-                };
-                if (whole) {
-                    add(wr + o * P + off);
-                } else {
-                    T part[QB];
-                    unroll<QB>([&](auto i) { part[i] = (off + i >= 0 && off + i < kC) ? wr[o * P + off + i] : T(0); });
-                    add(part);
-                }
-            }
+    V acc[EB * NV] = {};
+    for (i64 j = 0; j < cover; ++j) {
+        const T* wj = w + j * w_step;
+        const T* cj = c + j * c_step;
+        for (i64 o = 0; o < O; ++o) {
+            V cv[NV];
+            unroll<NV>([&](auto v) { cv[v] = load<V>(cj + o * B + v * L); });
+            unroll<EB>([&](auto e) {
+                const T wv = wj[o * P + e];
+                unroll<NV>([&](auto v) { acc[e * NV + v] += cv[v] * wv; });
+            });
         }
     }
-    T* o = out + (Y * g.W * g.C + q0) * g.B + b0;
-    unroll<QB>([&](auto i) { unroll<NV>([&](auto j) { store(o + i * g.B + j * L, acc[i * NV + j]); }); });
+    unroll<EB>([&](auto e) {
+        unroll<NV>([&](auto v) { store(row + e * B + v * L, load<V>(row + e * B + v * L) + acc[e * NV + v]); });
+    });
+}
+
+// Where an image row's covering positions lie: the first covering output row, their count, its window row.
+struct Cover {
+    i64 y0 = 0, count = 0, dy = 0;
+    Cover(const Geo& g, i64 Y) {
+        const i64 y_first = std::max<i64>(0, (Y - g.k + g.s) / g.s), y_last = std::min(g.oh() - 1, Y / g.s);
+        y0 = (Y - y_first * g.s >= g.k) ? y_first + 1 : y_first;  // (Y - k + s) / s rounds toward zero
+        count = std::max<i64>(0, y_last - y0 + 1);
+        dy = Y - y0 * g.s;
+    }
+};
+
+// The weights that image rows [Y0, Y1) read at position column x: for each covering output row and map, the window
+// rows those image rows meet, one contiguous run; fetched a few columns ahead (the runs lie a position apart, a
+// stride no hardware prefetcher follows, and waiting for them halved the rate at the `paper` shape).
+template <typename T> void prefetch(const T* weight, const Geo& g, i64 Y0, i64 Y1, i64 x) {
+    constexpr i64 line = 64 / i64(sizeof(T));
+    const i64 kC = g.kC(), P = g.P();
+    const Cover top(g, Y0), bottom(g, Y1 - 1);
+    for (i64 y = top.y0; y < std::min(g.oh(), bottom.y0 + bottom.count); ++y) {
+        const i64 first = std::max<i64>(0, Y0 - y * g.s) * kC, last = std::min(g.k, Y1 - y * g.s) * kC;
+        const T* w = weight + (y * g.ow() + x) * g.O * P;
+        for (i64 o = 0; o < g.O; ++o)
+            for (i64 e = first; e < last + line - 1; e += line) __builtin_prefetch(w + o * P + std::min(e, last - 1));
+    }
 }
 
 template <typename T>
 void spread(const T* codes, const T* weight, T* image, const Geo& g, int threads) {
-    const i64 WC = g.W * g.C, block = 8 * 16;  // blocks of (column, channel) entries: a few windows' codes in cache
-    const i64 blocks = (WC + block - 1) / block;
-    run_ranges(g.H * blocks, 4 * g.H, threads, [&](i64 first, i64 last) {
+    const i64 ow = g.ow(), kC = g.kC(), P = g.P(), sC = g.s * g.C, row_size = g.W * g.C * g.B;
+    // from one covering output row to the next: the position one row down, its window one stride up
+    const i64 w_step = ow * g.O * P - g.s * kC, c_step = ow * g.O * g.B;
+    // a task paints `band` image rows column by column, so a position's weights are read in runs of window rows
+    // (up to 12; at least 8 tasks, so two threads share the work evenly)
+    const i64 band = std::clamp<i64>(g.H / 8, 1, 12);
+    const i64 bands = (g.H + band - 1) / band;
+    run_ranges(bands, bands, threads, [&](i64 first, i64 last) {
         for (i64 t = first; t < last; ++t) {
-            const i64 Y = t / blocks, q0 = (t % blocks) * block, q1 = std::min(WC, q0 + block);
-            map_blocks(q1 - q0, [&](auto entries, i64 q) {
-                batch_tiles<T>(g.B, [&](auto lanes, auto vectors, i64 b) {
-                    spread_tile<T, lanes, vectors, entries>(weight, codes, image, g, Y, q0 + q, b);
-                });
-            });
+            const i64 Y0 = t * band, Y1 = std::min(g.H, Y0 + band);
+            std::fill(image + Y0 * row_size, image + Y1 * row_size, T(0));
+            for (i64 x = 0; x < ow; ++x) {
+                if (x + 2 < ow) prefetch(weight, g, Y0, Y1, x + 2);
+                for (i64 Y = Y0; Y < Y1; ++Y) {
+                    const Cover cover(g, Y);
+                    if (cover.count == 0) continue;  // a row in no window
+                    const T* w = weight + (cover.y0 * ow + x) * g.O * P + cover.dy * kC;
+                    const T* c = codes + (cover.y0 * ow + x) * g.O * g.B;
+                    T* out = image + Y * row_size + x * sC * g.B;
+                    batch_tiles<T>(g.B, [&](auto lanes, auto vectors, i64 b) {
+                        map_blocks(kC, [&](auto entries, i64 e) {
+                            spread_tile<T, lanes, vectors, entries>(w + e, w_step, c + b, c_step, cover.count, g.O,
+                                                                     P, g.B, out + e * g.B + b);
+                        });
+                    });
+                }
+            }
         }
     });
 }
@@ -281,6 +316,10 @@ void correlate_tile(const T* __restrict xt, i64 row_pitch, i64 b_pitch, const T*
     T row[NV * L];
     for (int o = 0; o < OB; ++o)
         for (int r = 0; r < R; ++r) {
+            if (width == NV * L) {  // whole vectors stored as they are (a memcpy of a variable size is a call)
+                for (int v = 0; v < NV; ++v) store(out + o * P + r * kC + v * L, acc[(o * R + r) * NV + v]);
+                continue;
+            }
             for (int v = 0; v < NV; ++v) store(row + v * L, acc[(o * R + r) * NV + v]);
             std::memcpy(out + o * P + r * kC, row, size_t(width) * sizeof(T));
         }
@@ -303,6 +342,126 @@ void correlate_position(const T* xt, const T* c, T* out, const Geo& g, i64 row_p
     });
 }
 
+// Window rows of at most half a vector (the `small` preset's 8 entries in 16 lanes): two rows per vector, lanes
+// [0, L/2) from row 2i and [L/2, L) from row 2i + 1, so no lane is spent on entries past a row. NV vectors: 2 NV rows.
+template <typename V, typename H, int... I> inline V join(H lo, H hi, std::integer_sequence<int, I...>) {
+#if defined(__clang__) || __GNUC__ >= 12
+    return __builtin_shufflevector(lo, hi, I...);
+#else  // older g++: through memory (slower, the same values)
+    V v;
+    std::memcpy(&v, &lo, sizeof(H));
+    std::memcpy(reinterpret_cast<char*>(&v) + sizeof(H), &hi, sizeof(H));
+    return v;
+#endif
+}
+
+template <typename T, int OB, int NV>
+void correlate_tile_halves(const T* __restrict xt, i64 row_pitch, i64 b_pitch, const T* __restrict c, i64 B,
+                           T* __restrict out, i64 P, i64 kC, i64 width) {
+    constexpr int L = LANES<T>, HL = L / 2;
+    using V = typename Lanes<T, L>::type;
+    using H = typename Lanes<T, HL>::type;
+    V acc[OB * NV] = {};
+    for (i64 b = 0; b < B; ++b) {
+        const T* xb = xt + b * b_pitch;
+        V xv[NV];
+        unroll<NV>([&](auto i) {
+            xv[i] = join<V>(load<H>(xb + 2 * i * row_pitch), load<H>(xb + (2 * i + 1) * row_pitch),
+                            std::make_integer_sequence<int, L>{});
+        });
+        unroll<OB>([&](auto o) {
+            const T cv = c[o * B + b];
+            unroll<NV>([&](auto i) { acc[o * NV + i] += xv[i] * cv; });
+        });
+    }
+    T row[L];
+    for (int o = 0; o < OB; ++o)
+        for (int i = 0; i < NV; ++i) {
+            store(row, acc[o * NV + i]);
+            if (width == HL) {  // the `small` stage 1: copies of a constant size, inlined
+                std::memcpy(out + o * P + 2 * i * kC, row, HL * sizeof(T));
+                std::memcpy(out + o * P + (2 * i + 1) * kC, row + HL, HL * sizeof(T));
+                continue;
+            }
+            std::memcpy(out + o * P + 2 * i * kC, row, size_t(width) * sizeof(T));
+            std::memcpy(out + o * P + (2 * i + 1) * kC, row + HL, size_t(width) * sizeof(T));
+        }
+}
+
+// Entries [p, p + width) of every window row, width at most half a vector: two rows to a vector, a last odd row
+// alone.
+template <typename T, int OB>
+void correlate_halves(const T* xt, const T* c, T* out, const Geo& g, i64 row_pitch, i64 b_pitch, i64 p, i64 width) {
+    const i64 kC = g.kC(), P = g.P();
+    i64 dy = 0;
+    for (; dy + 4 <= g.k; dy += 4)
+        correlate_tile_halves<T, OB, 2>(xt + dy * row_pitch + p, row_pitch, b_pitch, c, g.B, out + dy * kC + p, P, kC,
+                                        width);
+    for (; dy + 2 <= g.k; dy += 2)
+        correlate_tile_halves<T, OB, 1>(xt + dy * row_pitch + p, row_pitch, b_pitch, c, g.B, out + dy * kC + p, P, kC,
+                                        width);
+    if (dy < g.k)
+        correlate_tile<T, OB, 1, 1>(xt + dy * row_pitch + p, row_pitch, b_pitch, c, g.B, out + dy * kC + p, P, kC,
+                                    width);
+}
+
+template <typename T>
+void correlate_position_halves(const T* xt, const T* c, T* out, const Geo& g, i64 row_pitch, i64 b_pitch) {
+    map_blocks(g.O, [&](auto maps, i64 o) {
+        correlate_halves<T, maps>(xt, c + o * g.B, out + o * g.P(), g, row_pitch, b_pitch, 0, g.kC());
+    });
+}
+
+// Window rows longer than a vector (the `paper` stage 1's 54 entries): whole vectors in tiles of three, two, one,
+// then the rest; a rest of at most half a vector two rows to a vector (54 = 48 + 6: 112 lanes for 108 entries of
+// two rows, where tiles of two vectors took 128).
+template <typename T>
+void correlate_position_long(const T* xt, const T* c, T* out, const Geo& g, i64 row_pitch, i64 b_pitch) {
+    constexpr int L = LANES<T>;
+    const i64 kC = g.kC(), P = g.P(), whole = kC / L * L, rest = kC - whole;
+    map_blocks(g.O, [&](auto maps, i64 o) {
+        const T* co = c + o * g.B;
+        T* oo = out + o * P;
+        for (i64 dy = 0; dy < g.k; ++dy) {
+            const T* x = xt + dy * row_pitch;
+            T* od = oo + dy * kC;
+            i64 p = 0;
+            for (; p + 3 * L <= whole; p += 3 * L)
+                correlate_tile<T, maps, 1, 3>(x + p, row_pitch, b_pitch, co, g.B, od + p, P, kC, 3 * L);
+            for (; p + 2 * L <= whole; p += 2 * L)
+                correlate_tile<T, maps, 1, 2>(x + p, row_pitch, b_pitch, co, g.B, od + p, P, kC, 2 * L);
+            for (; p < whole; p += L)
+                correlate_tile<T, maps, 1, 1>(x + p, row_pitch, b_pitch, co, g.B, od + p, P, kC, L);
+            if (rest > L / 2)
+                correlate_tile<T, maps, 1, 1>(x + whole, row_pitch, b_pitch, co, g.B, od + whole, P, kC, rest);
+        }
+        if (rest > 0 && rest <= L / 2) correlate_halves<T, maps>(xt, co, oo, g, row_pitch, b_pitch, whole, rest);
+    });
+}
+
+// A position's gradient, summed in a buffer that stays in L1, goes to memory with non-temporal stores: written once
+// and not read again in the call, it would otherwise evict the image rows the next positions read (a third of the
+// rate at the `paper` shape). Stores past a 16-byte boundary only; the ends copied plainly.
+template <typename T> void stream_copy(T* dst, const T* src, i64 n) {
+#if defined(__SSE2__)
+    char* d = reinterpret_cast<char*>(dst);
+    const char* s = reinterpret_cast<const char*>(src);
+    size_t bytes = size_t(n) * sizeof(T), head = std::min(bytes, size_t((16 - uintptr_t(d) % 16) % 16));
+    std::memcpy(d, s, head);
+    size_t i = head;
+    for (; i + 16 <= bytes; i += 16) _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
+    std::memcpy(d + i, s + i, bytes - i);
+#else
+    std::memcpy(dst, src, size_t(n) * sizeof(T));
+#endif
+}
+
+inline void stream_fence() {
+#if defined(__SSE2__)
+    _mm_sfence();  // the streamed stores visible before the call returns
+#endif
+}
+
 template <typename T>
 void correlate(const T* image, const T* codes, T* grad, const Geo& g, int threads) {
     constexpr int L = LANES<T>;
@@ -315,16 +474,21 @@ void correlate(const T* image, const T* codes, T* grad, const Geo& g, int thread
     });
     const i64 ow = g.ow(), kC = g.kC(), row_pitch = g.B * WCp;
     run_ranges(g.oh() * ow, 4 * g.oh(), threads, [&](i64 first, i64 last) {
+        std::vector<T> local(size_t(g.O * g.P()));
         for (i64 l = first; l < last; ++l) {
             const i64 y = l / ow, x = l % ow;
             const T* base = xt.data() + y * g.s * row_pitch + x * g.s * g.C;
             const T* c = codes + l * g.O * g.B;
-            T* out = grad + l * g.O * g.P();
-            if (kC <= L)  // short window rows: several per tile
+            T* out = local.data();
+            if (kC <= L / 2)
+                correlate_position_halves<T>(base, c, out, g, row_pitch, WCp);
+            else if (kC <= L)  // short window rows: several per tile
                 correlate_position<T, 2, 1>(base, c, out, g, row_pitch, WCp);
             else
-                correlate_position<T, 1, 2>(base, c, out, g, row_pitch, WCp);
+                correlate_position_long<T>(base, c, out, g, row_pitch, WCp);
+            stream_copy(grad + l * g.O * g.P(), local.data(), g.O * g.P());
         }
+        stream_fence();
     });
 }
 

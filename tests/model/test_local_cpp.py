@@ -37,7 +37,7 @@ def operands(c, size, k, s, maps, batch, dtype):
     return geo, {"contract": (image, weight, geo), "spread": (codes, weight, geo), "correlate": (image, codes, geo)}
 
 
-@pytest.mark.parametrize("batch", [3, 37])  # 37: whole vector tiles, a four-lane tile and single entries
+@pytest.mark.parametrize("batch", [3, 37, 69])  # 37, 69: tiles of two and of three vectors, four lanes, one entry
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
 def test_each_product_equals_the_sweeps_within_float32_rounding(c, size, k, s, maps, tile, batch):
     torch.manual_seed(0)
@@ -46,6 +46,29 @@ def test_each_product_equals_the_sweeps_within_float32_rounding(c, size, k, s, m
         got, want = getattr(local_cpp, name)(*args[name]), getattr(local_reference, name)(*args[name])
         assert got.shape == want.shape and got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("shape", [(2, (50, 9), 4, 3, 3, 5),  # bands of 3 image rows, the last short, one in none
+                                   (3, (40, 30), 9, 1, 8, 37)])  # bands of 2; window rows of 27: blocks of 8, 2, 1
+def test_spread_in_bands_of_image_rows_equals_the_sweeps(shape):
+    """Images of 32 rows or more are painted several rows a task (the layer's tests use smaller ones)."""
+    torch.manual_seed(5)
+    _, args = operands(*shape, torch.float32)
+    want = local_reference.spread(*args["spread"])
+    torch.testing.assert_close(local_cpp.spread(*args["spread"]), want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("shape", [(3, (20, 40), 18, 1, 8, 37),  # the paper's window rows: 54 = 48 + 6, 6 paired
+                                   (3, (16, 24), 7, 1, 3, 5),  # 21 = 16 + 5: 5 paired, the odd last row alone
+                                   (4, (14, 30), 5, 2, 2, 5)])  # 20 = 16 + 4: 4 paired over rows 0-3, row 4 alone
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_correlate_of_window_rows_longer_than_a_vector_equals_the_sweeps(shape, dtype):
+    """Whole vectors of a window row in tiles of three, two, one, the rest of two rows in one vector."""
+    torch.manual_seed(6)
+    _, args = operands(*shape, dtype)
+    want = local_reference.correlate(*args["correlate"])
+    got = local_cpp.correlate(*args["correlate"], out=torch.full_like(want, float("nan")))  # every entry written
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * want.abs().max().item())
 
 
 @pytest.mark.parametrize("c,size,k,s,maps,tile", SHAPES)
@@ -74,7 +97,8 @@ def test_gradients_against_finite_differences_in_float64():
     assert torch.autograd.gradcheck(lambda x, w1, w2: dec(enc(x)), (x, enc.weight, dec.weight))
 
 
-@pytest.mark.parametrize("shape", [(3, (20, 21), 5, 1, 8, 100), (8, (17, 17), 6, 2, 5, 37)])
+@pytest.mark.parametrize("shape", [(3, (20, 21), 5, 1, 8, 100), (8, (17, 17), 6, 2, 5, 37),
+                                   (1, (32, 32), 8, 1, 8, 100)])  # the `small` preset: two window rows a vector
 def test_the_same_bits_on_any_number_of_threads(shape, threads):
     """Every output value is summed by one task in a fixed order: a resumed run equals an uninterrupted one."""
     torch.manual_seed(2)

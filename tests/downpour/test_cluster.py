@@ -20,6 +20,7 @@ import torch
 
 pytest.importorskip("ray")
 
+from conftest import missing_tool  # noqa: E402
 from ray_cluster import HEAD_IP, Cluster, Unavailable  # noqa: E402
 
 from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
@@ -169,6 +170,62 @@ def test_a_worker_node_dies_its_replica_waits_for_room_and_its_shard_comes_back(
     assert "marked dead" in (run / "ray.log").read_text()  # what Ray said went there, not to the terminal
     network, _ = runs.load_network(run)
     assert objective(network, fixed) < 0.8 * initial_objective(fixed, tmp_path / "init")
+
+
+CUT_SECONDS = 30  # the partition
+CUT_RUN_LIMIT = 120  # the partitioned run ends (its --minutes 1.25) within this long of its start, or it hangs
+
+
+def test_a_worker_node_cut_off_for_30_s_is_replaced_and_the_run_says_so(cluster, fixed, tmp_path):
+    """Two replicas on three nodes; the worker node holding one is cut off from the others for 30 s (tests/wire.py:
+    its inter-node packets dropped, both ways), then healed. Ray declares the node dead within seconds (the
+    cluster's health checks), so the run does not ride it out: it says the replica died, replaces it on the free
+    node and says when and where it steps again (before the cut is healed); the run ends at its time limit (no
+    hang) with no line of Ray's, and its checkpoint has learnt."""
+    if cluster.wire is None:
+        missing_tool(f"no wire between the nodes: {cluster.no_wire} (.ci/run installs nftables)")
+    run = tmp_path / "run"
+    start = time.monotonic()
+    process = train(cluster, run, "--replicas", "2", "--ps-shards", "2", "--steps", "1000000", "--minutes", "1.25")
+    wait_for(lambda: len(metrics(run)[-1:]) and len(metrics(run)[-1]["replica_steps_per_s"]) == 2, 120,
+             "two replicas stepping", process)
+    replicas = actors(cluster, "replica")
+    cut, index = next((ip, int(name.split("-replica-")[1].split("-")[0])) for name, ip in sorted(replicas.items())
+                      if ip != cluster.head)
+    with cluster.wire.cut(cut):
+        healed = time.monotonic() + CUT_SECONDS
+        wait_for(lambda: stepped_again(metrics(run), index), CUT_SECONDS - 2, "the replacement stepping", process)
+        elsewhere = replicas_now(cluster, index, cut)
+        time.sleep(max(0.0, healed - time.monotonic()))
+    output = finish(process, max(1.0, CUT_RUN_LIMIT - (time.monotonic() - start)))
+    assert process.returncode == 0, output[-3000:]
+    assert elsewhere, f"replica {index}'s replacement is not on a node other than {cut}"
+    lines = output.splitlines()
+    assert sum(re.search(rf"replica {index} died \(.*node.*\): replaced in 1 s", line) is not None
+               for line in lines) == 1, output[-3000:]
+    again = [line for line in lines if re.search(rf"replica {index} steps again on 127\.0\.0\.\d+, \d+ s after it "
+                                                 r"was lost", line)]
+    assert len(again) == 1 and cut not in again[0], output[-3000:]
+    assert not ray_lines(output), ray_lines(output)
+    assert metrics(run)[-1]["replicas"] == 2
+    network, _ = runs.load_network(run)
+    assert objective(network, fixed) < 0.8 * initial_objective(fixed, tmp_path / "init")
+
+
+def stepped_again(records: list[dict], index: int) -> bool:
+    """Replica `index` in the step rates, then missing (it died: its rate is dropped), then back."""
+    seen = gone = False
+    for record in records:
+        here = str(index) in record["replica_steps_per_s"]
+        if here and gone:
+            return True
+        seen, gone = seen or here, gone or (seen and not here)
+    return False
+
+
+def replicas_now(cluster: Cluster, index: int, lost: str) -> bool:
+    """Replica `index` alive on a node other than `lost`, from Ray's actor table."""
+    return any(f"-replica-{index}-" in name and ip != lost for name, ip in actors(cluster, "replica").items())
 
 
 def test_the_head_dies_the_driver_stops_and_a_new_cluster_resumes(cluster, tmp_path):

@@ -33,11 +33,12 @@ sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 from downpour import steady  # noqa: E402
 from ray_cluster import Cluster  # noqa: E402
 
+from catneuron.model import local_cpp  # noqa: E402
 from catneuron.store import runs  # noqa: E402
 
 ENTRY = "from catneuron.cli import main; main()"
 LATENCIES_MS = (0, 1, 5, 20)
-RATE = 1e6  # bytes/s per link and direction: the bandwidth point (8 Mb/s), at 0 ms
+RATE = 3e6  # bytes/s per link and direction: the bandwidth point (24 Mb/s), at 0 ms
 PG = (1, 4, 16)
 BATCH = 20  # the tiny preset's
 
@@ -105,10 +106,13 @@ def train(cluster: Cluster, run: Path, pg: int, minutes: float, warmup: float) -
     done = cluster.run([sys.executable, "-c", ENTRY, "train", "--address", cluster.address, "--data", "embedded",
                         "--preset", "tiny", "--out", str(run), "--replicas", "3", "--ps-shards", "3",
                         "--fetch-every", str(pg), "--push-every", str(pg), "--steps", "100000000",
-                        "--minutes", str(minutes)], timeout=minutes * 60 + 240)
+                        "--minutes", str(minutes),
+                        "--set", "train.checkpoint_every=100000000"], timeout=minutes * 60 + 120)
     if done.returncode:
         raise RuntimeError(f"the run failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     rows = runs.read_metrics(run)
+    if not rows:
+        raise RuntimeError(f"the run wrote no metrics:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     return {"wall_s": time.monotonic() - started, "steps": rows[-1]["step"]} | steady(rows, warmup, BATCH)
 
 
@@ -155,6 +159,8 @@ def main() -> None:
                      "uptime_at_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
                      "runs": []}
     print(f"{processor}, {os.cpu_count()} cores; {results['uptime_at_start']}", flush=True)
+    # The compiled CPU kernels from this machine's cache: the nodes' HOME is a fresh one (tests/conftest.py).
+    os.environ.setdefault("CATNEURON_KERNEL_CACHE", str(local_cpp.cache_dir()))
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cn-cluster-bench-") as tmp, Cluster(workers=2, cpus=1,
                                                                                  relay=True) as cluster:
@@ -168,6 +174,7 @@ def main() -> None:
                     row |= train(cluster, run, pg, args.minutes, args.warmup)
                     results["runs"].append(row)
                     print(json.dumps(row), flush=True)
+                    args.json.write_text(json.dumps(results, indent=2) + "\n")  # so far, should a run fail
     results["uptime_at_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     results["total_s"] = time.monotonic() - started
     args.json.write_text(json.dumps(results, indent=2) + "\n")

@@ -49,6 +49,7 @@ RELAY_BASE = 5500  # the relay listens on 127.0.0.1:RELAY_BASE+n for what node n
 NODES = range(2, 32)  # node n is 127.0.0.n
 SO_ORIGINAL_DST = 80
 CHUNK = 65536
+BACKLOG = 0.01  # seconds of a rate-limited link's time that may be booked ahead
 
 
 class WireUnavailable(RuntimeError):
@@ -251,7 +252,11 @@ class Relay:
 
         sender = asyncio.create_task(send())
         try:
-            while data := await reader.read(CHUNK):
+            # Rate-limited, in small pieces, and never booking the link more than BACKLOG ahead: a link that
+            # queued seconds of one bulk transfer would starve the small messages sharing it (heartbeats).
+            while data := await reader.read(max(1024, int(self.rate * BACKLOG)) if self.rate else CHUNK):
+                while self.rate and (ahead := link.free_at - loop.time()) > BACKLOG:
+                    await asyncio.sleep(ahead - BACKLOG)
                 await queue.put((link.arrival(loop.time(), len(data), self.delay, self.rate), data))
         except OSError:
             pass

@@ -9,6 +9,11 @@ usage stats and the dashboard off, so a node asks nothing of the world.
 
     with Cluster(workers=2) as cluster:
         cluster.run([sys.executable, "-m", "catneuron.cli", "train", "--address", cluster.address, ...])
+
+Each node's processes run in a cgroup of the node's own, the driver and `run`/`popen` in the head's: the wire of
+tests/wire.py (`cluster.wire`, None where nft or cgroup v2 is missing, `cluster.no_wire` says why) cuts a node
+off (`with cluster.wire.cut(ip):`), and with `Cluster(relay=True)` gives the links latency and a rate
+(`with cluster.wire.latency(ms, rate):`).
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ usage stats and the dashboard off, so a node asks nothing of the world.
 
     with Cluster(workers=2) as cluster:
         cluster.run([sys.executable, "-m", "catneuron.cli", "train", "--address", cluster.address, ...])
+
+Each node's processes run in a cgroup of the node's own, the driver and `run`/`popen` in the head's: the wire of
+tests/wire.py (`cluster.wire`, None where nft or cgroup v2 is missing, `cluster.no_wire` says why) cuts a node
+off (`with cluster.wire.cut(ip):`), and with `Cluster(relay=True)` gives the links latency and a rate
+(`with cluster.wire.latency(ms, rate):`).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from wire import Wire, WireUnavailable
 
 HEAD_IP = "127.0.0.2"
 PORT = 6379
@@ -165,7 +172,7 @@ class Cluster:
     """A head on 127.0.0.2 and `workers` nodes on 127.0.0.3, .4, ..., `cpus` CPUs each, in a namespace of its own."""
 
     def __init__(self, workers: int = 2, cpus: int = 1, head_cpus: int | None = None,
-                 root: Path | None = None) -> None:
+                 root: Path | None = None, relay: bool = False) -> None:
         self.workers, self.cpus = workers, cpus
         self.head_cpus = cpus if head_cpus is None else head_cpus
         # Short: Ray's socket paths must stay under 108 bytes.
@@ -183,6 +190,10 @@ class Cluster:
         self.nodes: list[Node] = []
         self.head = HEAD_IP
         self.namespace: Namespace | None = None
+        # Each node's processes in a cgroup of its own, for tests/wire.py: partitions always, latency with `relay`.
+        self.relay = relay
+        self.wire: Wire | None = None
+        self.no_wire = ""  # why there is none
 
     @property
     def address(self) -> str:
@@ -191,6 +202,7 @@ class Cluster:
     def __enter__(self) -> Cluster:
         self.namespace = Namespace()
         try:
+            self.start_wire()
             self.start_node(HEAD_IP, head=True)
             for i in range(self.workers):
                 self.start_node(f"127.0.0.{3 + i}")
@@ -201,6 +213,18 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def start_wire(self) -> None:
+        try:
+            self.wire = Wire(self.namespace, relay=self.relay)
+        except WireUnavailable as e:
+            if self.relay:
+                raise
+            self.no_wire = str(e)
+
+    def on(self, ip: str, argv: Sequence[str]) -> list[str]:
+        """`argv` as a process of node `ip` (in its cgroup where there is a wire), in the namespace."""
+        return self.namespace.command(self.wire.command(ip, argv) if self.wire else argv)
 
     def start_node(self, ip: str, head: bool = False, timeout: float = 90) -> Node:
         """`ray start` on `ip` (the head, or a node joining it), returned once Ray says it runs."""
@@ -215,7 +239,7 @@ class Cluster:
         env = self.env | {"GLOO_SOCKET_IFNAME": self.namespace.interface(ip)}
         with open(log, "w") as out:
             process = subprocess.Popen(
-                self.namespace.command([RAY, "start", "--block", "--node-ip-address", ip, *args]),
+                self.on(ip, [RAY, "start", "--block", "--node-ip-address", ip, *args]),
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         node = Node(ip, process, log)
         self.nodes.append(node)
@@ -236,13 +260,14 @@ class Cluster:
         return pids
 
     def popen(self, argv: Sequence[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:
-        """A process in the cluster's namespace with the cluster's environment (the token included)."""
-        return subprocess.Popen(self.namespace.command(argv), env=self.env | (env or {}), start_new_session=True,
+        """A process on the head node (in the cluster's namespace) with the cluster's environment (the token
+        included)."""
+        return subprocess.Popen(self.on(self.head, argv), env=self.env | (env or {}), start_new_session=True,
                                 **kwargs)
 
     def run(self, argv: Sequence[str], timeout: float = 300, env: dict[str, str] | None = None,
             **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run(self.namespace.command(argv), env=self.env | (env or {}), timeout=timeout,
+        return subprocess.run(self.on(self.head, argv), env=self.env | (env or {}), timeout=timeout,
                               capture_output=True, text=True, **kwargs)
 
     def python(self, code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -260,6 +285,9 @@ class Cluster:
         if self.namespace is not None:
             self.namespace.close()
             self.namespace = None
+        if self.wire is not None:
+            self.wire.close()
+            self.wire = None
         shutil.rmtree(self.temp, ignore_errors=True)
 
 

@@ -34,7 +34,7 @@ from catneuron.data.shards import ShardSource
 from catneuron.data.sources import ArraySource, BatchSource
 from catneuron.downpour.blocks import BlockShards, ReplicaRanks, merge_reports, start_ranks
 from catneuron.downpour.ray_env import ray_session
-from catneuron.downpour.recovery import HeadLost, HeadWatch, Placements, ShardRestarts, node_addresses
+from catneuron.downpour.recovery import HeadLost, HeadWatch, Placements, ShardRestarts, node_addresses, node_of
 from catneuron.downpour.replica import Replica
 from catneuron.downpour.shards import ParameterShard, RowShards, snapshot_name
 from catneuron.errors import UserError
@@ -163,6 +163,7 @@ class Downpour:
         self.incarnations: list[int] = [0] * options.replicas
         self.deaths: dict[int, deque[float]] = {i: deque() for i in range(options.replicas)}
         self.restarts: dict[int, float] = {}  # replica -> when its replacement starts (backoff)
+        self.lost_at: dict[int, float] = {}  # replaced replica -> when it died, until its replacement steps
         self.failure: str | None = None  # why the run stops early, when a replica's failure stops it
         self.shards: list = []
         self.replicas: dict[int, ReplicaRanks] = {}
@@ -327,6 +328,7 @@ class Downpour:
         elif policy == "replace":
             delay = 2.0 ** (len(deaths) - 1)
             self.restarts[i] = now + delay
+            self.lost_at.setdefault(i, now)
             say(f"replica {i} died ({reason}): replaced in {delay:g} s")
         elif self.replicas:
             say(f"replica {i} died ({reason}): going on with {len(self.replicas)} replica(s)")
@@ -445,6 +447,9 @@ class Downpour:
     def _record(self, session: Session, i: int, report: dict) -> None:
         """Replica i's chunk, step by step through the session's bookkeeping, with Downpour's own measures."""
         t = self.trainer
+        if (lost := self.lost_at.pop(i, None)) is not None:  # the run says that what it lost works again, and where
+            say(f"replica {i} steps again on {node_of(self.replicas[i].actors[0])}, "
+                f"{time.monotonic() - lost:.0f} s after it was lost")
         done = len(report["terms"])
         self.positions[i] += done
         self.rates[i] = done / max(report["seconds"], 1e-9)

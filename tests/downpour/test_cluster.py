@@ -24,6 +24,7 @@ import torch
 
 pytest.importorskip("ray")
 
+from conftest import missing_tool  # noqa: E402
 from ray_cluster import HEAD_IP, Cluster, Sockets, Unavailable, gloo_on_the_nodes  # noqa: E402
 
 from catneuron.data.embedded import EmbeddedCorpus  # noqa: E402
@@ -165,6 +166,8 @@ def test_a_worker_node_dies_its_replica_waits_for_room_and_its_shard_comes_back(
     assert sum(f"replica {index} waits to be placed" in line and "1 CPU free" in line for line in lines) == 1
     assert sum(re.search(rf"replica {index} runs on 127.0.0.5 after waiting \d+ s", line) is not None
                for line in lines) == 1, output[-3000:]
+    assert sum(re.search(rf"replica {index} steps again on 127.0.0.5, \d+ s after it was lost", line) is not None
+               for line in lines) == 1, output[-3000:]
     lost = [line for line in lines if re.search(rf"parameter shard {shard} restarted on 127.0.0.[2-4] from its "
                                                 r"snapshot at version 0: the [1-9]\d* push\(es\) it had applied "
                                                 r"since are lost", line)]
@@ -251,8 +254,78 @@ def test_a_1x2_replica_spans_two_nodes_equals_one_process_and_is_replaced_when_a
     ours, theirs = ([r["loss"] for r in metrics(folder) if r["step"] <= before]
                     for folder in (run, tmp_path / "single"))
     assert len(ours) == before // 5 and ours == pytest.approx(theirs, rel=1e-3), (ours, theirs)
+CUT_SECONDS = 30  # the partition
+PLACED_WITHIN = 60  # seconds from the cut to the replacement alive on another node: past this, the run hangs
+STOPS_WITHIN = 60  # seconds from SIGTERM to the driver's exit, the checkpoint written
+
+
+def test_a_worker_node_cut_off_for_30_s_is_replaced_and_the_run_says_so(cluster, fixed, tmp_path):
+    """Two replicas on three nodes; the worker node holding one is cut off from the others for 30 s (tests/wire.py:
+    its inter-node packets dropped, both ways), then healed. Ray declares the node dead within seconds (the
+    cluster's health checks), so the run does not ride it out: it says the replica died and was replaced, the
+    replacement is alive on another node within PLACED_WITHIN s (Ray's actor table), the survivor steps on
+    throughout and after the heal; the run stops on SIGTERM with no line of Ray's, and its checkpoint has learnt.
+    Whether the replacement steps again before the stop is said when it does (not required: see
+    docs/distributed.md, a replacement found stuck after a partition)."""
+    if cluster.wire is None:
+        missing_tool(f"no wire between the nodes: {cluster.no_wire} (.ci/run installs nftables)")
+    run = tmp_path / "run"
+    process = train(cluster, run, "--replicas", "2", "--ps-shards", "2", "--steps", "1000000", "--minutes", "10")
+    try:
+        output, index, cut = cut_and_heal(cluster, run, process)
+    finally:  # never a run left holding the cluster's CPUs for the next test
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    lines = output.splitlines()
+    assert sum(re.search(rf"replica {index} died \(.*node.*\): replaced in 1 s", line) is not None
+               for line in lines) == 1, output[-3000:]
+    again = [line for line in lines if re.search(rf"replica {index} steps again on ", line)]
+    assert len(again) == stepped_again(metrics(run), index) and not any(cut in line for line in again), output
+    assert not ray_lines(output), ray_lines(output)
     network, _ = runs.load_network(run)
     assert objective(network, fixed) < 0.8 * initial_objective(fixed, tmp_path / "init")
+
+
+def cut_and_heal(cluster: Cluster, run: Path, process: subprocess.Popen) -> tuple[str, int, str]:
+    """Cut the worker node of a replica for CUT_SECONDS (its replacement placed elsewhere meanwhile), heal it, see
+    the run step on, stop it with SIGTERM; the run's output, the replica and the node cut."""
+    wait_for(lambda: len(metrics(run)[-1:]) and len(metrics(run)[-1]["replica_steps_per_s"]) == 2, 120,
+             "two replicas stepping", process)
+    replicas = actors(cluster, "replica")
+    cut, index = next((ip, int(name.split("-replica-")[1].split("-")[0])) for name, ip in sorted(replicas.items())
+                      if ip != cluster.head)
+    with cluster.wire.cut(cut):
+        healed = time.monotonic() + CUT_SECONDS
+        wait_for(lambda: replicas_now(cluster, index, cut), PLACED_WITHIN, "the replacement on another node",
+                 process)
+        time.sleep(max(0.0, healed - time.monotonic()))
+    after = metrics(run)[-1]["step"]
+    wait_for(lambda: metrics(run)[-1]["step"] > after + 20, 60, "steps after the heal", process)
+    process.send_signal(signal.SIGTERM)
+    output = finish(process, STOPS_WITHIN)
+    assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+    return output, index, cut
+
+
+def stepped_again(records: list[dict], index: int) -> bool:
+    """Replica `index` in the step rates, then missing (it died: its rate is dropped), then back."""
+    seen = gone = False
+    for record in records:
+        here = str(index) in record["replica_steps_per_s"]
+        if here and gone:
+            return True
+        seen, gone = seen or here, gone or (seen and not here)
+    return False
+
+
+def replicas_now(cluster: Cluster, index: int, lost: str) -> bool:
+    """Replica `index` alive on a node other than `lost`, from Ray's actor table."""
+    try:
+        placed = actors(cluster, "replica")
+    except (RuntimeError, ValueError):  # the query's client saw the cluster mid-change: ask again
+        return False
+    return any(f"-replica-{index}-" in name and ip != lost for name, ip in placed.items())
 
 
 def test_the_head_dies_the_driver_stops_and_a_new_cluster_resumes(cluster, tmp_path):

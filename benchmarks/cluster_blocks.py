@@ -7,10 +7,9 @@ per step (past the first `warmup` of the steps), the halo bytes a rank receives 
 benchmarks/model_parallel.py, which checks it against the bytes counted at the receives), and Downpour's bytes
 per image (fetches and pushes to the shards).
 
-The latency comes from the cluster's wire (`cluster.wire.latency(ms, rate)`, tests/wire.py, the relay the
-kernel's missing netem is replaced by), where the harness has one started with `relay=True`: `rows()` is the
-part of benchmarks/cluster.py's study it calls with its cluster. Without a wire only 0 ms is measured, and the
-rows say so.
+The latency comes from the cluster's wire (`cluster.wire.latency(ms, rate)`, tests/wire.py, the user-space relay
+that stands in for the netem this kernel lacks). Where no wire can be made (no nft or cgroup v2), only 0 ms is
+measured, and the rows say so.
 
     python benchmarks/cluster_blocks.py [--steps 300] [--json docs/cluster-blocks.json]
 """
@@ -54,11 +53,11 @@ print(json.dumps({name.rsplit("-", 1)[1]: ip for _, name, ip in ranks if name.sp
 
 
 def latency(cluster: Cluster, ms: float):
-    """The cluster's wire at `ms` one way (a context), or None where it has no relay to delay through."""
-    wire = getattr(cluster, "wire", None)
-    if wire is None or not getattr(wire, "relay", None):
+    """The cluster's wire at `ms` one way (a context), or None where it has no relay to delay through (no nft or
+    cgroup v2 here: `cluster.no_wire` says which)."""
+    if cluster.wire is None or not cluster.relay:
         return contextlib.nullcontext() if ms == 0 else None
-    return wire.latency(ms, None)
+    return cluster.wire.latency(ms, None)
 
 
 def one_run(cluster: Cluster, run: Path, steps: int, warmup: float) -> dict:
@@ -105,9 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"{processor_name()}; {uptime}", flush=True)
-    kwargs = {"relay": True} if "relay" in Cluster.__init__.__code__.co_varnames else {}
     with tempfile.TemporaryDirectory(prefix="cn-blocks-bench-") as tmp, Cluster(workers=2, cpus=1,
-                                                                                **kwargs) as cluster:
+                                                                                relay=True) as cluster:
         table = rows(cluster, Path(tmp), args.steps, args.warmup)
     print("\n| link latency | ranks on | s / step | halo bytes / step (a rank) | Downpour bytes / image |\n"
           "|---|---|---|---|---|")

@@ -250,13 +250,28 @@ class Cluster:
             time.sleep(0.2)
         return node
 
+    def next_ip(self) -> str:
+        """An address no node of this cluster has had: one past the highest."""
+        return f"127.0.0.{max(int(n.ip.rsplit('.', 1)[1]) for n in self.nodes) + 1}"
+
+    def top_up(self) -> None:
+        """Start worker nodes on new addresses until `workers` of them are alive again: a test that lost a node
+        (killed, or cut off and so declared dead, which Ray never takes back) leaves the next a whole cluster."""
+        def alive() -> int:
+            return sum(n.ip != self.head and n.process.poll() is None for n in self.nodes)
+
+        while alive() < self.workers:
+            self.start_node(self.next_ip())
+
     def node(self, ip: str) -> Node:
         return next(n for n in self.nodes if n.ip == ip)
 
     def kill_node(self, ip: str) -> list[int]:
         """A machine lost: SIGKILL to every process of node `ip` (the raylet, object store, workers)."""
-        pids = self.node(ip).pids()
+        node = self.node(ip)
+        pids = node.pids()
         kill(pids)
+        node.process.wait(timeout=30)
         return pids
 
     def popen(self, argv: Sequence[str], env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen:

@@ -104,6 +104,10 @@ def check_feeds(source: BatchSource, replicas: int) -> None:
         source.check_replicas(replicas)
 
 
+# What Ray says of an actor cancelled before it started (ActorDiedError's message; no attribute carries it).
+NEVER_RAN = "The actor never ran"
+
+
 def death_reason(error: Exception) -> str:
     """The last line of a dead actor's error (the exception its code raised, or how Ray lost it), plain text."""
     lines = [line.strip() for line in re.sub(r"\x1b\[[0-9;]*m", "", str(error)).splitlines() if line.strip()]
@@ -315,6 +319,10 @@ class Downpour:
         a replica that dies DEATHS times within DEATH_WINDOW seconds stops the run with its error."""
         del self.replicas[i]
         self.placements.forget(i)
+        if i in self.lost_at and NEVER_RAN in str(error):
+            # A replacement Ray put on a node that was lost before Ray knew: no new death, placed again at once.
+            self.restarts[i] = time.monotonic()
+            return
         reason = self.stalled.pop(i, None) or death_reason(error)
         now, policy = time.monotonic(), self.options.on_failure
         deaths = self.deaths[i]

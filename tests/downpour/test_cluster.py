@@ -2,9 +2,9 @@
 `ray start`, in a network namespace of the test's own (tests/ray_cluster.py), the driver joining with `--address`
 as a user would (`catneuron train`). Where the actors sit is read from Ray's actor table, not assumed.
 
-One cluster serves the module (starting three nodes costs half a minute on two loaded cores); a node killed by a
-test is started again on a new address by that test, but for the model-parallel replica's (the head's test after
-it needs two nodes, not three). The cluster's nodes have 1 CPU each.
+One cluster serves the module (starting three nodes costs half a minute on two loaded cores); each test starts
+on the head and two live workers (`whole`: the nodes a test killed or cut off are made up for on new addresses).
+The cluster's nodes have 1 CPU each.
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ def cluster():
             yield running
     except Unavailable as e:
         pytest.skip(f"no network namespace can be made here: {e}")
+
+
+@pytest.fixture(autouse=True)
+def whole(cluster) -> None:
+    """Each test starts on the head and two live workers: nodes a test lost are made up for on new addresses."""
+    cluster.top_up()
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +160,8 @@ def test_a_worker_node_dies_its_replica_waits_for_room_and_its_shard_comes_back(
     waiting = wait_for(lambda: [r for r in metrics(run) if r["step"] > before and r["replicas_waiting"] == 1], 90,
                        "a replacement counted as waiting", process)
     assert waiting[-1]["replicas"] == 2 and str(index) not in waiting[-1]["replica_steps_per_s"]
-    cluster.start_node("127.0.0.5")
+    joined = cluster.next_ip()
+    cluster.start_node(joined)
     back = wait_for(lambda: [r for r in metrics(run) if r["step"] > waiting[-1]["step"]
                              and r["replicas_waiting"] == 0 and str(index) in r["replica_steps_per_s"]], 120,
                     "the replacement stepping", process)
@@ -164,9 +171,9 @@ def test_a_worker_node_dies_its_replica_waits_for_room_and_its_shard_comes_back(
     assert back[-1]["replicas"] == 3 and back[-1]["shard_pushes_lost"] > 0, output[-3000:]
     assert sum(f"replica {index} died" in line for line in lines) == 1, output[-3000:]
     assert sum(f"replica {index} waits to be placed" in line and "1 CPU free" in line for line in lines) == 1
-    assert sum(re.search(rf"replica {index} runs on 127.0.0.5 after waiting \d+ s", line) is not None
+    assert sum(re.search(rf"replica {index} runs on {joined} after waiting \d+ s", line) is not None
                for line in lines) == 1, output[-3000:]
-    assert sum(re.search(rf"replica {index} steps again on 127.0.0.5, \d+ s after it was lost", line) is not None
+    assert sum(re.search(rf"replica {index} steps again on {joined}, \d+ s after it was lost", line) is not None
                for line in lines) == 1, output[-3000:]
     lost = [line for line in lines if re.search(rf"parameter shard {shard} restarted on 127.0.0.[2-4] from its "
                                                 r"snapshot at version 0: the [1-9]\d* push\(es\) it had applied "
@@ -277,6 +284,7 @@ def test_a_worker_node_cut_off_for_30_s_is_replaced_and_the_run_says_so(cluster,
         if process.poll() is None:
             process.kill()
             process.communicate()
+    cluster.kill_node(cut)  # declared dead, which Ray never takes back: its raylet exits anyway
     lines = output.splitlines()
     assert sum(re.search(rf"replica {index} died \(.*node.*\): replaced in 1 s", line) is not None
                for line in lines) == 1, output[-3000:]
@@ -344,7 +352,7 @@ def test_the_head_dies_the_driver_stops_and_a_new_cluster_resumes(cluster, tmp_p
     assert not ray_lines(output), ray_lines(output)
     saved = checkpoint.load(runs.checkpoint_path(run)).step  # whole: it loads
     assert saved >= 50
-    cluster.start_node("127.0.0.6", head=True)
+    cluster.start_node(cluster.next_ip(), head=True)
     resumed = cluster.popen([sys.executable, "-c", ENTRY, "train", "--address", cluster.address, "--out", str(run),
                              "--resume", "--replicas", "1", "--steps", str(saved + 20)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

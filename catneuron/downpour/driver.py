@@ -407,11 +407,13 @@ class Downpour:
                 and not session.signalled() and self.failure is None)
 
     def _grant(self, i: int, session: Session) -> None:
-        """Give replica i its next chunk: its share of the steps left, unless none are left or time is up."""
+        """Give replica i its next chunk: its share of the steps left, unless none are left or time is up. The
+        replacements still to start have their shares kept: a survivor granted while one is in its backoff would
+        otherwise take every step left, and the replacement, started, would find none and idle (issue 22)."""
         free = session.steps - self.trainer.step - self.granted
         if free <= 0 or session.time_up():
             return
-        n = -(-free // len(self.replicas))
+        n = -(-free // (len(self.replicas) + len(self.restarts)))
         refs = self.replicas[i].work(n, self.options.chunk_seconds)
         self.pending.update(dict.fromkeys(refs, i))
         self.chunks[i] = (refs, n)

@@ -109,17 +109,21 @@ def test_two_replicas_two_shards_lower_the_objective(private_ray, corpus, tmp_pa
 
 
 @pytest.mark.parametrize("on_failure", ["replace", "drop"])
-def test_a_killed_replica_does_not_stop_the_run(private_ray, corpus, tmp_path, on_failure):
+def test_a_killed_replica_does_not_stop_the_run(private_ray, corpus, tmp_path, caplog, on_failure):
+    """Chunks of ~0.1 s: the survivor hands back several during the replacement's 1 s backoff, and the replacement
+    must still find steps left to take and step (issue 22: it found none, and idled to the end)."""
     fixed = next(corpus.batches(200, seed=99))
     run = tmp_path / "run"
-    downpour = Downpour(Trainer(tiny(), corpus, run), DownpourOptions(replicas=2, on_failure=on_failure))
+    downpour = Downpour(Trainer(tiny(), corpus, run),
+                        DownpourOptions(replicas=2, on_failure=on_failure, chunk_seconds=0.1))
     before = objective_of(downpour.trainer, fixed)
-    killer = kill_when(downpour, downpour.actor_name("replica", 0), at_step=15)
+    killer = kill_when(downpour, downpour.actor_name("replica", 0), at_step=60)
     result = downpour.fit(400, progress=False)  # long enough to outlast the 1 s backoff before a replacement
     killer.join(timeout=5)
     assert result.step == 400
     assert downpour.incarnations[0] == (1 if on_failure == "replace" else 0)
     assert len(downpour.replicas) == (2 if on_failure == "replace" else 1)
+    assert ("replica 0 steps again on " in caplog.text) == (on_failure == "replace")
     assert objective(run, fixed) < 0.8 * before
 
 

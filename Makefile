@@ -27,7 +27,7 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(PYTEST)
+	$(PYTEST) --durations=15
 
 # The fast tier (under 2 minutes on 2 cores): lint and the tests not marked slow.
 check: setup

@@ -32,3 +32,14 @@ def wait_gone(marker: bytes, seconds: float = 30) -> list[int]:
     while (left := ray_processes(marker)) and time.monotonic() < deadline:
         time.sleep(0.5)
     return left
+
+
+def described(pids: list[int]) -> dict[int, str]:
+    """What each of `pids` runs (its command line), for a message about processes left behind."""
+    out = {}
+    for pid in pids:
+        try:
+            out[pid] = (Path(f"/proc/{pid}") / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+        except OSError:
+            out[pid] = "(gone)"
+    return out

@@ -83,20 +83,29 @@ def _reload_auth() -> None:
 
 
 # Waits for its parent (the driver) to end: EOF on stdin without the word that a clean shutdown writes. Then it
-# kills every process that carries the instance's marker in its environment (the raylet's workers and agents).
+# kills every process that carries the instance's marker in its environment (the raylet's workers and agents),
+# scan after scan until one finds none: a process forked during a scan (the raylet starting a worker) carries the
+# marker too, and only a marked process can start another, so once none is left none can come.
 _REAPER = """
-import os, signal, sys
+import os, signal, sys, time
 for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
     signal.signal(s, signal.SIG_IGN)
 if not sys.stdin.buffer.read():
     marker = ("CATNEURON_RAY=" + sys.argv[1]).encode()
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                if marker in f.read().split(b"\\0"):
-                    os.kill(int(pid), signal.SIGKILL)
-        except OSError:
-            pass
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        killed = 0
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if marker in f.read().split(b"\\0"):
+                        os.kill(int(pid), signal.SIGKILL)
+                        killed += 1
+            except OSError:
+                pass
+        if not killed:
+            break
+        time.sleep(0.2)
 """
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from raykit import wait_gone
+from raykit import described, wait_gone
 
 ray = pytest.importorskip("ray")
 
@@ -325,7 +325,7 @@ def test_the_driver_stops_on_sigterm_as_on_ctrl_c_and_ray_dies_with_it(tmp_path,
     finally:
         proc.kill()
         shutil.rmtree(temp, ignore_errors=True)
-    assert not left, f"Ray processes outlived the driver by 30 s: {left}"
+    assert not left, f"Ray processes outlived the driver by 30 s: {described(left)}"
     if stop == signal.SIGKILL:
         return
     assert proc.returncode == 143 and "SIGTERM received" not in output, output[-2000:]

@@ -31,10 +31,12 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
 from downpour import steady  # noqa: E402
+from machine import uptime  # noqa: E402
 from ray_cluster import Cluster  # noqa: E402
 
 from catneuron.model import local_cpp  # noqa: E402
 from catneuron.store import runs  # noqa: E402
+from catneuron.store.rates import processor_name  # noqa: E402
 
 ENTRY = "from catneuron.cli import main; main()"
 LATENCIES_MS = (0, 1, 5, 20)
@@ -153,11 +155,9 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, default=HERE.parent / "docs" / "cluster-downpour.png")
     args = parser.parse_args()
 
-    processor = next((line.split(":", 1)[1].strip() for line in subprocess.run(
-        ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
+    processor = processor_name()
     results: dict = {"processor": processor, "cores": os.cpu_count(), "minutes_per_run": args.minutes,
-                     "uptime_at_start": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-                     "runs": []}
+                     "uptime_at_start": uptime(), "runs": []}
     print(f"{processor}, {os.cpu_count()} cores; {results['uptime_at_start']}", flush=True)
     # The compiled CPU kernels from this machine's cache: the nodes' HOME is a fresh one (tests/conftest.py).
     os.environ.setdefault("CATNEURON_KERNEL_CACHE", str(local_cpp.cache_dir()))
@@ -175,7 +175,7 @@ def main() -> None:
                     results["runs"].append(row)
                     print(json.dumps(row), flush=True)
                     args.json.write_text(json.dumps(results, indent=2) + "\n")  # so far, should a run fail
-    results["uptime_at_end"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    results["uptime_at_end"] = uptime()
     results["total_s"] = time.monotonic() - started
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     figure(results, args.figure)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests"), str(HERE)]
 
 from downpour import steady  # noqa: E402
+from machine import uptime  # noqa: E402
 from model_parallel import geometry_row  # noqa: E402
 from ray_cluster import Cluster  # noqa: E402
 
@@ -102,8 +102,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.3, help="fraction of each run's steps left out")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print(f"{processor_name()}; {uptime}", flush=True)
+    start = uptime()
+    print(f"{processor_name()}; {start}", flush=True)
     with tempfile.TemporaryDirectory(prefix="cn-blocks-bench-") as tmp, Cluster(workers=2, cpus=1,
                                                                                 relay=True) as cluster:
         table = rows(cluster, Path(tmp), args.steps, args.warmup)
@@ -116,10 +116,10 @@ def main() -> None:
         nodes = ", ".join(f"rank {k}: {v}" for k, v in sorted(r["rank_nodes"].items()))
         print(f"| {r['latency_ms']:g} ms | {nodes} | {r['s_per_step']:.4f} | {r['halo_bytes_per_step']:,} | "
               f"{r['bytes_per_image']:,.0f} |")
-    end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print(f"\n{processor_name()}; start: {uptime}; end: {end}")
+    end = uptime()
+    print(f"\n{processor_name()}; start: {start}; end: {end}")
     if args.json:
-        args.json.write_text(json.dumps({"processor": processor_name(), "uptime_at_start": uptime,
+        args.json.write_text(json.dumps({"processor": processor_name(), "uptime_at_start": start,
                                          "uptime_at_end": end, "rows": table}, indent=2) + "\n")
 
 

@@ -15,6 +15,11 @@ from contextlib import contextmanager
 import torch
 
 
+def uptime() -> str:
+    """`uptime`'s line (the load averages): printed beside every number a shared machine can distort."""
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work, so a timer measures it (a no-op on the CPU)."""
     if device.type == "cuda":
